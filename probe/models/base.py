@@ -1,0 +1,70 @@
+"""Shared base of probe's models: a TransformerLens ``HookedRootModule`` plus the training objective.
+
+Every model maps a task's inputs to an *answer* (logits over classes, or a regression vector) and
+knows its objective, so the trainer and the analyses compute loss and accuracy the same way.
+Cross-entropy is computed in float64 (Nanda et al. 2023 note float32 log-softmax rounding at tiny
+losses).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformer_lens import HookedRootModule
+
+
+class ProbeModel(HookedRootModule):
+    """Base class: subclasses define ``forward`` (full hooked pass) and ``answer``."""
+
+    objective: str = "cross_entropy"
+    #: name of the input-embedding parameter (None where the model has none)
+    embed_param: str | None = "embed.W_E"
+
+    def model_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Convert task inputs (``[N, 2]`` symbol pairs or features) to what ``forward`` takes."""
+        return inputs
+
+    def answer(self, x: torch.Tensor, last_only: bool = True) -> torch.Tensor:
+        """Output used for loss and prediction: ``[N, n_classes]`` logits or ``[N, d_out]``."""
+        raise NotImplementedError
+
+    def loss(self, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Training loss of ``answer`` outputs against integer labels (float64 for cross-entropy)."""
+        if self.objective == "cross_entropy":
+            return F.cross_entropy(out.to(torch.float64), labels)
+        if self.objective == "mse_targets":
+            return ((out - self.targets[labels]) ** 2).mean()
+        onehot = F.one_hot(labels, out.shape[-1]).to(out.dtype)
+        return ((out - onehot) ** 2).mean()
+
+    def predict(self, out: torch.Tensor) -> torch.Tensor:
+        """Predicted class per sample (nearest target for regression, Liu et al. Sec. 2)."""
+        if self.objective == "mse_targets":
+            return torch.cdist(out.to(self.targets.dtype), self.targets).argmin(dim=-1)
+        return out.argmax(dim=-1)
+
+
+def uniform_(t: torch.Tensor, fan_in: int) -> torch.Tensor:
+    """PyTorch's default Linear initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / math.sqrt(fan_in)
+    with torch.no_grad():
+        return t.uniform_(-bound, bound)
+
+
+ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "gelu": F.gelu}
+
+
+class Linear(nn.Module):
+    """Affine layer with TransformerLens orientation (``x @ W + b``, W is [d_in, d_out])."""
+
+    def __init__(self, d_in: int, d_out: int, w_name: str = "W", b_name: str = "b") -> None:
+        super().__init__()
+        self.w_name, self.b_name = w_name, b_name
+        self.register_parameter(w_name, nn.Parameter(uniform_(torch.empty(d_in, d_out), d_in)))
+        self.register_parameter(b_name, nn.Parameter(uniform_(torch.empty(d_out), d_in)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ getattr(self, self.w_name) + getattr(self, self.b_name)

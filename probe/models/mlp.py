@@ -1,0 +1,119 @@
+"""Embedding-plus-decoder models: Liu et al.'s toy model, the concatenating MLP, the digits MLP.
+
+Parameter names: ``embed.W_E``; decoder layers ``decoder.{l}.W`` / ``decoder.{l}.b``; output layer
+``unembed.W_U`` / ``unembed.b_U``. Hooks: ``hook_embed`` (the two embeddings, [N, 2, ...]),
+``hook_agg`` (the decoder input), ``decoder.{l}.hook_pre`` / ``hook_post``, ``hook_out``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformer_lens.hook_points import HookPoint
+
+from probe.config import DigitsConfig, MLPConfig, ToyConfig
+from probe.models.base import ACTIVATIONS, Linear, ProbeModel
+
+
+class DecoderLayer(Linear):
+    def __init__(self, d_in: int, d_out: int, act: str) -> None:
+        super().__init__(d_in, d_out)
+        self.act = ACTIVATIONS[act]
+        self.hook_pre = HookPoint()
+        self.hook_post = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hook_post(self.act(self.hook_pre(super().forward(x))))
+
+
+class Unembed(Linear):
+    def __init__(self, d_in: int, d_out: int) -> None:
+        super().__init__(d_in, d_out, "W_U", "b_U")
+
+
+class _DecoderModel(ProbeModel):
+    def _build_decoder(self, d_in: int, widths: tuple[int, ...], act: str, d_out: int) -> None:
+        dims = (d_in, *widths)
+        self.decoder = nn.ModuleList([DecoderLayer(a, b, act) for a, b in zip(dims[:-1], dims[1:])])
+        self.unembed = Unembed(dims[-1], d_out)
+        self.hook_agg = HookPoint()
+        self.hook_out = HookPoint()
+
+    def _decode(self, agg: torch.Tensor) -> torch.Tensor:
+        h = self.hook_agg(agg)
+        for layer in self.decoder:
+            h = layer(h)
+        return self.hook_out(self.unembed(h))
+
+    def answer(self, x: torch.Tensor, last_only: bool = True) -> torch.Tensor:
+        return self.forward(x)
+
+
+class ToyModel(_DecoderModel):
+    """Liu et al. (2022) Sec. 2: ``(a, b) -> Dec(E_a + E_b)``; App. H: ``Dec(E_a E_b)`` for matrices.
+
+    Embeddings are initialised ``U(-s/2, s/2)`` (App. G). For ``mse_targets`` the buffer ``targets``
+    holds one fixed random vector per class and predictions decode to the nearest one.
+    """
+
+    def __init__(self, cfg: ToyConfig, n_symbols: int, n_classes: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.objective = cfg.objective
+        d = cfg.d_embed
+        shape = (n_symbols, d, d) if cfg.aggregation == "matrix" else (n_symbols, d)
+        self.embed = nn.Module()
+        self.embed.W_E = nn.Parameter(torch.empty(shape).uniform_(-cfg.init_scale / 2, cfg.init_scale / 2))
+        self.hook_embed = HookPoint()
+        d_agg = d * d if cfg.aggregation == "matrix" else d
+        d_out = cfg.d_out if cfg.objective == "mse_targets" else n_classes
+        self._build_decoder(d_agg, cfg.decoder, cfg.act, d_out)
+        if cfg.objective == "mse_targets":
+            self.register_buffer("targets", torch.randn(n_classes, cfg.d_out))
+        self.setup()
+
+    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
+        e = self.hook_embed(self.embed.W_E[pairs])  # [N, 2, d] or [N, 2, d, d]
+        if self.cfg.aggregation == "matrix":
+            agg = (e[:, 0] @ e[:, 1]).flatten(1)
+        else:
+            agg = e[:, 0] + e[:, 1]
+        return self._decode(agg)
+
+
+class ConcatMLP(_DecoderModel):
+    """Two learned embeddings concatenated and sent through an MLP (Kitouni; Gromov 2023)."""
+
+    def __init__(self, cfg: MLPConfig, n_symbols: int, n_classes: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.objective = cfg.objective
+        self.embed = nn.Module()
+        self.embed.W_E = nn.Parameter(torch.randn(n_symbols, cfg.d_embed))
+        self.hook_embed = HookPoint()
+        self._build_decoder(2 * cfg.d_embed, cfg.hidden, cfg.act, n_classes)
+        self.setup()
+
+    def forward(self, pairs: torch.Tensor) -> torch.Tensor:
+        e = self.hook_embed(self.embed.W_E[pairs])  # [N, 2, d]
+        return self._decode(e.flatten(1))
+
+
+class DigitsMLP(_DecoderModel):
+    """Omnigrok / Liu et al. App. J: depth-``depth`` ReLU MLP, default init scaled by ``init_alpha``."""
+
+    embed_param = None
+
+    def __init__(self, cfg: DigitsConfig, n_features: int, n_classes: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.objective = cfg.objective
+        self._build_decoder(n_features, (cfg.width,) * (cfg.depth - 1), cfg.act, n_classes)
+        with torch.no_grad():
+            for name, param in self.named_parameters():
+                if name.endswith(".W") or name.endswith(".W_U"):
+                    param.mul_(cfg.init_alpha)
+        self.setup()
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self._decode(features)

@@ -1,0 +1,197 @@
+"""Decoder-only transformer with TransformerLens hook and parameter names.
+
+Inputs ``[a, b, =]`` (Nanda et al. 2023) or ``[a, op, b, =]`` (Power et al. 2022); logits are read
+at the last position. ``answer(last_only=True)`` computes the final block only where the loss needs
+it: keys and values at every position, but the query, attention output, MLP and unembedding at the
+last position only, which is the same arithmetic for that position and about half the FLOPs of a
+one-layer model. ``forward`` always computes every position, so analyses see full activations.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from transformer_lens.hook_points import HookPoint
+
+from probe.config import TransformerConfig
+from probe.models.base import ACTIVATIONS, ProbeModel
+
+
+class LayerNorm(nn.Module):
+    def __init__(self, d: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(d))
+        self.b = nn.Parameter(torch.zeros(d))
+        self.eps = eps
+        self.hook_scale = HookPoint()
+        self.hook_normalized = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x - x.mean(-1, keepdim=True)
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        return self.hook_normalized(x / scale) * self.w + self.b
+
+
+def _project(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """[B, P, d] x [h, d, k] -> [B, P, h, k] as one matrix product."""
+    h, d, k = w.shape
+    return (x @ w.permute(1, 0, 2).reshape(d, h * k)).view(*x.shape[:-1], h, k) + b
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: TransformerConfig, init_std: float) -> None:
+        super().__init__()
+        h, d, k = cfg.n_heads, cfg.d_model, cfg.head_dim
+        self.W_Q = nn.Parameter(torch.randn(h, d, k) * init_std)
+        self.W_K = nn.Parameter(torch.randn(h, d, k) * init_std)
+        self.W_V = nn.Parameter(torch.randn(h, d, k) * init_std)
+        self.W_O = nn.Parameter(torch.randn(h, k, d) * init_std)
+        self.b_Q = nn.Parameter(torch.zeros(h, k))
+        self.b_K = nn.Parameter(torch.zeros(h, k))
+        self.b_V = nn.Parameter(torch.zeros(h, k))
+        self.b_O = nn.Parameter(torch.zeros(d))
+        self.dropout = nn.Dropout(cfg.dropout)
+        for name in ("q", "k", "v", "attn_scores", "pattern", "z"):
+            setattr(self, f"hook_{name}", HookPoint())
+
+    def forward(self, x: torch.Tensor, query: torch.Tensor | None = None) -> torch.Tensor:
+        """``x``: [B, P, d] keys/values source; ``query``: rows to attend from (default all of x).
+
+        When ``query`` is the last position only, the causal mask lets it see every key.
+        """
+        q_src = x if query is None else query
+        q = self.hook_q(_project(q_src, self.W_Q, self.b_Q))
+        k = self.hook_k(_project(x, self.W_K, self.b_K))
+        v = self.hook_v(_project(x, self.W_V, self.b_V))
+        scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
+        n_q, n_k = q.shape[1], k.shape[1]
+        if n_q > 1:
+            mask = torch.ones(n_q, n_k, dtype=torch.bool, device=x.device).tril(n_k - n_q)
+            scores = scores.masked_fill(~mask, float("-inf"))
+        scores = self.hook_attn_scores(scores)
+        pattern = self.hook_pattern(self.dropout(scores.softmax(dim=-1)))
+        z = self.hook_z(torch.einsum("bhqk,bkhd->bqhd", pattern, v))
+        h, dh, d = self.W_O.shape
+        return z.reshape(*z.shape[:2], h * dh) @ self.W_O.reshape(h * dh, d) + self.b_O
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        d, m = cfg.d_model, cfg.d_mlp
+        self.W_in = nn.Parameter(torch.randn(d, m) / math.sqrt(d))
+        self.b_in = nn.Parameter(torch.zeros(m))
+        self.W_out = nn.Parameter(torch.randn(m, d) / math.sqrt(d))
+        self.b_out = nn.Parameter(torch.zeros(d))
+        self.act = ACTIVATIONS[cfg.act]
+        self.hook_pre = HookPoint()
+        self.hook_post = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        post = self.hook_post(self.act(self.hook_pre(x @ self.W_in + self.b_in)))
+        return post @ self.W_out + self.b_out
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: TransformerConfig) -> None:
+        super().__init__()
+        self.ln1 = LayerNorm(cfg.d_model) if cfg.layernorm else nn.Identity()
+        self.ln2 = LayerNorm(cfg.d_model) if cfg.layernorm else nn.Identity()
+        self.attn = Attention(cfg, init_std=1.0 / math.sqrt(cfg.d_model))
+        self.mlp = MLP(cfg)
+        self.dropout = nn.Dropout(cfg.dropout)
+        for name in ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post"):
+            setattr(self, f"hook_{name}", HookPoint())
+
+    def forward(self, resid: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        resid = self.hook_resid_pre(resid)
+        normed = self.ln1(resid)
+        if last_only:
+            attn = self.attn(normed, query=normed[:, -1:])
+            resid = resid[:, -1:]
+        else:
+            attn = self.attn(normed)
+        resid = self.hook_resid_mid(resid + self.hook_attn_out(self.dropout(attn)))
+        mlp = self.hook_mlp_out(self.dropout(self.mlp(self.ln2(resid))))
+        return self.hook_resid_post(resid + mlp)
+
+
+class Embed(nn.Module):
+    def __init__(self, d_vocab: int, d_model: int) -> None:
+        super().__init__()
+        self.W_E = nn.Parameter(torch.randn(d_vocab, d_model) / math.sqrt(d_model))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.W_E[tokens]
+
+
+class PosEmbed(nn.Module):
+    def __init__(self, n_ctx: int, d_model: int) -> None:
+        super().__init__()
+        self.W_pos = nn.Parameter(torch.randn(n_ctx, d_model) / math.sqrt(d_model))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.W_pos[: tokens.shape[1]].unsqueeze(0)
+
+
+class Unembed(nn.Module):
+    def __init__(self, d_model: int, d_vocab_out: int) -> None:
+        super().__init__()
+        self.W_U = nn.Parameter(torch.randn(d_model, d_vocab_out) / math.sqrt(d_vocab_out))
+        self.b_U = nn.Parameter(torch.zeros(d_vocab_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.W_U + self.b_U
+
+
+class Transformer(ProbeModel):
+    """Token vocabulary: symbols ``0..n-1``, then ``=`` (index n), then the op token (n+1) if used."""
+
+    def __init__(self, cfg: TransformerConfig, n_symbols: int, n_classes: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.n_symbols = n_symbols
+        self.eq_token = n_symbols
+        self.op_token = n_symbols + 1 if cfg.op_token else None
+        self.d_vocab = n_symbols + (2 if cfg.op_token else 1)
+        self.n_ctx = 4 if cfg.op_token else 3
+        self.embed = Embed(self.d_vocab, cfg.d_model)
+        self.hook_embed = HookPoint()
+        self.pos_embed = PosEmbed(self.n_ctx, cfg.d_model)
+        self.hook_pos_embed = HookPoint()
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        self.ln_final = LayerNorm(cfg.d_model) if cfg.layernorm else nn.Identity()
+        self.unembed = Unembed(cfg.d_model, n_classes)
+        self.setup()
+
+    def model_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """[N, 2] pairs -> [N, n_ctx] tokens."""
+        n = inputs.shape[0]
+        eq = torch.full((n, 1), self.eq_token, dtype=inputs.dtype, device=inputs.device)
+        if self.op_token is None:
+            return torch.cat([inputs, eq], dim=1)
+        op = torch.full((n, 1), self.op_token, dtype=inputs.dtype, device=inputs.device)
+        return torch.cat([inputs[:, :1], op, inputs[:, 1:], eq], dim=1)
+
+    def _residual(self, tokens: torch.Tensor) -> torch.Tensor:
+        embed = self.hook_embed(self.embed(tokens))
+        pos = self.hook_pos_embed(self.pos_embed(tokens))
+        return self.dropout(embed + pos)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[B, P] tokens -> [B, P, n_classes] logits, every position computed."""
+        resid = self._residual(tokens)
+        for block in self.blocks:
+            resid = block(resid)
+        return self.unembed(self.ln_final(resid))
+
+    def answer(self, x: torch.Tensor, last_only: bool = True) -> torch.Tensor:
+        if not last_only:
+            return self.forward(x)[:, -1]
+        resid = self._residual(x)
+        for i, block in enumerate(self.blocks):
+            resid = block(resid, last_only=i == len(self.blocks) - 1)
+        return self.unembed(self.ln_final(resid))[:, -1]

@@ -1,0 +1,81 @@
+import subprocess
+import sys
+import time
+
+import pytest
+
+from probe.cli import main
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_help_is_fast_and_lists_commands():
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "probe.cli", "--help"], capture_output=True, text=True)
+    elapsed = time.perf_counter() - t0
+    assert res.returncode == 0 and "train" in res.stdout and "info" in res.stdout
+    assert elapsed < 5  # generous bound for slow CI; heavy imports must not happen here
+    res = subprocess.run([sys.executable, "-c", "import sys, probe.cli; print('torch' in sys.modules)"],
+                         capture_output=True, text=True)
+    assert res.stdout.strip() == "False"
+
+
+def test_train_and_info(tmp_path, capsys):
+    out_dir = tmp_path / "r"
+    code, out, err = _run(capsys, "train", "--preset", "liu-toy-add", "--set", "steps=20", "--set", "model.decoder=8",
+                          "--set", "checkpoint.schedule=every", "--set", "checkpoint.every=10", "--out", str(out_dir),
+                          "--no-progress")
+    assert code == 0, err
+    code, out, err = _run(capsys, "info", str(out_dir), "--hooks")
+    assert code == 0
+    for needle in ("nonmod-add(p=10", "45 train / 10 val", "seed 0, split_seed 1", "adamw lr 0.0001",
+                   "embeddings lr 0.001", "3 at steps 0..20", "every 10 steps", "final:", "MB", "hook_embed",
+                   "decoder.0.hook_pre"):
+        assert needle in out, needle
+    code, out, _ = _run(capsys, "info", str(out_dir), "--json")
+    assert code == 0 and '"checkpoints"' in out
+    code, _, err = _run(capsys, "train", "--preset", "liu-toy-add", "--out", str(out_dir))
+    assert code == 2 and "already holds a run" in err
+
+
+def test_progress_bar_shows_step_and_metrics(tmp_path, capsys):
+    code, _, err = _run(capsys, "train", "--preset", "liu-toy-add", "--set", "steps=30", "--set", "model.decoder=8",
+                        "--out", str(tmp_path / "p"))
+    assert code == 0
+    assert "30/30" in err and "val_acc=" in err and "loss=" in err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["info", "/nonexistent/run"], "does not exist"),
+    (["train", "--preset", "nope", "--out", "x"], "unknown preset 'nope' (valid: liu-toy-add"),
+    (["train", "--preset", "liu-toy-add", "--set", "bogus=1", "--out", "x"], "unknown config key 'bogus'"),
+    (["train", "--preset", "liu-toy-add", "--set", "lr=abc", "--out", "x"], "invalid config value lr='abc'"),
+    (["train", "--preset", "liu-toy-add", "--set", "lr", "--out", "x"], "--set expects key=value"),
+    (["train", "--out", "x"], "give a preset"),
+    (["frobnicate"], "invalid choice"),
+    (["train", "--resume", "/nonexistent/run"], "does not exist"),
+])
+def test_bad_input_is_one_line_exit_2(capsys, argv, message):
+    code, out, err = _run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("probe: error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_corrupt_run_via_cli(tmp_path, toy_run, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    data = (toy_run / "run.h5").read_bytes()
+    (bad / "run.h5").write_bytes(data[:2000])
+    code, _, err = _run(capsys, "info", str(bad))
+    assert code == 2 and "corrupt or truncated" in err
+    assert (bad / "run.h5").read_bytes() == data[:2000]  # nothing on disk changed
+
+
+def test_dry_run_prints_resolved_config(capsys):
+    code, out, _ = _run(capsys, "train", "--preset", "nanda-modadd", "--set", "p=97", "--dry-run")
+    assert code == 0 and "p: 97" in out and "d_model: 128" in out

@@ -1,0 +1,74 @@
+import pytest
+
+from probe.config import TrainConfig, valid_keys
+from probe.errors import ProbeError
+from train.config import PRESETS, load_config, parse_sets
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_is_a_valid_config(name):
+    cfg = load_config(name)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_reference_numbers():
+    nanda = load_config("nanda-modadd")
+    assert (nanda.p, nanda.train_fraction, nanda.lr, nanda.weight_decay, nanda.betas) == (113, 0.3, 1e-3, 1.0, (0.9, 0.98))
+    assert (nanda.model.n_layers, nanda.model.d_model, nanda.model.n_heads, nanda.model.d_mlp) == (1, 128, 4, 512)
+    assert nanda.warmup_steps == 10 and nanda.batch_size is None and not nanda.model.layernorm
+    liu = load_config("liu-toy-add")
+    assert liu.n_train == 45 and liu.resolved_embed_lr == 1e-3 and liu.lr == 1e-4
+    assert load_config("kitouni-mlp").weight_decay == 0.03
+    assert load_config("kitouni-mlp-comprehension").weight_decay == 5.0
+    assert load_config("liu-toy-s3").model.aggregation == "matrix"
+
+
+def test_flat_and_dotted_overrides_are_typed():
+    cfg = load_config("nanda-modadd", overrides=parse_sets(
+        ["lr=0.01", "seed=3", "model.d_model=64", "checkpoint.every=10", "model.layernorm=true", "betas=0.9,0.99"]))
+    assert cfg.lr == 0.01 and cfg.seed == 3 and cfg.model.d_model == 64 and cfg.checkpoint.every == 10
+    assert cfg.model.layernorm is True and cfg.betas == (0.9, 0.99)
+    assert cfg.embed_lr is None
+    assert load_config("nanda-modadd", overrides={"batch_size": "none"}).batch_size is None
+
+
+def test_unknown_key_lists_valid_ones():
+    with pytest.raises(ProbeError, match=r"unknown config key 'bogus' \(valid: .*batch_size"):
+        load_config("nanda-modadd", overrides={"bogus": "1"})
+    with pytest.raises(ProbeError, match=r"unknown config key 'model.d_embed' \(valid: model.act"):
+        load_config("nanda-modadd", overrides={"model.d_embed": "3"})
+
+
+def test_ill_typed_and_invalid_values_name_field_and_value():
+    with pytest.raises(ProbeError, match=r"invalid config value lr='abc': expected a number"):
+        load_config("nanda-modadd", overrides={"lr": "abc"})
+    with pytest.raises(ProbeError, match=r"steps='1.5': expected an integer"):
+        load_config("nanda-modadd", overrides={"steps": "1.5"})
+    with pytest.raises(ProbeError, match=r"train_fraction=1.5: must be in \(0, 1\]"):
+        load_config("nanda-modadd", overrides={"train_fraction": "1.5"})
+    with pytest.raises(ProbeError, match=r"model.act='swish': valid: relu, gelu"):
+        load_config("nanda-modadd", overrides={"model.act": "swish"})
+    with pytest.raises(ProbeError, match=r"model.n_heads=3: must divide d_model=128"):
+        load_config("nanda-modadd", overrides={"model.n_heads": "3"})
+
+
+def test_unknown_preset_lists_valid():
+    with pytest.raises(ProbeError, match=r"unknown preset 'nope' \(valid: liu-toy-add"):
+        load_config("nope")
+
+
+def test_yaml_config_with_preset(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("preset: liu-toy-add\nsteps: 123\nmodel:\n  d_embed: 2\ncheckpoint:\n  every: 7\n")
+    cfg = load_config(path=path)
+    assert cfg.steps == 123 and cfg.model.d_embed == 2 and cfg.checkpoint.every == 7 and cfg.n_train == 45
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: [1\n")
+    with pytest.raises(ProbeError, match="not valid YAML"):
+        load_config(path=bad)
+
+
+def test_switching_model_kind_uses_that_kinds_defaults():
+    cfg = load_config("nanda-modadd", overrides={"model.kind": "mlp", "model.d_embed": "8"})
+    assert cfg.model.kind == "mlp" and cfg.model.d_embed == 8
+    assert "model.d_embed" in valid_keys()

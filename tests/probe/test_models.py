@@ -1,0 +1,105 @@
+import pytest
+import torch
+from transformer_lens import HookedRootModule
+
+from probe.models import build_model
+from probe.tasks import make_task
+from train.config import load_config
+
+TL_HOOKS = ["hook_embed", "hook_pos_embed", "blocks.0.hook_resid_pre", "blocks.0.attn.hook_q", "blocks.0.attn.hook_k",
+            "blocks.0.attn.hook_v", "blocks.0.attn.hook_attn_scores", "blocks.0.attn.hook_pattern",
+            "blocks.0.attn.hook_z", "blocks.0.hook_attn_out", "blocks.0.hook_resid_mid", "blocks.0.mlp.hook_pre",
+            "blocks.0.mlp.hook_post", "blocks.0.hook_mlp_out", "blocks.0.hook_resid_post"]
+TL_PARAMS = ["embed.W_E", "pos_embed.W_pos", "blocks.0.attn.W_Q", "blocks.0.attn.W_K", "blocks.0.attn.W_V",
+             "blocks.0.attn.W_O", "blocks.0.mlp.W_in", "blocks.0.mlp.W_out", "unembed.W_U"]
+
+
+def _transformer(**over):
+    cfg = load_config("nanda-modadd", overrides={"p": "13", "model.d_model": "32", "model.d_mlp": "64", **over})
+    task = make_task("add", p=13)
+    torch.manual_seed(0)
+    return build_model(cfg.model, task), task
+
+
+def test_transformer_has_transformerlens_names_and_shapes():
+    model, task = _transformer()
+    assert isinstance(model, HookedRootModule)
+    assert set(TL_HOOKS) <= set(model.hook_dict)
+    params = dict(model.named_parameters())
+    assert set(TL_PARAMS) <= set(params)
+    assert params["embed.W_E"].shape == (14, 32)  # 13 symbols + '='
+    assert params["blocks.0.attn.W_Q"].shape == (4, 32, 8)
+    assert params["blocks.0.attn.W_O"].shape == (4, 8, 32)
+    assert params["unembed.W_U"].shape == (32, 13)
+
+
+def test_run_with_cache_and_hooks():
+    model, task = _transformer()
+    x = model.model_inputs(torch.as_tensor(task.inputs[:7]))
+    assert x.shape == (7, 3) and torch.all(x[:, 2] == 13)
+    logits, cache = model.run_with_cache(x)
+    assert logits.shape == (7, 3, 13)
+    assert cache["blocks.0.mlp.hook_post"].shape == (7, 3, 64)
+    assert cache["blocks.0.attn.hook_pattern"].shape == (7, 4, 3, 3)
+    zero = lambda act, hook: torch.zeros_like(act)  # noqa: E731
+    ablated = model.run_with_hooks(x, fwd_hooks=[("blocks.0.hook_mlp_out", zero)])
+    assert not torch.allclose(ablated, logits)
+
+
+@pytest.mark.parametrize("over", [{}, {"model.n_layers": "2", "model.layernorm": "true"}, {"model.op_token": "true"}])
+def test_last_position_fast_path_matches_full_forward(over):
+    model, task = _transformer(**over)
+    x = model.model_inputs(torch.as_tensor(task.inputs))
+    full = model.answer(x, last_only=False)
+    fast = model.answer(x, last_only=True)
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+
+
+def test_causal_mask():
+    model, task = _transformer()
+    x = model.model_inputs(torch.as_tensor(task.inputs[:5]))
+    _, cache = model.run_with_cache(x)
+    pattern = cache["blocks.0.attn.hook_pattern"]
+    assert torch.all(pattern[:, :, 0, 1:] == 0) and torch.all(pattern[:, :, 1, 2] == 0)
+
+
+def test_toy_model_sum_and_matrix():
+    cfg = load_config("liu-toy-add").model
+    task = make_task("nonmod-add", p=10)
+    model = build_model(cfg, task)
+    assert model.embed.W_E.shape == (10, 1)
+    assert model.embed.W_E.abs().max() <= 0.5  # U(-s/2, s/2), s = 1
+    x = torch.as_tensor(task.inputs)
+    _, cache = model.run_with_cache(x)
+    torch.testing.assert_close(cache["hook_agg"], model.embed.W_E[x[:, 0]] + model.embed.W_E[x[:, 1]])
+    assert model.targets.shape == (19, 30)
+    s3 = load_config("liu-toy-s3")
+    m3 = build_model(s3.model, make_task("perm", n=3))
+    assert m3.embed.W_E.shape == (6, 3, 3)
+    pairs = torch.tensor([[1, 2]])
+    _, cache = m3.run_with_cache(pairs)
+    torch.testing.assert_close(cache["hook_agg"][0], (m3.embed.W_E[1] @ m3.embed.W_E[2]).flatten())
+
+
+def test_regression_prediction_is_nearest_target():
+    model = build_model(load_config("liu-toy-add").model, make_task("nonmod-add", p=10))
+    out = model.targets[[3, 7]] + 0.01
+    assert model.predict(out).tolist() == [3, 7]
+
+
+def test_cross_entropy_is_float64():
+    model, task = _transformer()
+    x = model.model_inputs(torch.as_tensor(task.inputs[:4]))
+    assert model.loss(model.answer(x), torch.as_tensor(task.labels[:4])).dtype == torch.float64
+
+
+def test_mlp_and_digits_models():
+    mlp = build_model(load_config("kitouni-mlp").model, make_task("add", p=53))
+    assert mlp.answer(torch.tensor([[1, 2]])).shape == (1, 53)
+    digits_task = make_task("digits")
+    torch.manual_seed(0)
+    big = build_model(load_config("omnigrok-digits").model, digits_task)
+    torch.manual_seed(0)
+    small = build_model(load_config("omnigrok-digits", overrides={"model.init_alpha": "1"}).model, digits_task)
+    torch.testing.assert_close(big.decoder[0].W, 8 * small.decoder[0].W)
+    assert big.embed_param is None

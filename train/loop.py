@@ -1,0 +1,315 @@
+"""The training loop: writes a dense HDF5 checkpoint series that ``probe.load_run`` reads.
+
+Per step ``s`` the loop (1) snapshots the RNG states, (2) runs the training forward pass on the
+parameters at ``s``, (3) records metrics of those parameters, (4) writes checkpoint ``s`` if the
+schedule says so, together with the optimizer state and RNG snapshot, then (5) updates to ``s+1``.
+Resuming from checkpoint ``s`` therefore replays step ``s`` exactly, so a run killed and resumed on
+CPU ends bit-identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from probe.config import TrainConfig
+from probe.errors import ProbeError
+from probe.runfile import (FORMAT_NAME, SCHEMA_VERSION, ResumeState, RunFile, RunWriter, package_versions,
+                           run_file_path)
+from probe.tasks import Split, make_split, make_task
+from train.schedule import STATE_SIZE, Schedule
+
+ADAM_KEYS = ("step", "exp_avg", "exp_avg_sq")
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ProbeError(f"device {name!r} requested but CUDA is not available")
+    return name
+
+
+def _optim_keys(cfg: TrainConfig) -> tuple[str, ...]:
+    if cfg.optimizer in ("adam", "adamw"):
+        return ADAM_KEYS
+    return ("momentum_buffer",) if cfg.momentum > 0 else ()
+
+
+class Trainer:
+    """One run's model, data, optimizer and writer; ``run()`` trains to ``cfg.steps``."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, progress: bool = True) -> None:
+        import torch
+
+        from probe.models import build_model
+
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.progress = progress
+        self.device = resolve_device(cfg.device)
+        self.task = make_task(**{k: v for k, v in cfg.task_params.items()})
+        self.split: Split = make_split(self.task.n_samples, cfg.train_fraction, cfg.split_seed, cfg.n_train)
+        torch.manual_seed(cfg.seed)
+        self.model = build_model(cfg.model, self.task).to(self.device)
+        self.param_names = [n for n, _ in self.model.named_parameters()]
+        self.saved = [n for n in self.param_names if any(fnmatch.fnmatchcase(n, pat) for pat in cfg.checkpoint.tensors)]
+        if not self.saved:
+            raise ProbeError(f"checkpoint.tensors={list(cfg.checkpoint.tensors)} matches no parameter "
+                             f"(parameters: {', '.join(self.param_names)})")
+        self.optimizer = self._make_optimizer()
+        self.batch_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        inputs = torch.as_tensor(self.task.inputs).to(self.device)
+        labels = torch.as_tensor(self.task.labels).to(self.device)
+        x = self.model.model_inputs(inputs)
+        tr = torch.as_tensor(self.split.train, device=self.device)
+        va = torch.as_tensor(self.split.val, device=self.device)
+        self.x_train, self.y_train = x[tr], labels[tr]
+        self.x_val, self.y_val = x[va], labels[va]
+        n_train = self.x_train.shape[0]
+        self.full_batch = cfg.batch_size is None or cfg.batch_size >= n_train
+        dropout = getattr(cfg.model, "dropout", 0.0)
+        self.train_metrics_free = self.full_batch and dropout == 0.0
+
+    # optimizer ----------------------------------------------------------------------------------
+    def _make_optimizer(self) -> Any:
+        import torch
+
+        cfg = self.cfg
+        embed_name = self.model.embed_param
+        embed = [p for n, p in self.model.named_parameters() if n == embed_name]
+        rest = [p for n, p in self.model.named_parameters() if n != embed_name]
+        groups = []
+        if embed:
+            groups.append({"params": embed, "lr": cfg.resolved_embed_lr,
+                           "weight_decay": cfg.resolved_embed_weight_decay, "base_lr": cfg.resolved_embed_lr})
+        groups.append({"params": rest, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "base_lr": cfg.lr})
+        if cfg.optimizer == "adamw":
+            return torch.optim.AdamW(groups, betas=cfg.betas, eps=cfg.eps)
+        if cfg.optimizer == "adam":
+            # Adam with L2-style weight decay, as torch.optim.Adam defines it
+            return torch.optim.Adam(groups, betas=cfg.betas, eps=cfg.eps)
+        return torch.optim.SGD(groups, momentum=cfg.momentum)
+
+    def _ordered_params(self) -> list[tuple[str, Any]]:
+        by_id = {id(p): n for n, p in self.model.named_parameters()}
+        return [(by_id[id(p)], p) for g in self.optimizer.param_groups for p in g["params"]]
+
+    def lr_factor(self, step: int) -> float:
+        """Linear warmup ``min(step / warmup, 1)`` (Nanda et al.'s schedule); 1 without warmup."""
+        w = self.cfg.warmup_steps
+        return min(step / w, 1.0) if w > 0 else 1.0
+
+    # state ---------------------------------------------------------------------------------------
+    def _rng_snapshot(self) -> dict[str, np.ndarray]:
+        import torch
+
+        out = {"torch": torch.get_rng_state().numpy().copy(), "batch": self.batch_gen.get_state().numpy().copy()}
+        if self.device.startswith("cuda"):
+            out["cuda"] = torch.cuda.get_rng_state(self.device).numpy().copy()
+        return out
+
+    def _state(self, step: int, rng: dict[str, np.ndarray], schedule: np.ndarray) -> ResumeState:
+        params = {n: t.detach().cpu().numpy().copy() for n, t in self.model.state_dict().items()
+                  if n in self.param_names}
+        optim: dict[str, np.ndarray] = {}
+        state = self.optimizer.state
+        has = all(p in state and state[p] for _, p in self._ordered_params()) and bool(_optim_keys(self.cfg))
+        for name, p in self._ordered_params():
+            for key in _optim_keys(self.cfg):
+                value = state.get(p, {}).get(key)
+                shape = () if key == "step" else tuple(p.shape)
+                optim[f"{name}/{key}"] = (np.zeros(shape) if value is None
+                                          else np.asarray(value.detach().cpu().numpy(), dtype=np.float64))
+        return ResumeState(step=step, params=params, optim=optim, has_optim=has, rng=rng, schedule=schedule)
+
+    def load_state(self, rs: ResumeState) -> None:
+        import torch
+
+        with torch.no_grad():
+            for name, param in self.model.named_parameters():
+                param.copy_(torch.from_numpy(rs.params[name]).to(param.dtype))
+        if rs.has_optim:
+            sd = self.optimizer.state_dict()
+            new_state = {}
+            for idx, (name, p) in enumerate(self._ordered_params()):
+                entry = {}
+                for key in _optim_keys(self.cfg):
+                    arr = rs.optim[f"{name}/{key}"]
+                    entry[key] = (torch.tensor(float(arr), dtype=torch.float32) if key == "step"
+                                  else torch.from_numpy(arr).to(p.dtype))
+                new_state[idx] = entry
+            sd["state"] = new_state
+            self.optimizer.load_state_dict(sd)
+        torch.set_rng_state(torch.from_numpy(rs.rng["torch"].copy()))
+        self.batch_gen.set_state(torch.from_numpy(rs.rng["batch"].copy()))
+        if self.device.startswith("cuda") and "cuda" in rs.rng:
+            torch.cuda.set_rng_state(torch.from_numpy(rs.rng["cuda"].copy()), self.device)
+
+    # file ------------------------------------------------------------------------------------------
+    def _writer(self, path: Path, copy_from: RunFile | None = None, resume: ResumeState | None = None) -> RunWriter:
+        cfg = self.cfg
+        optim_shapes = {f"{n}/{k}": (() if k == "step" else tuple(p.shape))
+                        for n, p in self._ordered_params() for k in _optim_keys(cfg)}
+        rng = self._rng_snapshot()
+        attrs = {
+            "format": FORMAT_NAME,
+            "schema_version": SCHEMA_VERSION,
+            "config": json.dumps(cfg.to_dict()),
+            "task": json.dumps(self.task.spec),
+            "symbols": json.dumps(list(self.task.symbols)),
+            "n_classes": self.task.n_classes,
+            "packages": json.dumps(package_versions()),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "device": self.device,
+            "parameters": json.dumps(self.param_names),
+        }
+        if copy_from is not None:
+            attrs["created"] = str(copy_from.f.attrs.get("created", attrs["created"]))
+            attrs["resumed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        buffers = {n: b.detach().cpu().numpy() for n, b in self.model.named_buffers()}
+        return RunWriter.create(
+            path, attrs=attrs,
+            task_arrays={"inputs": self.task.inputs, "labels": self.task.labels},
+            split={"train": self.split.train, "val": self.split.val},
+            static=buffers,
+            param_shapes={n: tuple(p.shape) for n, p in self.model.named_parameters()},
+            saved=self.saved, series_dtype=cfg.checkpoint.dtype, optim_shapes=optim_shapes,
+            rng_sizes={k: v.shape[0] for k, v in rng.items()}, schedule_size=STATE_SIZE,
+            copy_from=copy_from, resume=resume)
+
+    # evaluation --------------------------------------------------------------------------------------
+    def _evaluate(self, x: Any, y: Any) -> tuple[float, float]:
+        import torch
+
+        if x.shape[0] == 0:
+            return float("nan"), float("nan")
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad():
+            out = self.model.answer(x, last_only=True)
+            loss = float(self.model.loss(out, y))
+            acc = float((self.model.predict(out) == y).double().mean())
+        self.model.train(was_training)
+        return loss, acc
+
+    # loop ----------------------------------------------------------------------------------------------
+    def run(self, writer: RunWriter, start: int, schedule: Schedule, last_ckpt: int) -> None:
+        import torch
+        from tqdm import tqdm
+
+        cfg = self.cfg
+        total = cfg.steps
+        n_train = self.x_train.shape[0]
+        bar = tqdm(total=total, initial=start, desc="train", unit="step", file=sys.stderr,
+                   disable=not self.progress, mininterval=0.5, dynamic_ncols=True)
+        finished = False
+        try:
+            step = start
+            self.model.train()
+            while True:
+                rng = self._rng_snapshot()
+                out = loss = None
+                if step < total:
+                    if self.full_batch:
+                        xb, yb = self.x_train, self.y_train
+                    else:
+                        idx = torch.randperm(n_train, generator=self.batch_gen)[: cfg.batch_size].to(self.device)
+                        xb, yb = self.x_train[idx], self.y_train[idx]
+                    out = self.model.answer(xb, last_only=True)
+                    loss = self.model.loss(out, yb)
+                row = None
+                if step % cfg.checkpoint.metrics_every == 0 or step == total:
+                    if self.train_metrics_free and out is not None:
+                        with torch.no_grad():
+                            tr = (float(loss), float((self.model.predict(out) == yb).double().mean()))
+                    else:
+                        tr = self._evaluate(self.x_train, self.y_train)
+                    va = self._evaluate(self.x_val, self.y_val)
+                    row = {"step": step, "train_loss": tr[0], "train_acc": tr[1], "val_loss": va[0],
+                           "val_acc": va[1], "lr": cfg.lr * self.lr_factor(step)}
+                    writer.add_metrics(row)
+                    bar.set_postfix(loss=f"{tr[0]:.3g}", acc=f"{tr[1]:.3f}", val_loss=f"{va[0]:.3g}",
+                                    val_acc=f"{va[1]:.3f}", refresh=False)
+                if step > last_ckpt and schedule.due(step, row):
+                    schedule.record(step, row)
+                    series = {n: self.model.get_parameter(n).detach().cpu().numpy() for n in self.saved}
+                    writer.write_checkpoint(step, series, self._state(step, rng, schedule.state.copy()))
+                    last_ckpt = step
+                if step >= total:
+                    break
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                factor = self.lr_factor(step)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = group["base_lr"] * factor
+                self.optimizer.step()
+                step += 1
+                bar.update(1)
+            finished = True
+        finally:
+            bar.close()
+            writer.close(finished=finished)
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> Path:
+    """Train a new run into ``run_dir`` (which must not already hold a run)."""
+    run_dir = Path(run_dir)
+    path = run_file_path(run_dir)
+    if path.exists():
+        raise ProbeError(f"{run_dir} already holds a run; continue it with --resume or choose a new directory")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ProbeError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
+    trainer = Trainer(cfg, run_dir, progress=progress)
+    _write_config_yaml(run_dir, cfg)
+    writer = trainer._writer(path)
+    trainer.run(writer, start=0, schedule=Schedule(cfg.checkpoint, cfg.steps), last_ckpt=-1)
+    return path
+
+
+def resume(run_dir: str | Path, steps: int | None = None, progress: bool = True) -> Path:
+    """Continue an interrupted run from its last complete checkpoint (optionally to more ``steps``)."""
+    run_dir = Path(run_dir)
+    path = run_file_path(run_dir)
+    rf = RunFile(path)
+    try:
+        cfg = TrainConfig.from_dict(rf.config)
+        if steps is not None:
+            if steps < cfg.steps and steps < int(rf.steps[-1] if len(rf.steps) else 0):
+                raise ProbeError(f"steps={steps} is before the last checkpoint; nothing to resume")
+            cfg = dataclasses.replace(cfg, steps=steps)
+        state = rf.resume_state()
+        trainer = Trainer(cfg, run_dir, progress=progress)
+        if state is None:
+            rf.close()
+            path.unlink()
+            return train(cfg, run_dir, progress=progress)
+        if state.step >= cfg.steps and bool(rf.f.attrs.get("finished", False)):
+            raise ProbeError(f"{run_dir} already finished at step {state.step}; pass --steps N to train further")
+        trainer.load_state(state)
+        writer = trainer._writer(path, copy_from=rf, resume=state)
+    finally:
+        if rf.f.id.valid:
+            rf.close()
+    _write_config_yaml(run_dir, cfg)
+    trainer.run(writer, start=state.step, schedule=Schedule(cfg.checkpoint, cfg.steps, state.schedule),
+                last_ckpt=state.step)
+    return path
+
+
+def _write_config_yaml(run_dir: Path, cfg: TrainConfig) -> None:
+    """A human-readable copy of the config (the run file's JSON attribute is authoritative)."""
+    import yaml
+
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
