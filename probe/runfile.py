@@ -26,7 +26,7 @@ from probe.errors import ProbeError
 RUN_FILENAME = "run.h5"
 FORMAT_NAME = "probe-run"
 SCHEMA_VERSION = 1
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 1 << 18  # whole chunks are allocated at once: keep small runs small
 METRIC_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 
 
@@ -251,14 +251,23 @@ class RunFile:
         if not path.exists():
             raise ProbeError(f"{path.parent} is not a probe run (no {path.name})" if path.parent.exists()
                              else f"run directory {path.parent} does not exist")
+        # Plain read first: a damaged file then fails fast (an SWMR reader retries damaged metadata,
+        # waiting for a writer). Only a file flagged as open for writing (a live or killed
+        # writer) is opened in SWMR-read mode.
         try:
-            self.f = h5py.File(path, "r", libver="latest", swmr=True)
+            self.f = h5py.File(path, "r")
         except OSError as exc:
-            try:
-                self.f = h5py.File(path, "r")
-            except OSError:
+            msg = str(exc)
+            if "open for write" in msg or "unable to lock" in msg.lower():
+                try:
+                    self.f = h5py.File(path, "r", libver="latest", swmr=True)
+                except OSError as exc2:
+                    msg = str(exc2)
+                else:
+                    msg = ""
+            if msg:
                 raise ProbeError(f"cannot read run file {path}: corrupt or truncated HDF5 "
-                                 f"({str(exc).splitlines()[0][:120]})") from None
+                                 f"({msg.splitlines()[0][:120]})") from None
         try:
             fmt = self.f.attrs.get("format")
             if fmt != FORMAT_NAME:
@@ -272,12 +281,20 @@ class RunFile:
                     raise ProbeError(f"{path} is damaged: dataset {key!r} is missing")
             self.config: dict[str, Any] = json.loads(self.f.attrs["config"])
             self.task_spec: dict[str, Any] = json.loads(self.f.attrs["task"])
+            n = self.f["checkpoints/steps"].shape[0]
+            if n:  # touch the last committed row of every series: a truncated file fails here
+                for ds in self.f["checkpoints/params"].values():
+                    ds[n - 1]
+            for ds in self.f["metrics"].values():
+                if ds.shape[0]:
+                    ds[ds.shape[0] - 1]
         except ProbeError:
             self.f.close()
             raise
         except (KeyError, ValueError, OSError, RuntimeError) as exc:
             self.f.close()
-            raise ProbeError(f"{path} is damaged: {exc}") from None
+            raise ProbeError(f"cannot read run file {path}: corrupt or truncated HDF5 "
+                             f"({str(exc).splitlines()[0][:120]})") from None
 
     def close(self) -> None:
         self.f.close()
