@@ -42,12 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
     sub.add_parser("presets", help="list the training presets")
+
+    from analyses.commands import add_parsers  # the analysis subcommands (options come from the registry)
+
+    add_parsers(sub)
     return parser
 
 
+def _warn(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    print(f"probe: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    import warnings
+
+    warnings.showwarning = _warn  # one line per warning, no source echo
     try:
+        parser = build_parser()
         args = parser.parse_args(argv)
         if args.version:
             from probe import __version__
@@ -57,7 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 0
-        return int(_COMMANDS[args.command](args) or 0)
+        if args.command in _COMMANDS:
+            return int(_COMMANDS[args.command](args) or 0)
+        from analyses.commands import COMMANDS
+
+        return int(COMMANDS[args.command](args) or 0)
     except ProbeError as exc:
         print(f"probe: error: {exc}", file=sys.stderr)
         return 2

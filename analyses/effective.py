@@ -1,0 +1,140 @@
+"""Liu et al.'s effective theory of representation learning (Sec. 3.2, Figs. 4-5, App. F).
+
+* ``dof``: nullity of ``A(P0(D))`` (eq. 7): 2 means the training set implies the unique linear
+  representation ``E_k = a + k b`` (up to translation and scale).
+* ``lambda3``: third-smallest eigenvalue of ``H = A_D^T A_D``, the "grokking rate"; predicted
+  grokking steps ``~ 1 / (lambda3 * eta)`` with ``eta`` the embedding learning rate (Fig. 5).
+* :func:`critical_fraction`: Monte Carlo estimate of ``P(dof == 2)`` against the training-set size
+  and its 0.5 crossing (Fig. 4a: about 0.4 for ``p = 10`` addition).
+* :func:`effective_dynamics`: gradient flow (eq. 4) of ``l_eff = l0 / Z0`` (eq. 5) on the normalised
+  embeddings, from a given start (Fig. 4c).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from analyses.parallelograms import Parallelograms, hessian, spectrum
+from probe.errors import ProbeError
+from probe.tasks import Task, make_split
+
+
+@dataclass(frozen=True)
+class EffectiveTheory:
+    dof: int
+    lambda3: float
+    eigenvalues: np.ndarray
+    n_constraints: int  # |P0(D)|
+
+    def predicted_steps(self, eta: float) -> float:
+        """Liu Sec. 3.2: ``t ~ 1 / (lambda3 eta)``; infinite when ``lambda3 = 0`` (no unique structure)."""
+        return float("inf") if self.lambda3 <= 0 else 1.0 / (self.lambda3 * eta)
+
+
+def check_abelian(task: Task, what: str) -> None:
+    """The effective theory and the Alexander bound assume sum aggregation: an abelian table task."""
+    if not task.is_table:
+        raise ProbeError(f"{what} needs an operation table; task {task.describe()} has none")
+    if not task.commutative:
+        raise ProbeError(f"{what} assumes an abelian operation (sum aggregation, Liu Sec. 3); task "
+                         f"{task.describe()} is not commutative")
+
+
+def effective_theory(task: Task, train: np.ndarray, p0: Parallelograms | None = None) -> EffectiveTheory:
+    """dof and lambda3 of the training set ``train`` (sample indices)."""
+    p0 = p0 if p0 is not None else Parallelograms.from_labels(task.labels)
+    h = hessian(task.inputs, p0, np.asarray(train), task.n_symbols)
+    evals, _, nullity = spectrum(h)
+    evals = np.where(np.arange(evals.shape[0]) < nullity, 0.0, evals)
+    lam3 = float(evals[2]) if evals.shape[0] > 2 else 0.0
+    return EffectiveTheory(dof=nullity, lambda3=lam3, eigenvalues=evals, n_constraints=int(p0.within(train).sum()))
+
+
+def critical_fraction(task: Task, trials: int = 100, sizes: np.ndarray | None = None, seed: int = 0,
+                      progress: bool = False) -> tuple["np.ndarray", "np.ndarray", float, int]:
+    """``P(unique linear representation)`` per training-set size, over random splits (Liu Fig. 4a).
+
+    "Unique" means the training set implies every constraint of the full table: ``dof`` equals the
+    nullity of ``A(P0)`` (2 for Liu's non-modular addition, i.e. ``E_k = a + k b``; 1 for modular
+    addition, where the sum-aggregation structure is degenerate).
+
+    Returns ``(sizes, probability, critical_fraction, full_dof)``; the critical fraction is where the
+    probability first crosses 0.5 (linear interpolation between sizes), NaN if it never does.
+    """
+    check_abelian(task, "the effective theory")
+    if trials < 1:
+        raise ProbeError(f"trials must be >= 1, got {trials}")
+    n = task.n_samples
+    sizes = np.arange(1, n + 1) if sizes is None else np.asarray(sizes)
+    p0 = Parallelograms.from_labels(task.labels)
+    full = effective_theory(task, np.arange(n), p0).dof
+    prob = np.empty(len(sizes))
+    it = sizes
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(sizes, desc="training-set sizes", unit="size", leave=False)
+    for i, size in enumerate(it):
+        hits = 0
+        for trial in range(trials):
+            split = make_split(n, 1.0, seed=seed * 1_000_003 + trial * 7919 + int(size), n_train=int(size))
+            hits += effective_theory(task, split.train, p0).dof == full
+        prob[i] = hits / trials
+    fractions = sizes / n
+    above = np.flatnonzero(prob >= 0.5)
+    if above.size == 0:
+        crit = float("nan")
+    elif above[0] == 0:
+        crit = float(fractions[0])
+    else:
+        j = above[0]
+        x0, x1, y0, y1 = fractions[j - 1], fractions[j], prob[j - 1], prob[j]
+        crit = float(x0 + (0.5 - y0) * (x1 - x0) / (y1 - y0)) if y1 != y0 else float(x1)
+    return sizes, prob, crit, full
+
+
+def effective_loss(e: np.ndarray, h: np.ndarray, n_constraints: int) -> float:
+    """``l_eff = l0 / Z0`` (Liu eq. 5) of normalised embeddings ``e [p, d]``; ``l0 = tr(E^T H E) / |P0(D)|``."""
+    l0 = float(np.sum(e * (h @ e))) / max(n_constraints, 1)
+    return l0 / float(np.sum(e * e))
+
+
+def effective_dynamics(e0: np.ndarray, h: np.ndarray, n_constraints: int, times: np.ndarray) -> np.ndarray:
+    """Integrate ``dE/dt = -d l_eff / dE`` (Liu eq. 4) from ``e0 [p, d]``; returns ``[len(times), p, d]``.
+
+    ``e0`` is normalised first (centre, divide by sigma). The flow conserves ``sum_k E_k`` and
+    ``Z0 = sum_k |E_k|^2`` (App. F); the returned trajectories are re-normalised at each time, as the
+    real embeddings are, so both can be compared on one scale.
+    """
+    from scipy.integrate import solve_ivp
+
+    e0 = np.asarray(e0, dtype=np.float64)
+    if e0.ndim == 1:
+        e0 = e0[:, None]
+    centred = e0 - e0.mean(axis=0)
+    sigma = np.sqrt(np.mean(np.sum(centred**2, axis=1)))
+    if sigma == 0:
+        raise ProbeError("initial embeddings are all equal; the effective dynamics are undefined")
+    start = centred / sigma
+    shape = start.shape
+    m = max(n_constraints, 1)
+
+    def rhs(_t: float, flat: np.ndarray) -> np.ndarray:
+        e = flat.reshape(shape)
+        he = h @ e
+        z0 = float(np.sum(e * e))
+        l0 = float(np.sum(e * he)) / m
+        grad = 2.0 * he / (m * z0) - 2.0 * l0 * e / (z0 * z0)
+        return -grad.ravel()
+
+    times = np.asarray(times, dtype=np.float64)
+    sol = solve_ivp(rhs, (0.0, float(times[-1])), start.ravel(), t_eval=times, method="LSODA",
+                    rtol=1e-8, atol=1e-10)
+    if not sol.success:
+        raise ProbeError(f"integrating the effective dynamics failed: {sol.message}")
+    traj = sol.y.T.reshape(len(times), *shape)
+    mu = traj.mean(axis=1, keepdims=True)
+    sig = np.sqrt(np.mean(np.sum((traj - mu) ** 2, axis=2), axis=1))[:, None, None]
+    return (traj - mu) / sig

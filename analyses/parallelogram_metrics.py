@@ -1,0 +1,257 @@
+"""Registered parallelogram metrics: RQI (embeddings, matrices, hooks, circular), Acc-hat, the
+Alexander bound and the effective-theory quantities (Liu et al. 2022, Sec. 3, App. C-E, H)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from analyses import parallelograms as pg
+from analyses.effective import effective_theory
+from analyses.fourier import frequency_norms, frequency_plane
+from analyses.registry import Param, metric
+from probe.errors import ProbeError
+from probe.tasks import Task
+
+if TYPE_CHECKING:
+    from analyses.runner import CheckpointData, Context
+
+MODULAR_NOTE = ("modular task: with sum aggregation the relations E_i + E_j = E_m + E_n for i + j = m + n "
+                "(mod p) admit only the collapsed solution, so Euclidean parallelograms on raw embeddings "
+                "measure little and the Alexander bound is vacuous; use rqi_circular or rqi --hook")
+
+
+def _positive(x: float) -> str | None:
+    return None if np.isfinite(x) and x > 0 else "must be a positive number"
+
+
+DELTA = Param("delta", float, 0.01, "parallelogram tolerance delta (Liu App. E uses 0.01)", check=_positive)
+CONVENTION = Param("convention", str, "liu", "normalisation and test: 'liu' (paper, default) or "
+                   "'grokking-squared' (per-dimension std, mean squared residual < delta)",
+                   choices=pg.CONVENTIONS)
+HOOK = Param("hook", str, None, "TransformerLens hook to read activations h(a,b) at (default: the embeddings)")
+POSITION = Param("position", int, -1, "token position of transformer activations (default: the last)")
+
+
+def _table_task(task: Task) -> str | None:
+    return None if task.is_table else "it needs an operation table (pairs of symbols)"
+
+
+def _abelian(task: Task) -> str | None:
+    if not task.is_table:
+        return "it needs an operation table (pairs of symbols)"
+    if not task.commutative:
+        return "it assumes an abelian operation (sum aggregation, Liu Sec. 3)"
+    return None
+
+
+def _modular_add(task: Task) -> str | None:
+    return None if task.name == "add" and task.modulus else "circular parallelograms are defined for modular addition"
+
+
+def _hook_needs(params: dict[str, Any]) -> frozenset[str]:
+    return frozenset({"forward"}) if params.get("hook") else frozenset()
+
+
+# --------------------------------------------------------------------------------------------------
+# shared pieces
+# --------------------------------------------------------------------------------------------------
+def hook_activations(data: CheckpointData, ctx: Context, hook: str, position: int) -> np.ndarray:
+    """Activations at ``hook`` for every sample of the task, ``[N, D]`` (last position by default)."""
+    import torch
+
+    model = data.model()
+    if hook not in model.hook_dict:
+        raise ProbeError(f"unknown hook {hook!r} (valid: {', '.join(model.hook_dict)})")
+
+    def inputs() -> torch.Tensor:
+        return model.model_inputs(torch.as_tensor(ctx.task.inputs))
+
+    x = ctx.memo("model_inputs", inputs)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(x, names_filter=[hook])
+    act = cache[hook].double().cpu().numpy()
+    if getattr(model, "n_ctx", None) is not None and act.ndim >= 3:
+        axis = 2 if hook.endswith(("hook_pattern", "hook_attn_scores")) else 1
+        act = np.take(act, position, axis=axis)
+    return act.reshape(act.shape[0], -1)
+
+
+def sample_vectors(data: CheckpointData, ctx: Context, convention: str, hook: str | None,
+                   position: int) -> tuple[np.ndarray, bool]:
+    """Per-sample vectors whose pairwise distances define parallelograms, and whether the test is the
+    grokking-squared mean-square one."""
+    if ctx.task.modulus and not hook:
+        ctx.note(MODULAR_NOTE)
+    if hook:
+        if convention != "liu":
+            raise ProbeError("--convention grokking-squared applies to embeddings, not to --hook activations")
+        ctx.note("hook activations normalised over samples by sigma_h / sqrt(2) (equals Liu's embedding "
+                 "normalisation for h = E_a + E_b over the full ordered table)")
+        return pg.normalize_activations(hook_activations(data, ctx, hook, position)), False
+    emb = data.require_embeddings()
+    return pg.sample_vectors(pg.normalize(emb, convention), ctx.task.inputs), convention == "grokking-squared"
+
+
+def formed_mask(data: CheckpointData, ctx: Context, delta: float, convention: str = "liu",
+                hook: str | None = None, position: int = -1) -> np.ndarray:
+    vec, mean_square = sample_vectors(data, ctx, convention, hook, position)
+    return pg.formed(vec, ctx.p0, delta, mean_square=mean_square)
+
+
+def _require_p0(ctx: Context) -> None:
+    if len(ctx.p0) == 0:
+        raise ProbeError(f"task {ctx.task.describe()} has no parallelograms (no two samples share a label)")
+
+
+def alexander_bound(ctx: Context) -> pg.AlexanderBound:
+    def make() -> pg.AlexanderBound:
+        return pg.alexander(ctx.task.inputs, ctx.p0, ctx.split.train, ctx.split.val, ctx.task.n_symbols)
+
+    if ctx.task.modulus:
+        ctx.note(MODULAR_NOTE)
+    return ctx.memo("alexander", make)
+
+
+# --------------------------------------------------------------------------------------------------
+# metrics
+# --------------------------------------------------------------------------------------------------
+@metric("rqi", "representation quality index |P(R)|/|P0| (Liu eq. 3); --hook for activations",
+        needs=("embeddings",), tasks="operation tables (matrix embeddings: product parallelograms)",
+        direction="higher", params=(DELTA, CONVENTION, HOOK, POSITION), applies=_table_task, needs_for=_hook_needs)
+def rqi(data: CheckpointData, ctx: Context, delta: float, convention: str, hook: str | None,
+        position: int) -> dict[str, float]:
+    _require_p0(ctx)
+    mask = formed_mask(data, ctx, delta, convention, hook, position)
+    return {"rqi": float(mask.mean()), "parallelograms": float(mask.sum())}
+
+
+def _delta_grid(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in str(text).split(","))
+    except ValueError:
+        raise ProbeError(f"--deltas: expected comma-separated numbers, got {text!r}") from None
+    if not values or any(not (np.isfinite(v) and v > 0) for v in values):
+        raise ProbeError(f"--deltas: every delta must be a positive number, got {text!r}")
+    return values
+
+
+DELTAS = Param("deltas", str, "0.001,0.002,0.005,0.01,0.02,0.05,0.1,0.2,0.5,1",
+               "comma-separated deltas for rqi_curve",
+               check=lambda t: None if _delta_grid(t) else "no deltas")
+
+
+@metric("rqi_curve", "RQI as a function of delta (removes the arbitrariness of one threshold)",
+        needs=("embeddings",), tasks="operation tables", direction="higher",
+        params=(DELTAS, CONVENTION, HOOK, POSITION), applies=_table_task, needs_for=_hook_needs)
+def rqi_curve(data: CheckpointData, ctx: Context, deltas: str, convention: str, hook: str | None,
+              position: int) -> dict[str, float]:
+    _require_p0(ctx)
+    vec, mean_square = sample_vectors(data, ctx, convention, hook, position)
+    grid = _delta_grid(deltas)
+    if mean_square:
+        d2 = np.mean((vec[ctx.p0.first] - vec[ctx.p0.second]) ** 2, axis=1)
+        return {f"rqi@{d:g}": float((d2 < d).mean()) for d in grid}
+    return {f"rqi@{d:g}": float(pg.formed(vec, ctx.p0, d).mean()) for d in grid}
+
+
+PLANE = Param("plane", str, "freq", "plane of the angles: 'freq' (a key frequency of the embeddings) or "
+              "'pca' (the top two principal components)", choices=("freq", "pca"))
+FREQ = Param("freq", int, None, "frequency k of the plane (default: the largest Fourier norm of the "
+             "embeddings at each checkpoint)", check=lambda k: None if k >= 1 else "must be >= 1")
+CIRC_DELTA = Param("circ_delta", float, 0.1, "angular tolerance in radians", check=_positive)
+
+
+def symbol_angles(emb: np.ndarray, p: int, plane: str, freq: int | None) -> tuple[np.ndarray, int]:
+    """Angles of the symbols on a key-frequency plane or on the top-2 PC plane (``k = 0`` for PCA)."""
+    e = np.asarray(emb, dtype=np.float64).reshape(emb.shape[0], -1)
+    e = e - e.mean(axis=0)
+    if plane == "pca":
+        _, _, vt = np.linalg.svd(e, full_matrices=False)
+        xy = e @ vt[:2].T
+        k = 0
+    else:
+        if freq is not None and freq > p // 2:
+            raise ProbeError(f"--freq must be in 1..{p // 2} for p = {p}, got {freq}")
+        k = int(freq) if freq is not None else int(np.argmax(frequency_norms(e, p))) + 1
+        xy = e @ frequency_plane(e, k)
+    return np.arctan2(xy[:, 1], xy[:, 0]), k
+
+
+@metric("rqi_circular", "fraction of P0 that are circular parallelograms: theta_i + theta_j - theta_m - "
+        "theta_n = 0 (mod 2 pi) on a key-frequency or top-PC plane (Liu App. H, 2x2 rotations)",
+        needs=("embeddings",), tasks="modular addition", direction="higher",
+        params=(CIRC_DELTA, PLANE, FREQ), applies=_modular_add)
+def rqi_circular(data: CheckpointData, ctx: Context, circ_delta: float, plane: str,
+                 freq: int | None) -> dict[str, float]:
+    _require_p0(ctx)
+    theta, k = symbol_angles(data.require_embeddings(), int(ctx.task.modulus or 0), plane, freq)
+    x, p0 = ctx.task.inputs, ctx.p0
+    r = theta[x[p0.first, 0]] + theta[x[p0.first, 1]] - theta[x[p0.second, 0]] - theta[x[p0.second, 1]]
+    r = np.angle(np.exp(1j * r))  # wrap to (-pi, pi]
+    return {"rqi_circular": float((np.abs(r) <= circ_delta).mean()), "plane_freq": float(k)}
+
+
+@metric("acc_hat", "predicted accuracy |D-bar|/|D0| from the parallelograms formed (Liu App. D eq. 13), "
+        "and its test-only variant", needs=("embeddings", "split"), tasks="operation tables",
+        direction="higher", params=(DELTA, CONVENTION, HOOK, POSITION), applies=_table_task, needs_for=_hook_needs)
+def acc_hat(data: CheckpointData, ctx: Context, delta: float, convention: str, hook: str | None,
+            position: int) -> dict[str, float]:
+    mask = formed_mask(data, ctx, delta, convention, hook, position)
+    test = pg.acc_hat(ctx.p0, mask, ctx.split.train, ctx.split.val) if len(ctx.split.val) else float("nan")
+    return {"acc_hat": pg.acc_hat(ctx.p0, mask, ctx.split.train), "acc_hat_test": test}
+
+
+@metric("rqi_bar", "Alexander-principle upper bound on RQI, |P(D)|/|P0| (Liu App. E eq. 16); split only",
+        needs=("split",), tasks="abelian operation tables", scope="split", direction="higher", applies=_abelian)
+def rqi_bar(data: None, ctx: Context) -> dict[str, float]:
+    _require_p0(ctx)
+    b = alexander_bound(ctx)
+    return {"rqi_bar": b.rqi_bar, "implied_parallelograms": float(b.implied.sum()),
+            "explicit_parallelograms": float(b.explicit.sum())}
+
+
+@metric("acc_bar", "Alexander-principle upper bound on Acc-hat (Liu App. E eq. 17), all and test-only; "
+        "split only", needs=("split",), tasks="abelian operation tables", scope="split", direction="higher",
+        applies=_abelian)
+def acc_bar(data: None, ctx: Context) -> dict[str, float]:
+    b = alexander_bound(ctx)
+    return {"acc_bar": b.acc_bar, "acc_bar_test": b.acc_bar_test}
+
+
+@metric("alexander_violations", "parallelograms formed at a checkpoint that the training data do not "
+        "imply (not in P(D), Liu App. E eq. 15)", needs=("embeddings", "split"), tasks="abelian operation tables",
+        direction="lower", params=(DELTA, CONVENTION), applies=_abelian)
+def alexander_violations(data: CheckpointData, ctx: Context, delta: float, convention: str) -> dict[str, float]:
+    _require_p0(ctx)
+    b = alexander_bound(ctx)
+    mask = formed_mask(data, ctx, delta, convention)
+    return {"alexander_violations": float(np.sum(mask & ~b.implied))}
+
+
+@metric("dof", "degrees of freedom of the ground states: nullity of A(P0(D)); 2 = unique linear "
+        "representation (Liu Sec. 3.2); split only", needs=("split",), tasks="abelian operation tables",
+        scope="split", applies=_abelian)
+def dof(data: None, ctx: Context) -> dict[str, float]:
+    if ctx.task.modulus:
+        ctx.note(MODULAR_NOTE)
+    th = ctx.memo("effective", lambda: effective_theory(ctx.task, ctx.split.train, ctx.p0))
+    return {"dof": float(th.dof)}
+
+
+ETA = Param("eta", float, None, "embedding learning rate for the predicted grokking steps "
+            "(default: the run's embed_lr, else lr)", check=_positive)
+
+
+@metric("lambda3", "grokking rate: third-smallest eigenvalue of H = A_D^T A_D, and predicted grokking "
+        "steps 1/(lambda3 eta) (Liu Sec. 3.2, Fig. 5); split only", needs=("split",),
+        tasks="abelian operation tables", scope="split", direction="higher", params=(ETA,), applies=_abelian)
+def lambda3(data: None, ctx: Context, eta: float | None) -> dict[str, float]:
+    if ctx.task.modulus:
+        ctx.note(MODULAR_NOTE)
+    th = ctx.memo("effective", lambda: effective_theory(ctx.task, ctx.split.train, ctx.p0))
+    rate = eta if eta is not None else ctx.embed_lr
+    if rate is None:
+        raise ProbeError("lambda3: give --eta (the embedding learning rate) for plain arrays")
+    return {"lambda3": th.lambda3, "predicted_grokking_steps": th.predicted_steps(rate)}

@@ -1,0 +1,305 @@
+"""Parallelograms, RQI, predicted accuracy and the Alexander bound (Liu et al. 2022).
+
+Everything here is a pure function of arrays: a :class:`Parallelograms` set built from a task's
+labels, and embeddings ``[n_symbols, d]`` (``[n_symbols, d, d]`` for matrix embeddings) or
+activations ``[n_samples, d]``. No run on disk is needed, so the functions can be scripted on any
+checkpoints.
+
+Definitions (DESIGN.md "Metric definitions"):
+
+* ``P0`` (Liu eq. 1): unordered pairs of distinct samples ``{s, t}`` with the same label. The samples
+  are the task's own (unordered pairs ``i <= j`` for Liu's non-modular addition).
+* A pair is a delta-parallelogram of a representation when ``|v_s - v_t| <= delta`` (Liu Def. 1,
+  eq. 2), with ``v_(a,b) = E~_a + E~_b`` for sum aggregation and ``E~_a E~_b`` (Frobenius norm) for
+  matrix embeddings (App. H). RQI ``= |P(R)| / |P0|`` (eq. 3).
+* ``Acc-hat`` (App. D, eqs. 12-13), ``P(D)``, ``RQI-bar`` and ``Acc-bar`` (App. E, eqs. 14-17).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from probe.errors import ProbeError
+
+Convention = Literal["liu", "grokking-squared"]
+CONVENTIONS: tuple[str, ...] = ("liu", "grokking-squared")
+
+
+# --------------------------------------------------------------------------------------------------
+# the permissible parallelogram set P0
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Parallelograms:
+    """``P0``: every unordered pair of distinct samples with equal labels, grouped by class.
+
+    ``first[q]``, ``second[q]`` are sample indices (into the task's samples) of pair ``q``. Pairs are
+    stored class by class in upper-triangle order, which is what lets :func:`formed` fill the mask
+    from one Gram matrix per class. ``blocks`` lists, per class size ``n``, the classes of that size as
+    ``(members [C, n], offset of each class's first pair [C])``.
+    """
+
+    first: np.ndarray  # [Q] int64
+    second: np.ndarray  # [Q] int64
+    n_samples: int
+    blocks: tuple[tuple[np.ndarray, np.ndarray], ...] = field(repr=False)
+
+    def __len__(self) -> int:
+        return int(self.first.shape[0])
+
+    @classmethod
+    def from_labels(cls, labels: np.ndarray) -> "Parallelograms":
+        labels = np.asarray(labels)
+        order = np.argsort(labels, kind="stable")
+        classes, starts, counts = np.unique(labels[order], return_index=True, return_counts=True)
+        pairs_per_class = counts * (counts - 1) // 2
+        offsets = np.concatenate([[0], np.cumsum(pairs_per_class)[:-1]]).astype(np.int64)
+        total = int(pairs_per_class.sum())
+        first = np.empty(total, dtype=np.int64)
+        second = np.empty(total, dtype=np.int64)
+        blocks = []
+        for n in np.unique(counts):
+            if n < 2:
+                continue
+            which = np.flatnonzero(counts == n)
+            members = np.stack([order[starts[c]: starts[c] + n] for c in which])  # [C, n]
+            iu, ju = np.triu_indices(int(n), k=1)
+            slots = offsets[which][:, None] + np.arange(iu.shape[0])[None, :]
+            first[slots] = members[:, iu]
+            second[slots] = members[:, ju]
+            blocks.append((members, offsets[which]))
+        return cls(first=first, second=second, n_samples=int(labels.shape[0]), blocks=tuple(blocks))
+
+    def within(self, samples: np.ndarray) -> np.ndarray:
+        """Mask of the pairs with both samples in ``samples`` (``P0(D)``, Liu eq. 1)."""
+        inside = np.zeros(self.n_samples, dtype=bool)
+        inside[np.asarray(samples)] = True
+        return inside[self.first] & inside[self.second]
+
+
+# --------------------------------------------------------------------------------------------------
+# normalisation and the per-sample vectors
+# --------------------------------------------------------------------------------------------------
+def normalize(embeddings: np.ndarray, convention: Convention = "liu") -> np.ndarray:
+    """Normalised embeddings (Liu Sec. 3.2): ``(E_k - mu) / sigma``, ``sigma^2 = mean_k |E_k - mu|^2``.
+
+    ``grokking-squared``: each dimension divided by its own standard deviation over symbols
+    (``ddof=1``, torch's default), as the grokking-squared code does.
+    Matrix embeddings ``[n, d, d]`` are only rescaled (a translation would break the product
+    structure): ``E / s`` with ``s^2 = mean_k |E_k|_F^2 / d``, so orthogonal matrices are unchanged.
+    """
+    e = np.asarray(embeddings, dtype=np.float64)
+    if e.ndim == 3:
+        scale = np.sqrt(np.mean(np.sum(e * e, axis=(1, 2))) / e.shape[1])
+        return e / _nonzero(scale, "matrix embeddings are all zero")
+    if e.ndim != 2:
+        raise ProbeError(f"embeddings must be [n_symbols, d] or [n_symbols, d, d], got shape {e.shape}")
+    centred = e - e.mean(axis=0, keepdims=True)
+    if convention == "grokking-squared":
+        std = e.std(axis=0, ddof=1, keepdims=True)
+        return centred / np.where(std > 0, std, 1.0)
+    if convention != "liu":
+        raise ProbeError(f"unknown RQI convention {convention!r} (valid: {', '.join(CONVENTIONS)})")
+    sigma = np.sqrt(np.mean(np.sum(centred * centred, axis=1)))
+    return centred / _nonzero(sigma, "embeddings are all equal (sigma = 0); RQI is undefined")
+
+
+def normalize_activations(acts: np.ndarray) -> np.ndarray:
+    """Activations ``h(a, b)`` over samples, normalised so that ``h = E_a + E_b`` reproduces Liu.
+
+    Centre over samples and divide by ``sigma_h / sqrt(2)``: over the full ordered table
+    ``Var(E_a + E_b) = 2 Var(E)``, so this equals Liu's per-symbol normalisation exactly there.
+    """
+    h = np.asarray(acts, dtype=np.float64).reshape(acts.shape[0], -1)
+    centred = h - h.mean(axis=0, keepdims=True)
+    sigma = np.sqrt(np.mean(np.sum(centred * centred, axis=1)))
+    return centred / _nonzero(sigma / np.sqrt(2.0), "activations are all equal (sigma = 0)")
+
+
+def _nonzero(x: float, message: str) -> float:
+    if not np.isfinite(x) or x <= 0:
+        raise ProbeError(message)
+    return float(x)
+
+
+def sample_vectors(normalized: np.ndarray, inputs: np.ndarray) -> np.ndarray:
+    """``v_(a,b)``: ``E~_a + E~_b`` (vectors) or ``E~_a E~_b`` flattened (matrices). ``[N, D]``."""
+    a, b = inputs[:, 0], inputs[:, 1]
+    if normalized.ndim == 3:
+        return np.matmul(normalized[a], normalized[b]).reshape(len(a), -1)
+    return normalized[a] + normalized[b]
+
+
+# --------------------------------------------------------------------------------------------------
+# which parallelograms a representation forms
+# --------------------------------------------------------------------------------------------------
+def formed(vectors: np.ndarray, p0: Parallelograms, delta: float, *, mean_square: bool = False) -> np.ndarray:
+    """Mask over ``P0``: ``|v_s - v_t| <= delta`` (or, ``mean_square``, ``mean_dim (v_s - v_t)^2 < delta``).
+
+    Per class, all pairwise squared distances come from one Gram matrix (batched over the classes of
+    equal size). Pairs whose Gram distance lies within rounding error of the threshold are recomputed
+    from the difference vector, so the mask equals :func:`formed_reference` exactly.
+    """
+    v = np.asarray(vectors, dtype=np.float64)
+    if v.shape[0] != p0.n_samples:
+        raise ProbeError(f"got vectors for {v.shape[0]} samples, the parallelogram set has {p0.n_samples}")
+    sq = np.einsum("nd,nd->n", v, v)
+    d2 = np.empty(len(p0), dtype=np.float64)
+    for members, offsets in p0.blocks:
+        n = members.shape[1]
+        iu, ju = np.triu_indices(n, k=1)
+        block = v[members]  # [C, n, D]
+        gram = np.matmul(block, block.transpose(0, 2, 1))
+        s = sq[members]
+        dist = s[:, iu] + s[:, ju] - 2.0 * gram[:, iu, ju]  # [C, n(n-1)/2]
+        d2[offsets[:, None] + np.arange(iu.shape[0])[None, :]] = dist
+    dim = v.shape[1]
+    bound = delta * dim if mean_square else delta * delta
+    # rounding error of |a|^2 + |b|^2 - 2 a.b is at most a few ulps of the larger squared norm
+    slack = 64 * np.finfo(np.float64).eps * (sq[p0.first] + sq[p0.second] + bound)
+    mask = d2 < bound if mean_square else d2 <= bound
+    unsure = np.flatnonzero(np.abs(d2 - bound) <= slack)
+    if unsure.size:
+        mask[unsure] = _exact(v, p0.first[unsure], p0.second[unsure], delta, mean_square)
+    return mask
+
+
+def _exact(v: np.ndarray, s: np.ndarray, t: np.ndarray, delta: float, mean_square: bool) -> np.ndarray:
+    diff = v[s] - v[t]
+    if mean_square:
+        return np.mean(diff * diff, axis=1) < delta
+    return np.sqrt(np.sum(diff * diff, axis=1)) <= delta
+
+
+def formed_reference(vectors: np.ndarray, p0: Parallelograms, delta: float, *,
+                     mean_square: bool = False) -> np.ndarray:
+    """Straightforward reference for :func:`formed`: one difference vector per quadruple, in a loop."""
+    v = np.asarray(vectors, dtype=np.float64)
+    out = np.zeros(len(p0), dtype=bool)
+    for q in range(len(p0)):
+        diff = v[p0.first[q]] - v[p0.second[q]]
+        if mean_square:
+            out[q] = np.mean(diff * diff) < delta
+        else:
+            out[q] = np.sqrt(np.sum(diff * diff)) <= delta
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# RQI and friends on arrays
+# --------------------------------------------------------------------------------------------------
+def rqi(embeddings: np.ndarray, inputs: np.ndarray, labels: np.ndarray, delta: float = 0.01,
+        convention: Convention = "liu", p0: Parallelograms | None = None) -> float:
+    """Liu et al. eq. (3): the fraction of ``P0`` that the embeddings form within ``delta``.
+
+    ``convention="grokking-squared"`` counts a pair when the mean over dimensions of the squared
+    residual is below ``delta`` (use ``delta=0.01`` to reproduce that code's numbers).
+    """
+    p0 = p0 if p0 is not None else Parallelograms.from_labels(labels)
+    if len(p0) == 0:
+        raise ProbeError("the task has no parallelograms (no two samples share a label)")
+    vec = sample_vectors(normalize(embeddings, convention), np.asarray(inputs))
+    return float(formed(vec, p0, delta, mean_square=convention == "grokking-squared").mean())
+
+
+def augmented(p0: Parallelograms, mask: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """``D-bar(D, P)`` (Liu App. D eq. 12) as a mask over samples: D plus every sample that forms a
+    parallelogram in ``P`` (``mask`` over ``P0``) with a training sample."""
+    in_d = np.zeros(p0.n_samples, dtype=bool)
+    in_d[np.asarray(train)] = True
+    out = in_d.copy()
+    out[p0.first[mask & in_d[p0.second]]] = True
+    out[p0.second[mask & in_d[p0.first]]] = True
+    return out
+
+
+def acc_hat(p0: Parallelograms, mask: np.ndarray, train: np.ndarray, val: np.ndarray | None = None) -> float:
+    """``Acc-hat = |D-bar| / |D0|`` (Liu App. D eq. 13); with ``val``, the share of ``val`` in D-bar."""
+    dbar = augmented(p0, mask, train)
+    if val is None:
+        return float(dbar.mean())
+    val = np.asarray(val)
+    if val.size == 0:
+        raise ProbeError("the split has no validation samples; the test-only Acc-hat is undefined")
+    return float(dbar[val].mean())
+
+
+# --------------------------------------------------------------------------------------------------
+# implicit parallelograms: the Alexander principle (Liu App. E) and the effective theory (Sec. 3.2)
+# --------------------------------------------------------------------------------------------------
+def constraint_matrix(inputs: np.ndarray, p0: Parallelograms, mask: np.ndarray, n_symbols: int) -> np.ndarray:
+    """``A(P)`` (Liu eq. 7): one row ``e_i + e_j - e_m - e_n`` per parallelogram in ``mask``. ``[|P|, p]``."""
+    s, t = p0.first[mask], p0.second[mask]
+    rows = np.zeros((s.shape[0], n_symbols), dtype=np.float64)
+    r = np.arange(s.shape[0])
+    for col, sign in ((inputs[s, 0], 1.0), (inputs[s, 1], 1.0), (inputs[t, 0], -1.0), (inputs[t, 1], -1.0)):
+        np.add.at(rows, (r, col), sign)
+    return rows
+
+
+def hessian(inputs: np.ndarray, p0: Parallelograms, train: np.ndarray, n_symbols: int) -> np.ndarray:
+    """``H = A_D^T A_D`` with ``A_D = A(P0(D))`` (Liu Sec. 3.2), built without forming ``A_D``."""
+    mask = p0.within(train)
+    s, t = p0.first[mask], p0.second[mask]
+    idx = np.stack([inputs[s, 0], inputs[s, 1], inputs[t, 0], inputs[t, 1]], axis=1)  # [Q, 4]
+    sign = np.array([1.0, 1.0, -1.0, -1.0])
+    h = np.zeros((n_symbols, n_symbols), dtype=np.float64)
+    for u in range(4):
+        for w in range(4):
+            np.add.at(h, (idx[:, u], idx[:, w]), sign[u] * sign[w])
+    return h
+
+
+def spectrum(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Eigenvalues (ascending), eigenvectors and the nullity of a constraint Hessian ``H``."""
+    evals, evecs = np.linalg.eigh(h)
+    tol = max(1.0, float(np.abs(evals).max(initial=0.0))) * h.shape[0] * 1e-10
+    nullity = int(np.sum(evals <= tol))
+    return evals, evecs, nullity
+
+
+@dataclass(frozen=True)
+class AlexanderBound:
+    """``P(D)`` and the bounds it sets (Liu App. E): ``RQI <= RQI-bar``, ``Acc-hat <= Acc-bar``."""
+
+    implied: np.ndarray  # mask over P0: P(D) (explicit P0(D) plus implicit parallelograms)
+    explicit: np.ndarray  # mask over P0: P0(D)
+    nullity: int  # dof of the ground states of A(P0(D))
+    rqi_bar: float
+    acc_bar: float
+    acc_bar_test: float
+
+
+def alexander(inputs: np.ndarray, p0: Parallelograms, train: np.ndarray, val: np.ndarray,
+              n_symbols: int, tol: float = 1e-6) -> AlexanderBound:
+    """Implicit parallelograms (Liu App. E, eq. 14) for every candidate at once.
+
+    A candidate row ``q`` lies in the row space of ``A(P0(D))`` iff its projection on the null space
+    ``N`` of ``H = A^T A`` vanishes: ``|N^T q| <= tol``. One eigendecomposition of the ``p x p`` matrix
+    ``H`` and one gather per candidate replace a rank computation per candidate.
+    """
+    explicit = p0.within(train)
+    _, evecs, nullity = spectrum(hessian(inputs, p0, train, n_symbols))
+    null = evecs[:, :nullity]  # [p, k] orthonormal basis of the null space
+    s, t = p0.first, p0.second
+    proj = null[inputs[s, 0]] + null[inputs[s, 1]] - null[inputs[t, 0]] - null[inputs[t, 1]]  # [Q, k]
+    implied = explicit | (np.sqrt(np.sum(proj * proj, axis=1)) <= tol)
+    return AlexanderBound(implied=implied, explicit=explicit, nullity=nullity,
+                          rqi_bar=float(implied.mean()) if len(p0) else float("nan"),
+                          acc_bar=acc_hat(p0, implied, train),
+                          acc_bar_test=acc_hat(p0, implied, train, val) if len(val) else float("nan"))
+
+
+def alexander_reference(inputs: np.ndarray, p0: Parallelograms, train: np.ndarray, n_symbols: int) -> np.ndarray:
+    """Straightforward eq. (14): one rank computation per candidate. Slow; for tests only."""
+    explicit = p0.within(train)
+    a = constraint_matrix(inputs, p0, explicit, n_symbols)
+    rank = np.linalg.matrix_rank(a) if a.shape[0] else 0
+    out = explicit.copy()
+    everything = np.ones(len(p0), dtype=bool)
+    rows = constraint_matrix(inputs, p0, everything, n_symbols)
+    for q in np.flatnonzero(~explicit):
+        out[q] = np.linalg.matrix_rank(np.vstack([a, rows[q]])) == rank
+    return out

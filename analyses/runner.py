@@ -1,0 +1,384 @@
+"""The one loop over time: select checkpoints, stream them, call metrics, cache the results.
+
+``compute(run, "rqi", delta=0.01)`` returns a pandas DataFrame with one row per checkpoint step and
+one column per metric value; ``df.attrs["probe"]`` records every metric's parameters and notes.
+Sources are a :class:`probe.Run` or plain arrays (:class:`ArraySource`), so the same metrics run on
+checkpoints that were never written by probe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import numpy as np
+
+from analyses.registry import Metric, get_metric
+from probe.errors import ProbeError
+from probe.run import Run
+from probe.tasks import Split, Task
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+CACHE_DIR = "analysis"
+CACHE_VERSION = 1
+CHUNK = 64
+
+
+# --------------------------------------------------------------------------------------------------
+# what a metric sees
+# --------------------------------------------------------------------------------------------------
+class Context:
+    """Per-source state shared by all checkpoints: task, split, config and derived structures
+    (the parallelogram set, the Alexander bound, Fourier planes), each computed once."""
+
+    def __init__(self, task: Task, split: Split, config: Any = None, embed_lr: float | None = None) -> None:
+        self.task = task
+        self.split = split
+        self.config = config
+        self.embed_lr = embed_lr
+        self.cache: dict[Any, Any] = {}
+        self.notes: list[str] = []
+
+    @cached_property
+    def p0(self) -> "Any":
+        from analyses.parallelograms import Parallelograms
+
+        return Parallelograms.from_labels(self.task.labels)
+
+    def memo(self, key: Any, make: Any) -> Any:
+        if key not in self.cache:
+            self.cache[key] = make()
+        return self.cache[key]
+
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+
+@dataclass
+class CheckpointData:
+    """One checkpoint as a metric sees it: its step, embeddings, and (lazily) the model."""
+
+    step: int
+    index: int
+    embeddings: np.ndarray | None
+    source: "Source"
+    _model: Any = field(default=None, repr=False)
+
+    def model(self) -> "torch.nn.Module":
+        if self._model is None:
+            self._model = self.source.model(self.index)
+        return self._model
+
+    def require_embeddings(self) -> np.ndarray:
+        if self.embeddings is None:
+            raise ProbeError("this source has no symbol embeddings")
+        return self.embeddings
+
+
+# --------------------------------------------------------------------------------------------------
+# sources
+# --------------------------------------------------------------------------------------------------
+class Source:
+    task: Task
+    split: Split
+    steps: np.ndarray
+    has_model: bool = False
+
+    def context(self) -> Context:
+        raise NotImplementedError
+
+    def embeddings(self, indices: np.ndarray) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def model(self, index: int) -> Any:
+        raise ProbeError("this metric needs a model forward pass; analyse a probe run (or pass a model)")
+
+    def signature(self) -> str | None:
+        return None
+
+    @property
+    def cache_dir(self) -> Path | None:
+        return None
+
+
+class RunSource(Source):
+    """Checkpoints of a probe run, streamed from its HDF5 file."""
+
+    has_model = True
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.task = run.task
+        self.split = run.split
+        self.steps = np.asarray(run.steps)
+        self._model_obj: Any = None
+
+    def context(self) -> Context:
+        cfg = self.run.config
+        eta = cfg.embed_lr if cfg.embed_lr is not None else cfg.lr
+        return Context(self.task, self.split, cfg, embed_lr=eta)
+
+    def embeddings(self, indices: np.ndarray) -> np.ndarray | None:
+        if self.run.config.model.kind == "digits" or "embed.W_E" not in self.run.tensor_names:
+            return None
+        ds = self.run.file.tensor_series("embed.W_E")
+        return np.asarray(ds[np.asarray(indices)], dtype=np.float64)[:, : self.task.n_symbols]
+
+    def model(self, index: int) -> Any:
+        import torch
+
+        from probe.models import build_model
+
+        if self._model_obj is None:
+            self._model_obj = build_model(self.run.config.model, self.task).eval()
+            static = self.run.static()
+            with torch.no_grad():
+                for name, buf in self._model_obj.named_buffers():
+                    if name in static:
+                        buf.copy_(torch.from_numpy(static[name]))
+        names = self.run.tensor_names
+        with torch.no_grad():
+            for name, param in self._model_obj.named_parameters():
+                if name not in names:
+                    raise ProbeError(f"the run did not save {name}; a forward pass needs every parameter "
+                                     f"(train with checkpoint.tensors='*')")
+                row = self.run.file.tensor_series(name)[index]
+                param.copy_(torch.from_numpy(np.asarray(row, dtype=np.float32)))
+        return self._model_obj
+
+    def signature(self) -> str:
+        st = self.run.path.stat()
+        return f"{st.st_size}:{st.st_mtime_ns}:{len(self.steps)}"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.run.dir / CACHE_DIR
+
+
+class ArraySource(Source):
+    """Embeddings ``[T, n_symbols, ...]`` (or one checkpoint ``[n_symbols, ...]``) with a task and split."""
+
+    def __init__(self, embeddings: Any, task: Task, split: Split | None = None,
+                 steps: Sequence[int] | None = None, embed_lr: float | None = None) -> None:
+        e = np.asarray(embeddings.detach().cpu() if hasattr(embeddings, "detach") else embeddings, dtype=np.float64)
+        n = task.n_symbols
+        if e.ndim == 2 or (e.ndim == 3 and e.shape[0] == n and e.shape[1] != n):
+            e = e[None]  # one checkpoint: [n, d] or matrices [n, d, d]
+        if e.ndim not in (3, 4) or e.shape[1] != n:
+            raise ProbeError(f"embeddings must be [T, {n}, d], [{n}, d] or matrices [T, {n}, d, d] for task "
+                             f"{task.describe()}, got shape {tuple(np.shape(embeddings))}")
+        self.e = e
+        self.task = task
+        self.split = split if split is not None else Split(train=np.arange(task.n_samples), val=np.arange(0))
+        self.steps = np.asarray(steps if steps is not None else np.arange(e.shape[0]), dtype=np.int64)
+        if self.steps.shape[0] != e.shape[0]:
+            raise ProbeError(f"got {self.steps.shape[0]} steps for {e.shape[0]} checkpoints")
+        self.embed_lr = embed_lr
+
+    def context(self) -> Context:
+        return Context(self.task, self.split, None, embed_lr=self.embed_lr)
+
+    def embeddings(self, indices: np.ndarray) -> np.ndarray:
+        return self.e[np.asarray(indices)]
+
+
+def as_source(source: Any, task: Task | None = None, split: Split | None = None, **kw: Any) -> Source:
+    if isinstance(source, Source):
+        return source
+    if isinstance(source, Run):
+        return RunSource(source)
+    if isinstance(source, (str, os.PathLike)):
+        return RunSource(Run(source))
+    if task is None:
+        raise ProbeError("analysing plain arrays needs task= (and split= for split-dependent metrics)")
+    return ArraySource(source, task, split, **kw)
+
+
+# --------------------------------------------------------------------------------------------------
+# step selection
+# --------------------------------------------------------------------------------------------------
+def select_steps(steps: np.ndarray, spec: Any = "all") -> np.ndarray:
+    """Checkpoint indices for ``all``, ``first``, ``last``, ``START:STOP[:STRIDE]`` (steps, inclusive;
+    every STRIDE-th checkpoint in that range), a comma list of steps, or a list of ints."""
+    steps = np.asarray(steps)
+    if len(steps) == 0:
+        raise ProbeError("the run has no checkpoints")
+    if spec is None or spec == "all":
+        return np.arange(len(steps))
+    if spec == "last":
+        return np.array([len(steps) - 1])
+    if spec == "first":
+        return np.array([0])
+    if isinstance(spec, str) and ":" in spec:
+        parts = spec.split(":")
+        if len(parts) > 3:
+            raise ProbeError(f"--steps {spec!r}: expected START:STOP[:STRIDE]")
+        try:
+            lo = int(parts[0]) if parts[0] else int(steps[0])
+            hi = int(parts[1]) if parts[1] else int(steps[-1])
+            stride = int(parts[2]) if len(parts) == 3 and parts[2] else 1
+        except ValueError:
+            raise ProbeError(f"--steps {spec!r}: START, STOP and STRIDE must be integers") from None
+        if stride < 1:
+            raise ProbeError(f"--steps {spec!r}: STRIDE must be >= 1")
+        idx = np.flatnonzero((steps >= lo) & (steps <= hi))[::stride]
+        if idx.size == 0:
+            raise ProbeError(f"--steps {spec!r} selects no checkpoint (checkpoints {steps[0]}..{steps[-1]})")
+        return idx
+    wanted = spec.split(",") if isinstance(spec, str) else list(np.atleast_1d(spec))
+    out = []
+    for w in wanted:
+        try:
+            s = int(w)
+        except (TypeError, ValueError):
+            raise ProbeError(f"--steps: {w!r} is not a step (use all, first, last, START:STOP:STRIDE or a list)") from None
+        i = int(np.searchsorted(steps, s))
+        if i >= len(steps) or steps[i] != s:
+            raise ProbeError(f"step {s} is not a checkpoint (checkpoints {steps[0]}..{steps[-1]}, {len(steps)} in all)")
+        out.append(i)
+    return np.array(out, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------------------
+# compute
+# --------------------------------------------------------------------------------------------------
+def compute(source: Any, metrics: str | Sequence[str], steps: Any = "all", *, task: Task | None = None,
+            split: Split | None = None, cache: bool = True, force: bool = False, progress: bool = False,
+            chunk: int = CHUNK, **params: Any) -> "pd.DataFrame":
+    """Compute metrics over a checkpoint series: one row per step, one column per value.
+
+    ``source``: a :class:`probe.Run`, a run directory, or embeddings ``[T, n, d]`` / ``[n, d]`` with
+    ``task`` (and ``split``). ``params`` are metric parameters (``delta=0.01``, ``hook=...``); each
+    must belong to at least one of the requested metrics. Results for runs are cached beside the run
+    in ``RUN_DIR/analysis/`` per metric and parameters; ``force=True`` recomputes.
+    """
+    import pandas as pd
+
+    src = as_source(source, task=task, split=split)
+    names = [metrics] if isinstance(metrics, str) else list(metrics)
+    if not names:
+        raise ProbeError("no metric given (see 'probe metrics')")
+    chosen = [get_metric(n) for n in dict.fromkeys(names)]
+    known = {p.name for m in chosen for p in m.params}
+    extra = sorted(k for k, v in params.items() if k not in known and v is not None)
+    if extra:
+        raise ProbeError(f"parameter {extra[0]!r} does not belong to {', '.join(m.name for m in chosen)} "
+                         f"(their parameters: {', '.join(sorted(known)) or 'none'})")
+    resolved = {m.name: m.resolve(params) for m in chosen}
+    for m in chosen:
+        m.check_task(src.task)
+        needs = m.requirements(resolved[m.name])
+        if "forward" in needs and not src.has_model:
+            raise ProbeError(f"metric {m.name} needs a model forward pass; plain arrays have no model")
+    idx = select_steps(src.steps, steps)
+    frames = []
+    meta: dict[str, Any] = {}
+    ctx = src.context()
+    for m in chosen:
+        df, info = _one_metric(src, ctx, m, resolved[m.name], idx, cache=cache, force=force,
+                               progress=progress, chunk=chunk)
+        frames.append(df.set_index("step"))
+        meta[m.name] = info
+    out = pd.concat(frames, axis=1).reset_index()
+    out.attrs["probe"] = meta
+    return out
+
+
+def _one_metric(src: Source, ctx: Context, m: Metric, params: dict[str, Any], idx: np.ndarray, *, cache: bool,
+                force: bool, progress: bool, chunk: int) -> tuple["pd.DataFrame", dict[str, Any]]:
+    import pandas as pd
+
+    path = _cache_path(src, m, params, idx) if cache else None
+    if path is not None and path.exists() and not force:
+        cached = _read_cache(path)
+        if cached is not None:
+            return cached
+    ctx.notes = []
+    steps = src.steps[idx]
+    if m.scope == "split":
+        values = m.fn(None, ctx, **params)
+        rows = [dict(values) for _ in idx]
+    else:
+        rows = list(_loop(src, ctx, m, params, idx, progress=progress, chunk=chunk))
+    df = pd.DataFrame(rows)
+    df.insert(0, "step", steps.astype(np.int64))
+    info = {"params": params, "notes": list(ctx.notes), "scope": m.scope, "needs": sorted(m.requirements(params))}
+    if path is not None:
+        _write_cache(path, df, info)
+    return df, info
+
+
+def _loop(src: Source, ctx: Context, m: Metric, params: dict[str, Any], idx: np.ndarray, *, progress: bool,
+          chunk: int) -> Iterator[dict[str, float]]:
+    needs = m.requirements(params)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(idx), desc=m.name, unit="ckpt", leave=False)
+    try:
+        for lo in range(0, len(idx), chunk):
+            part = idx[lo: lo + chunk]
+            emb = src.embeddings(part) if "embeddings" in needs else None
+            if "embeddings" in needs and emb is None:
+                raise ProbeError(f"metric {m.name} needs symbol embeddings; this model has none")
+            for j, i in enumerate(part):
+                data = CheckpointData(step=int(src.steps[i]), index=int(i),
+                                      embeddings=None if emb is None else emb[j], source=src)
+                yield m.fn(data, ctx, **params)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# cache: RUN_DIR/analysis/<metric>-<key>.parquet, never inside the run file
+# --------------------------------------------------------------------------------------------------
+def _cache_path(src: Source, m: Metric, params: dict[str, Any], idx: np.ndarray) -> Path | None:
+    sig = src.signature()
+    if sig is None or src.cache_dir is None:
+        return None
+    key = json.dumps({"v": CACHE_VERSION, "metric": m.name, "params": params, "run": sig,
+                      "steps": hashlib.sha1(np.asarray(idx, dtype=np.int64).tobytes()).hexdigest()},
+                     sort_keys=True, default=str)
+    return src.cache_dir / f"{m.name}-{hashlib.sha1(key.encode()).hexdigest()[:16]}.parquet"
+
+
+def _read_cache(path: Path) -> tuple["pd.DataFrame", dict[str, Any]] | None:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+        info = json.loads(table.schema.metadata[b"probe"])
+        return table.to_pandas(), info
+    except Exception as exc:  # noqa: BLE001 - any unreadable cache is recomputed
+        warnings.warn(f"cache file {path} is unreadable ({type(exc).__name__}); recomputing", stacklevel=3)
+        return None
+
+
+def _write_cache(path: Path, df: "pd.DataFrame", info: dict[str, Any]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        path.parent.mkdir(exist_ok=True)
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        meta = dict(table.schema.metadata or {})
+        meta[b"probe"] = json.dumps(info, default=str).encode()
+        tmp = path.with_suffix(".tmp")
+        pq.write_table(table.replace_schema_metadata(meta), tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        warnings.warn(f"could not write the analysis cache {path}: {exc}", stacklevel=3)
