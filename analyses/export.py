@@ -124,7 +124,9 @@ def latex_escape(text: str) -> str:
 def to_latex(df: "pd.DataFrame", caption: str | None = None) -> str:
     """A booktabs ``tabular`` (numbers right-aligned), ready for ``\\input`` in a paper."""
     cols = list(df.columns)
-    align = "".join("r" if np.issubdtype(df[c].dtype, np.number) else "l" for c in cols)
+    from pandas.api.types import is_numeric_dtype
+
+    align = "".join("r" if is_numeric_dtype(df[c].dtype) else "l" for c in cols)
     lines = [f"\\begin{{tabular}}{{{align}}}", "\\toprule",
              " & ".join(latex_escape(str(c)) for c in cols) + " \\\\", "\\midrule"]
     for _, row in df.iterrows():
@@ -139,7 +141,8 @@ def to_latex(df: "pd.DataFrame", caption: str | None = None) -> str:
 def to_markdown(df: "pd.DataFrame") -> str:
     from tabulate import tabulate
 
-    return tabulate(df, headers="keys", tablefmt="github", showindex=False, floatfmt=".4g", missingval="--") + "\n"
+    clean = df.astype(object).where(df.notna(), None)
+    return tabulate(clean, headers="keys", tablefmt="github", showindex=False, floatfmt=".4g", missingval="--") + "\n"
 
 
 def write_table(df: "pd.DataFrame", fmt: str, out: str | None) -> str | None:

@@ -96,6 +96,12 @@ def sample_vectors(data: CheckpointData, ctx: Context, convention: str, hook: st
 
 def formed_mask(data: CheckpointData, ctx: Context, delta: float, convention: str = "liu",
                 hook: str | None = None, position: int = -1) -> np.ndarray:
+    if not hook:
+        norm = pg.normalize(data.require_embeddings(), convention)
+        if ctx.task.modulus:
+            ctx.note(MODULAR_NOTE)
+        if norm.ndim == 2:  # sum aggregation: distances from the symbol Gram matrix
+            return pg.formed_sum(norm, ctx.task.inputs, ctx.p0, delta, mean_square=convention == "grokking-squared")
     vec, mean_square = sample_vectors(data, ctx, convention, hook, position)
     return pg.formed(vec, ctx.p0, delta, mean_square=mean_square)
 

@@ -238,6 +238,9 @@ def select_steps(steps: np.ndarray, spec: Any = "all") -> np.ndarray:
     wanted = spec.split(",") if isinstance(spec, str) else list(np.atleast_1d(spec))
     out = []
     for w in wanted:
+        if w in ("first", "last"):
+            out.append(0 if w == "first" else len(steps) - 1)
+            continue
         try:
             s = int(w)
         except (TypeError, ValueError):

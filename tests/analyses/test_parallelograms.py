@@ -129,6 +129,11 @@ def test_fast_formed_equals_reference(task_args, kind):
         fast = pg.formed(vec, p0, delta)
         ref = pg.formed_reference(vec, p0, delta)
         assert np.array_equal(fast, ref)
+        if emb.ndim == 2:
+            norm = pg.normalize(emb)
+            assert np.array_equal(pg.formed_sum(norm, task.inputs, p0, delta), ref)
+            assert np.array_equal(pg.formed_sum(norm, task.inputs, p0, delta, mean_square=True),
+                                  pg.formed_reference(vec, p0, delta, mean_square=True))
         assert np.array_equal(pg.formed(vec, p0, delta, mean_square=True),
                               pg.formed_reference(vec, p0, delta, mean_square=True))
 
