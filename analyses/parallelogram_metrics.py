@@ -66,7 +66,7 @@ def hook_activations(data: CheckpointData, ctx: Context, hook: str, position: in
         raise ProbeError(f"unknown hook {hook!r} (valid: {', '.join(model.hook_dict)})")
 
     def inputs() -> torch.Tensor:
-        return model.model_inputs(torch.as_tensor(ctx.task.inputs))
+        return model.model_inputs(torch.as_tensor(ctx.task.inputs)).to(ctx.device)
 
     x = ctx.memo("model_inputs", inputs)
     with torch.no_grad():
@@ -101,7 +101,8 @@ def formed_mask(data: CheckpointData, ctx: Context, delta: float, convention: st
         if ctx.task.modulus:
             ctx.note(MODULAR_NOTE)
         if norm.ndim == 2:  # sum aggregation: distances from the symbol Gram matrix
-            return pg.formed_sum(norm, ctx.task.inputs, ctx.p0, delta, mean_square=convention == "grokking-squared")
+            return pg.formed_sum(norm, ctx.task.inputs, ctx.p0, delta, mean_square=convention == "grokking-squared",
+                                 device=ctx.array_device)
     vec, mean_square = sample_vectors(data, ctx, convention, hook, position)
     return pg.formed(vec, ctx.p0, delta, mean_square=mean_square)
 

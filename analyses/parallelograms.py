@@ -170,25 +170,53 @@ def formed(vectors: np.ndarray, p0: Parallelograms, delta: float, *, mean_square
 
 
 def formed_sum(normalized: np.ndarray, inputs: np.ndarray, p0: Parallelograms, delta: float, *,
-               mean_square: bool = False) -> np.ndarray:
+               mean_square: bool = False, device: str | None = None) -> np.ndarray:
     """:func:`formed` for sum aggregation ``v_(a,b) = E~_a + E~_b`` without building the vectors.
 
     With the symbol Gram matrix ``G = E~ E~^T`` (``p x p``), ``|v_s - v_t|^2 = |v_s|^2 + |v_t|^2 -
     2 (G_ac + G_ad + G_bc + G_bd)``: a handful of gathers per quadruple instead of ``d`` flops.
     The same exact recheck near the threshold makes the mask equal :func:`formed_reference`.
+    ``device`` (``"cuda"``, ...) computes the distances with torch on that device, in float64.
     """
     e = np.asarray(normalized, dtype=np.float64)
-    g = e @ e.T
-    p = g.shape[0]
-    a, b = inputs[:, 0], inputs[:, 1]
-    sq = g[a, a] + g[b, b] + 2.0 * g[a, b]  # [N]
     sa, sb, ta, tb = p0.symbols(inputs)
-    gf = g.ravel()
-    cross = gf[sa * p + ta] + gf[sa * p + tb] + gf[sb * p + ta] + gf[sb * p + tb]
-    base = sq[p0.first] + sq[p0.second]
-    d2 = base - 2.0 * cross
+    if device is not None:
+        d2, base = _sum_distances_torch(e, inputs, p0, device)
+    else:
+        g = e @ e.T
+        p = g.shape[0]
+        a, b = inputs[:, 0], inputs[:, 1]
+        sq = g[a, a] + g[b, b] + 2.0 * g[a, b]  # [N]
+        gf = g.ravel()
+        cross = gf[sa * p + ta] + gf[sa * p + tb] + gf[sb * p + ta] + gf[sb * p + tb]
+        base = sq[p0.first] + sq[p0.second]
+        d2 = base - 2.0 * cross
     return _threshold(d2, base, e.shape[1], delta, mean_square,
                       lambda q: _exact((e[sa[q]] + e[sb[q]]) - (e[ta[q]] + e[tb[q]]), delta, mean_square))
+
+
+def _sum_distances_torch(e: np.ndarray, inputs: np.ndarray, p0: Parallelograms,
+                         device: str) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    def dev(x: np.ndarray) -> "torch.Tensor":
+        return torch.as_tensor(x, device=device)
+
+    key = ("torch", str(device))
+    if p0._memo.get(key + ("inputs",)) != id(inputs):
+        x = dev(np.asarray(inputs))
+        p0._memo[key] = (x, dev(p0.first), dev(p0.second), *(dev(t) for t in p0.symbols(inputs)))
+        p0._memo[key + ("inputs",)] = id(inputs)
+    x, first, second, sa, sb, ta, tb = p0._memo[key]
+    et = dev(e)
+    g = et @ et.T
+    p = g.shape[0]
+    a, b = x[:, 0], x[:, 1]
+    sq = g[a, a] + g[b, b] + 2.0 * g[a, b]
+    gf = g.reshape(-1)
+    cross = gf[sa * p + ta] + gf[sa * p + tb] + gf[sb * p + ta] + gf[sb * p + tb]
+    base = sq[first] + sq[second]
+    return (base - 2.0 * cross).cpu().numpy(), base.cpu().numpy()
 
 
 def _threshold(d2: np.ndarray, scale: np.ndarray, dim: int, delta: float, mean_square: bool,

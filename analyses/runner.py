@@ -40,8 +40,12 @@ class Context:
     """Per-source state shared by all checkpoints: task, split, config and derived structures
     (the parallelogram set, the Alexander bound, Fourier planes), each computed once."""
 
-    def __init__(self, task: Task, split: Split, config: Any = None, embed_lr: float | None = None) -> None:
+    def __init__(self, task: Task, split: Split, config: Any = None, embed_lr: float | None = None,
+                 device: str = "cpu") -> None:
         self.task = task
+        #: torch device for forward passes; array maths runs there too when it is not the CPU
+        self.device = device
+        self.array_device: str | None = None if device == "cpu" else device
         self.split = split
         self.config = config
         self.embed_lr = embed_lr
@@ -94,7 +98,7 @@ class Source:
     steps: np.ndarray
     has_model: bool = False
 
-    def context(self) -> Context:
+    def context(self, device: str = "cpu") -> Context:
         raise NotImplementedError
 
     def embeddings(self, indices: np.ndarray) -> np.ndarray | None:
@@ -122,11 +126,13 @@ class RunSource(Source):
         self.split = run.split
         self.steps = np.asarray(run.steps)
         self._model_obj: Any = None
+        self.device = "cpu"
 
-    def context(self) -> Context:
+    def context(self, device: str = "cpu") -> Context:
         cfg = self.run.config
         eta = cfg.embed_lr if cfg.embed_lr is not None else cfg.lr
-        return Context(self.task, self.split, cfg, embed_lr=eta)
+        self.device = device
+        return Context(self.task, self.split, cfg, embed_lr=eta, device=device)
 
     def embeddings(self, indices: np.ndarray) -> np.ndarray | None:
         if self.run.config.model.kind == "digits" or "embed.W_E" not in self.run.tensor_names:
@@ -140,7 +146,7 @@ class RunSource(Source):
         from probe.models import build_model
 
         if self._model_obj is None:
-            self._model_obj = build_model(self.run.config.model, self.task).eval()
+            self._model_obj = build_model(self.run.config.model, self.task).eval().to(self.device)
             static = self.run.static()
             with torch.no_grad():
                 for name, buf in self._model_obj.named_buffers():
@@ -153,7 +159,7 @@ class RunSource(Source):
                     raise ProbeError(f"the run did not save {name}; a forward pass needs every parameter "
                                      f"(train with checkpoint.tensors='*')")
                 row = self.run.file.tensor_series(name)[index]
-                param.copy_(torch.from_numpy(np.asarray(row, dtype=np.float32)))
+                param.copy_(torch.from_numpy(np.asarray(row, dtype=np.float32)).to(param.device))
         return self._model_obj
 
     def signature(self) -> str:
@@ -185,8 +191,8 @@ class ArraySource(Source):
             raise ProbeError(f"got {self.steps.shape[0]} steps for {e.shape[0]} checkpoints")
         self.embed_lr = embed_lr
 
-    def context(self) -> Context:
-        return Context(self.task, self.split, None, embed_lr=self.embed_lr)
+    def context(self, device: str = "cpu") -> Context:
+        return Context(self.task, self.split, None, embed_lr=self.embed_lr, device=device)
 
     def embeddings(self, indices: np.ndarray) -> np.ndarray:
         return self.e[np.asarray(indices)]
@@ -202,6 +208,21 @@ def as_source(source: Any, task: Task | None = None, split: Split | None = None,
     if task is None:
         raise ProbeError("analysing plain arrays needs task= (and split= for split-dependent metrics)")
     return ArraySource(source, task, split, **kw)
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ProbeError(f"device {device!r} requested but CUDA is not available")
+    elif device != "cpu":
+        raise ProbeError(f"unknown device {device!r} (valid: auto, cpu, cuda, cuda:N)")
+    return device
 
 
 # --------------------------------------------------------------------------------------------------
@@ -257,13 +278,16 @@ def select_steps(steps: np.ndarray, spec: Any = "all") -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 def compute(source: Any, metrics: str | Sequence[str], steps: Any = "all", *, task: Task | None = None,
             split: Split | None = None, cache: bool = True, force: bool = False, progress: bool = False,
-            chunk: int = CHUNK, **params: Any) -> "pd.DataFrame":
+            chunk: int = CHUNK, device: str = "auto", **params: Any) -> "pd.DataFrame":
     """Compute metrics over a checkpoint series: one row per step, one column per value.
 
     ``source``: a :class:`probe.Run`, a run directory, or embeddings ``[T, n, d]`` / ``[n, d]`` with
     ``task`` (and ``split``). ``params`` are metric parameters (``delta=0.01``, ``hook=...``); each
     must belong to at least one of the requested metrics. Results for runs are cached beside the run
-    in ``RUN_DIR/analysis/`` per metric and parameters; ``force=True`` recomputes.
+    in ``RUN_DIR/analysis/`` per metric and parameters; ``force=True`` recomputes. ``device``:
+    ``auto`` (CUDA when present), ``cpu`` or a torch device; forward passes and the parallelogram
+    distances run there (results equal the CPU's within float64 rounding; threshold decisions are
+    rechecked exactly on the CPU).
     """
     import pandas as pd
 
@@ -286,7 +310,7 @@ def compute(source: Any, metrics: str | Sequence[str], steps: Any = "all", *, ta
     idx = select_steps(src.steps, steps)
     frames = []
     meta: dict[str, Any] = {}
-    ctx = src.context()
+    ctx = src.context(resolve_device(device))
     for m in chosen:
         df, info = _one_metric(src, ctx, m, resolved[m.name], idx, cache=cache, force=force,
                                progress=progress, chunk=chunk)

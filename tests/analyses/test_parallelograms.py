@@ -209,3 +209,15 @@ def test_realised_parallelograms_of_an_ideal_model_respect_the_bound():
     assert bound.rqi_bar == 1.0
     # with P(D) = P0, D-bar is every sample whose label some training sample carries
     assert bound.acc_bar == pytest.approx(np.isin(task.labels, task.labels[split.train]).mean())
+
+
+def test_torch_distance_path_equals_numpy():
+    # the path used on a GPU, run here with torch on the CPU
+    task = make_task("add", p=31)
+    rng = np.random.default_rng(5)
+    emb = np.arange(31)[:, None] * rng.normal(size=(1, 6)) + rng.normal(scale=0.01, size=(31, 6))
+    p0 = pg.Parallelograms.from_labels(task.labels)
+    norm = pg.normalize(emb)
+    for delta in (0.01, 0.05, 0.5):
+        assert np.array_equal(pg.formed_sum(norm, task.inputs, p0, delta, device="cpu"),
+                              pg.formed_sum(norm, task.inputs, p0, delta))
