@@ -48,3 +48,57 @@ def frequency_plane(weights: np.ndarray, k: int) -> np.ndarray:
     s = np.sin(2 * np.pi * k * x / p) @ w
     q, _ = np.linalg.qr(np.stack([c, s], axis=1))
     return q
+
+
+def frequency_of_component(p: int) -> np.ndarray:
+    """Frequency ``k`` of each basis row of :func:`fourier_basis` (0 for the constant)."""
+    _, names = fourier_basis(p)
+    return np.array([0 if n == "const" else int(n.split()[1]) for n in names])
+
+
+def frequency_norms_2d(acts: np.ndarray, p: int) -> np.ndarray:
+    """Per-frequency norm of activations on the ``p x p`` input grid: ``acts [p, p, n]`` (axis 0 = a,
+    axis 1 = b). Coefficients ``c = F A F^T`` per unit; frequency ``k`` collects every component whose
+    a- or b-factor has frequency ``k``. ``[p//2]``."""
+    basis, _ = fourier_basis(p)
+    coef = np.einsum("ia,abn,jb->ijn", basis, np.asarray(acts, dtype=np.float64), basis, optimize=True)
+    sq = np.sum(coef * coef, axis=2)  # [p, p]
+    freq = frequency_of_component(p)
+    out = np.empty(p // 2)
+    for k in range(1, p // 2 + 1):
+        sel = (freq[:, None] == k) | (freq[None, :] == k)
+        out[k - 1] = sq[sel].sum()
+    return np.sqrt(out)
+
+
+def gini(x: np.ndarray) -> float:
+    """Gini coefficient of non-negative values (0: all equal; ``(n-1)/n``: one non-zero value)."""
+    v = np.sort(np.asarray(x, dtype=np.float64).ravel())
+    n = v.shape[0]
+    total = v.sum()
+    if n == 0 or total <= 0:
+        return float("nan")
+    i = np.arange(1, n + 1)
+    return float(np.sum((2 * i - n - 1) * v) / (n * total))
+
+
+def key_frequencies(norms: np.ndarray, threshold: float) -> list[int]:
+    """Key frequencies by the declared rule: ``k`` whose share of the total squared frequency norm
+    (constant excluded) is at least ``threshold``. Sorted by decreasing share."""
+    sq = np.asarray(norms, dtype=np.float64) ** 2
+    share = sq / sq.sum()
+    order = np.argsort(-share)
+    return [int(k + 1) for k in order if share[k] >= threshold]
+
+
+def sum_directions(p: int, freqs: list[int]) -> np.ndarray:
+    """Orthonormal columns ``cos(w_k (a+b))``, ``sin(w_k (a+b))`` on the grid (row ``a*p + b``),
+    ``w_k = 2 pi k / p`` (Nanda et al. Sec. 5.1). ``[p*p, 2 len(freqs)]``."""
+    a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+    s = (a + b).ravel()
+    cols = []
+    for k in freqs:
+        cols.append(np.cos(2 * np.pi * k * s / p))
+        cols.append(np.sin(2 * np.pi * k * s / p))
+    q = np.stack(cols, axis=1) if cols else np.zeros((p * p, 0))
+    return q / np.linalg.norm(q, axis=0, keepdims=True) if cols else q

@@ -128,3 +128,4 @@ def all_params() -> dict[str, Param]:
 
 def _load() -> None:
     import analyses.parallelogram_metrics  # noqa: F401  (registers on import)
+    import analyses.representation_metrics  # noqa: F401

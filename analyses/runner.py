@@ -51,6 +51,18 @@ class Context:
         self.embed_lr = embed_lr
         self.cache: dict[Any, Any] = {}
         self.notes: list[str] = []
+        self.source: "Source | None" = None
+
+    def embeddings_at(self, step: Any) -> np.ndarray:
+        """Symbol embeddings at another checkpoint (``"first"``, ``"last"`` or a step), memoised."""
+        src = self.source
+        if src is None:
+            raise ProbeError("no checkpoint series to read a reference checkpoint from")
+        index = int(select_steps(src.steps, str(step))[0])
+        emb = self.memo(("embeddings", index), lambda: src.embeddings(np.array([index])))
+        if emb is None:
+            raise ProbeError("this model has no symbol embeddings")
+        return emb[0]
 
     @cached_property
     def p0(self) -> "Any":
@@ -62,6 +74,14 @@ class Context:
         if key not in self.cache:
             self.cache[key] = make()
         return self.cache[key]
+
+    def memo_step(self, key: Any, index: int, make: Any) -> Any:
+        """Like :meth:`memo`, but only the latest checkpoint's value is kept (memory stays flat)."""
+        held = self.cache.get(("step", key))
+        if held is None or held[0] != index:
+            held = (index, make())
+            self.cache[("step", key)] = held
+        return held[1]
 
     def note(self, text: str) -> None:
         if text not in self.notes:
@@ -77,6 +97,10 @@ class CheckpointData:
     embeddings: np.ndarray | None
     source: "Source"
     _model: Any = field(default=None, repr=False)
+
+    def tensor(self, name: str) -> np.ndarray:
+        """A saved parameter at this checkpoint (e.g. ``unembed.W_U``)."""
+        return self.source.tensor(self.index, name)
 
     def model(self) -> "torch.nn.Module":
         if self._model is None:
@@ -106,6 +130,9 @@ class Source:
 
     def model(self, index: int) -> Any:
         raise ProbeError("this metric needs a model forward pass; analyse a probe run (or pass a model)")
+
+    def tensor(self, index: int, name: str) -> np.ndarray:
+        raise ProbeError(f"this metric needs the parameter {name}; plain embedding arrays do not have it")
 
     def signature(self) -> str | None:
         return None
@@ -161,6 +188,11 @@ class RunSource(Source):
                 row = self.run.file.tensor_series(name)[index]
                 param.copy_(torch.from_numpy(np.asarray(row, dtype=np.float32)).to(param.device))
         return self._model_obj
+
+    def tensor(self, index: int, name: str) -> np.ndarray:
+        if name not in self.run.tensor_names:
+            raise ProbeError(f"the run did not save {name} (saved: {', '.join(self.run.tensor_names)})")
+        return np.asarray(self.run.file.tensor_series(name)[index], dtype=np.float64)
 
     def signature(self) -> str:
         st = self.run.path.stat()
@@ -311,11 +343,19 @@ def compute(source: Any, metrics: str | Sequence[str], steps: Any = "all", *, ta
     frames = []
     meta: dict[str, Any] = {}
     ctx = src.context(resolve_device(device))
+    ctx.source = src
     for m in chosen:
         df, info = _one_metric(src, ctx, m, resolved[m.name], idx, cache=cache, force=force,
                                progress=progress, chunk=chunk)
         frames.append(df.set_index("step"))
         meta[m.name] = info
+    seen: dict[str, str] = {}
+    for m, f in zip(chosen, frames):
+        for col in f.columns:
+            if col in seen:  # two metrics report a value under one name: keep both, qualified
+                f.rename(columns={col: f"{m.name}.{col}"}, inplace=True)
+            else:
+                seen[col] = m.name
     out = pd.concat(frames, axis=1).reset_index()
     out.attrs["probe"] = meta
     return out
