@@ -47,11 +47,18 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--no-progress", action="store_true")
     metric_options(p)
 
-    p = sub.add_parser("plot", help="a metric over time (log steps) with train/val accuracy")
+    p = sub.add_parser("plot", help="figures: a metric over time, PCA pictures and animation, Fourier norms, "
+                       "projection accuracy", description="--figure metric (default): the metrics over log "
+                       "steps with train/val accuracy. pca: embeddings on PC1/PC2 at --steps (--axes refit|final). "
+                       "animation: the same over the whole series (.gif or .mp4). fourier: W_E/W_U norms per "
+                       "frequency at --steps (one step). projection: accuracy against PCs kept at --steps (one step).")
     p.add_argument("run_dir")
-    p.add_argument("--metric", action="append", required=True, metavar="NAME", help=metric_help)
-    p.add_argument("--out", required=True, help="figure file (.png, .pdf or .svg)")
-    p.add_argument("--steps", default="all")
+    p.add_argument("--figure", default="metric", choices=("metric", "pca", "animation", "fourier", "projection"))
+    p.add_argument("--metric", action="append", default=[], metavar="NAME", help=metric_help)
+    p.add_argument("--out", required=True, help="figure file (.png, .pdf, .svg; .gif or .mp4 for the animation)")
+    p.add_argument("--steps", default=None, help="checkpoints to show (default: all; pca: first, a middle one, "
+                   "last; fourier and projection: last)")
+    p.add_argument("--fps", type=int, default=8, help="animation frames per second")
     p.add_argument("--no-progress", action="store_true")
     metric_options(p)
 
@@ -144,14 +151,62 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from analyses.runner import compute
 
     run = _open(args.run_dir)
-    df = compute(run, args.metric, steps=args.steps, progress=not args.no_progress, **_params(args))
-    _print_notes(df)
-    cols = [m for m in args.metric if m in df.columns]
-    if not cols:
-        cols = [c for c in df.columns if c != "step"]
-    plots.save(plots.metric_over_time(df, cols, run=run), args.out)
+    params = _params(args)
+    progress = not args.no_progress
+    kind = args.figure
+    if kind == "metric":
+        if not args.metric:
+            raise ProbeError("--figure metric needs --metric NAME (or choose another --figure)")
+        plots.check_figure_path(args.out)
+        df = compute(run, args.metric, steps=args.steps or "all", progress=progress, **params)
+        _print_notes(df)
+        cols = [m for m in args.metric if m in df.columns] or [c for c in df.columns if c != "step"]
+        numeric = [c for c in cols if np.issubdtype(df[c].dtype, np.number)]
+        plots.save(plots.metric_over_time(df, numeric, run=run), args.out)
+    elif kind in ("pca", "animation"):
+        steps = args.steps or ("all" if kind == "animation" else _spread(run.steps))
+        if kind == "animation" and len(run.steps) < 2:
+            raise ProbeError("an animation needs a run with at least two checkpoints")
+        if kind == "pca":
+            plots.check_figure_path(args.out)
+        else:
+            plots.check_animation_path(args.out)
+        df = compute(run, "pca2d", steps=steps, progress=progress,
+                     **{k: v for k, v in params.items() if k in ("axes", "reference")})
+        n = run.task.n_symbols
+        coords = np.stack([np.stack([df[f"pca2d_x{k}"], df[f"pca2d_y{k}"]], 1) for k in range(n)], 1)  # [T, n, 2]
+        axes = params.get("axes", "refit")
+        if kind == "pca":
+            plots.save(plots.pca_scatter(list(coords), df["step"].tolist(), axes, title=f"{run.dir.name}"), args.out)
+        else:
+            plots.animate_pca(coords, df["step"].to_numpy(), args.out, axes, fps=args.fps)
+    elif kind == "fourier":
+        plots.check_figure_path(args.out)
+        step = args.steps or "last"
+        kf = compute(run, "key_freqs", steps=step, progress=progress,
+                     **{k: v for k, v in params.items() if k in ("key_threshold", "reference")})
+        if len(kf) != 1:
+            raise ProbeError("--figure fourier shows one checkpoint: give --steps STEP")
+        fn = compute(run, "fourier_norms", steps=step, progress=progress, parts="we,wu")
+        p = run.task.n_symbols
+        norms = {part: np.array([fn[f"{part}_{k}"].iloc[0] for k in range(1, p // 2 + 1)]) for part in ("we", "wu")}
+        keys = [int(k) for k in str(kf["key_freqs"].iloc[0]).split(",") if k]
+        plots.save(plots.fourier_bars({"W_E": norms["we"], "W_U": norms["wu"]}, keys, int(kf["step"].iloc[0])),
+                   args.out)
+    else:
+        plots.check_figure_path(args.out)
+        df = compute(run, "pca_projection_accuracy", steps=args.steps or "last", progress=progress,
+                     **{k: v for k, v in params.items() if k in ("n_components", "reference")})
+        if len(df) != 1:
+            raise ProbeError("--figure projection shows one checkpoint: give --steps STEP")
+        plots.save(plots.projection_curves(df.iloc[0], int(df["step"].iloc[0])), args.out)
     print(f"wrote {args.out}")
     return 0
+
+
+def _spread(steps: np.ndarray) -> str:
+    picks = sorted({0, len(steps) // 4, len(steps) // 2, (3 * len(steps)) // 4, len(steps) - 1})
+    return ",".join(str(int(steps[i])) for i in picks)
 
 
 def _theory_task(name: str, p: int) -> Any:

@@ -75,15 +75,142 @@ def trajectories(steps: np.ndarray, predicted: np.ndarray, real: np.ndarray, tit
     return fig
 
 
-def save(fig: "Figure", out: str) -> None:
+def check_figure_path(out: str) -> None:
     path = Path(out)
     if path.suffix.lower() not in FIG_SUFFIXES:
         raise ProbeError(f"--out {out}: figure format must be one of {', '.join(FIG_SUFFIXES)}")
-    if not path.parent.exists() if str(path.parent) else False:
+    if str(path.parent) and not path.parent.exists():
         raise ProbeError(f"cannot write {out}: directory {path.parent} does not exist")
+
+
+def save(fig: "Figure", out: str) -> None:
+    try:
+        check_figure_path(out)
+    except ProbeError:
+        _plt().close(fig)
+        raise
+    path = Path(out)
     try:
         fig.savefig(path, dpi=150)
     except OSError as exc:
         raise ProbeError(f"cannot write {out}: {exc.strerror or exc}") from None
     finally:
         _plt().close(fig)
+
+
+def _symbol_colours(n: int):  # type: ignore[no-untyped-def]
+    plt = _plt()
+    return plt.get_cmap("hsv" if n > 12 else "viridis")(np.arange(n) / n)
+
+
+def pca_scatter(coords: Sequence[np.ndarray], steps: Sequence[int], axes: str, title: str = "") -> "Figure":
+    """Embeddings on two principal components at chosen steps, points labelled by symbol and coloured
+    by value (the blog posts' pictures). ``coords``: one ``[n_symbols, 2]`` array per step."""
+    plt = _plt()
+    n = len(coords)
+    cols = min(n, 4)
+    rows = (n + cols - 1) // cols
+    fig, grid = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False, constrained_layout=True)
+    colours = _symbol_colours(coords[0].shape[0])
+    for ax, xy, step in zip(grid.ravel(), coords, steps):
+        ax.scatter(xy[:, 0], xy[:, 1], c=colours, s=18)
+        if xy.shape[0] <= 60:
+            for k, (x, y) in enumerate(xy):
+                ax.annotate(str(k), (x, y), fontsize=6, ha="center", va="bottom")
+        ax.set_title(f"step {step}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_aspect("equal", adjustable="datalim")
+    for ax in grid.ravel()[n:]:
+        ax.axis("off")
+    fig.suptitle(title or f"embeddings on PC1/PC2 ({'axes refit per step' if axes == 'refit' else 'final axes'})")
+    return fig
+
+
+def fourier_bars(norms: dict[str, np.ndarray], keys: Sequence[int], step: int, title: str = "") -> "Figure":
+    """Norm per frequency of W_E / W_U (Nanda et al. Fig. 3 style), key frequencies marked."""
+    plt = _plt()
+    fig, axes = plt.subplots(len(norms), 1, figsize=(7, 2.4 * len(norms)), squeeze=False, constrained_layout=True)
+    for ax, (name, v) in zip(axes[:, 0], norms.items()):
+        k = np.arange(1, len(v) + 1)
+        colours = ["C3" if kk in keys else "C0" for kk in k]
+        ax.bar(k, v, color=colours)
+        ax.set_ylabel(f"{name} norm")
+        for kk in keys:
+            ax.annotate(str(kk), (kk, v[kk - 1]), ha="center", va="bottom", fontsize=7, color="C3")
+    axes[-1, 0].set_xlabel("frequency k")
+    fig.suptitle(title or f"Fourier norms at step {step} (key frequencies in red)")
+    return fig
+
+
+def projection_curves(row: "pd.Series", step: int, title: str = "") -> "Figure":
+    """Liu et al. Fig. 22: accuracy against the number n of principal components kept."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), constrained_layout=True)
+    for tag, ls in (("cur", "-"), ("final", "--")):
+        for split, colour in (("train", "C0"), ("test", "C1")):
+            cols = [c for c in row.index if c.startswith(f"{split}_acc_{tag}_")]
+            ns = np.array([int(c.rsplit("_", 1)[1]) for c in cols])
+            order = np.argsort(ns)
+            ax.plot(ns[order], row[cols].to_numpy(dtype=float)[order], ls=ls, color=colour, marker="o", ms=3,
+                    label=f"{split}, {'current' if tag == 'cur' else 'final'} PCs")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("principal components kept (n)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8)
+    ax.set_title(title or f"projection accuracy at step {step}")
+    return fig
+
+
+def check_animation_path(out: str) -> None:
+    from matplotlib import animation
+
+    path = Path(out)
+    suffix = path.suffix.lower()
+    if suffix not in (".gif", ".mp4"):
+        raise ProbeError(f"--out {out}: an animation is written as .gif or .mp4")
+    if suffix == ".mp4" and not animation.writers.is_available("ffmpeg"):
+        raise ProbeError("MP4 output needs ffmpeg on PATH (install it, or write a .gif)")
+    if str(path.parent) and not path.parent.exists():
+        raise ProbeError(f"cannot write {out}: directory {path.parent} does not exist")
+
+
+def animate_pca(coords: np.ndarray, steps: np.ndarray, out: str, axes: str, fps: int = 8) -> None:
+    """An animation of the embeddings on two principal components over the series (GIF or MP4)."""
+    plt = _plt()
+    from matplotlib import animation
+
+    check_animation_path(out)
+    path = Path(out)
+    suffix = path.suffix.lower()
+    if len(steps) < 2:
+        raise ProbeError("an animation needs at least two checkpoints")
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), constrained_layout=True)
+    colours = _symbol_colours(coords.shape[1])
+    lim = float(np.abs(coords).max()) * 1.1 if axes == "final" else None
+    scat = ax.scatter(coords[0][:, 0], coords[0][:, 1], c=colours, s=18)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+    def frame(i: int):  # type: ignore[no-untyped-def]
+        xy = coords[i]
+        scat.set_offsets(xy)
+        if lim is None:
+            m = float(np.abs(xy).max()) * 1.1 or 1.0
+            ax.set_xlim(-m, m)
+            ax.set_ylim(-m, m)
+        else:
+            ax.set_xlim(-lim, lim)
+            ax.set_ylim(-lim, lim)
+        ax.set_title(f"step {int(steps[i])} ({'refit axes' if axes == 'refit' else 'final axes'})", fontsize=9)
+        return (scat,)
+
+    anim = animation.FuncAnimation(fig, frame, frames=len(steps), interval=1000 // fps, blit=False)
+    writer = animation.PillowWriter(fps=fps) if suffix == ".gif" else animation.FFMpegWriter(fps=fps)
+    try:
+        anim.save(str(path), writer=writer)
+    except OSError as exc:
+        raise ProbeError(f"cannot write {out}: {exc.strerror or exc}") from None
+    finally:
+        plt.close(fig)

@@ -149,3 +149,34 @@ def test_theory_effective_dynamics(runs, tmp_path, capsys):
     assert Path(f"{prefix}.png").stat().st_size > 1000
     code, _, err = _run(capsys, "theory", "effective-dynamics", runs["modadd-p53"], "--out", prefix)
     assert code == 0 or "effective" in err
+
+
+@pytest.mark.parametrize("figure,extra", [("pca", ["--axes", "final"]), ("fourier", []),
+                                          ("projection", ["--n-components", "1,4,all"])])
+def test_plot_figures_of_the_modular_run(runs, tmp_path, capsys, figure, extra):
+    out = tmp_path / f"{figure}.png"
+    code, _, err = _run(capsys, "plot", runs["modadd-p53"], "--figure", figure, "--out", out, "--no-progress", *extra)
+    assert code == 0, err
+    assert out.stat().st_size > 5000
+
+
+def test_plot_animation_gif_and_bad_input(runs, tmp_path, capsys):
+    out = tmp_path / "pca.gif"
+    code, _, err = _run(capsys, "plot", runs["modadd-p53"], "--figure", "animation", "--steps", "0:400",
+                        "--out", out, "--no-progress")
+    assert code == 0, err
+    assert out.read_bytes()[:6] in (b"GIF89a", b"GIF87a")
+    code, _, err = _run(capsys, "plot", runs["modadd-p53"], "--figure", "animation", "--out", tmp_path / "a.avi")
+    assert code == 2 and ".gif or .mp4" in err
+    from matplotlib import animation
+
+    if not animation.writers.is_available("ffmpeg"):
+        code, _, err = _run(capsys, "plot", runs["modadd-p53"], "--figure", "animation", "--out", tmp_path / "a.mp4")
+        assert code == 2 and "needs ffmpeg" in err
+    code, _, err = _run(capsys, "plot", runs["modadd-p53"], "--figure", "animation", "--steps", "last",
+                        "--out", out, "--no-progress")
+    assert code == 2 and "at least two checkpoints" in err
+    code, _, err = _run(capsys, "plot", runs["toy-add"], "--figure", "fourier", "--out", tmp_path / "f.png")
+    assert code == 2 and "does not apply to task nonmod-add" in err and "modular" in err
+    code, _, err = _run(capsys, "analyze", runs["modadd-p53"], "--metric", "pca_variance", "--components", "500")
+    assert code == 2 and "larger than" in err
