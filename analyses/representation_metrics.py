@@ -194,7 +194,7 @@ def _ablated_losses(data: "CheckpointData", ctx: "Context", key_threshold: float
     if not hasattr(model, "blocks"):
         raise ProbeError("restricted/excluded loss are defined for the transformer (MLP neurons at the last position)")
 
-    def compute() -> dict[str, float]:
+    def compute() -> dict[str, "torch.Tensor"]:
         p = int(ctx.task.modulus or 0)
         keys = key_freqs_of(ctx, key_threshold, reference)
         hook, act = neuron_activations(data, ctx)
@@ -210,14 +210,10 @@ def _ablated_losses(data: "CheckpointData", ctx: "Context", key_threshold: float
         order = ctx.task.inputs[:, 0] * p + ctx.task.inputs[:, 1]  # sample -> grid row
         q = fr.sum_directions(p, keys)[order]  # [N, 2K], orthonormal over the full grid
         excluded = act - q @ (q.T @ act)
-        idx = {"train": ctx.split.train, "val": ctx.split.val, "all": np.arange(ctx.task.n_samples)}[split]
-        if len(idx) == 0:
-            raise ProbeError(f"the {split} split is empty")
-        x = _inputs(ctx, model)[idx]
-        y = torch.as_tensor(ctx.task.labels[idx], device=ctx.device)
-        out = {}
+        x = _inputs(ctx, model)
+        logits = {}
         for name, values in (("full", act), ("restricted", restricted), ("excluded", excluded)):
-            new = torch.as_tensor(values[idx], dtype=torch.float32, device=ctx.device)
+            new = torch.as_tensor(values, dtype=torch.float32, device=ctx.device)
 
             def patch(a: torch.Tensor, hook: Any, new: torch.Tensor = new) -> torch.Tensor:
                 a = a.clone()
@@ -225,11 +221,16 @@ def _ablated_losses(data: "CheckpointData", ctx: "Context", key_threshold: float
                 return a
 
             with torch.no_grad(), model.hooks(fwd_hooks=[(hook, patch)]):
-                logits = model.forward(x)[:, -1]
-            out[name] = float(F.cross_entropy(logits.double(), y))
-        return out
+                logits[name] = model.forward(x)[:, -1].double()
+        return logits
 
-    return ctx.memo_step(("ablated", key_threshold, reference, split), data.index, compute)
+    logits = ctx.memo_step(("ablated", key_threshold, reference), data.index, compute)
+    idx = {"train": ctx.split.train, "val": ctx.split.val, "all": np.arange(ctx.task.n_samples)}[split]
+    if len(idx) == 0:
+        raise ProbeError(f"the {split} split is empty")
+    sel = torch.as_tensor(idx, device=ctx.device)
+    y = torch.as_tensor(ctx.task.labels, device=ctx.device)[sel]
+    return {name: float(F.cross_entropy(v[sel], y)) for name, v in logits.items()}
 
 
 @metric("restricted_loss", "loss with the neuron activations restricted to their key-frequency components "

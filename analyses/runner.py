@@ -50,7 +50,8 @@ class Context:
         self.config = config
         self.embed_lr = embed_lr
         self.cache: dict[Any, Any] = {}
-        self.notes: list[str] = []
+        self.notes: dict[str, list[str]] = {}
+        self.current = ""  # the metric being computed (notes are filed under it)
         self.source: "Source | None" = None
 
     def embeddings_at(self, step: Any) -> np.ndarray:
@@ -84,8 +85,12 @@ class Context:
         return held[1]
 
     def note(self, text: str) -> None:
-        if text not in self.notes:
-            self.notes.append(text)
+        held = self.notes.setdefault(self.current, [])
+        if text not in held:
+            held.append(text)
+
+    def notes_for(self, metric: str) -> list[str]:
+        return list(self.notes.get(metric, []))
 
 
 @dataclass
@@ -340,69 +345,76 @@ def compute(source: Any, metrics: str | Sequence[str], steps: Any = "all", *, ta
         if "forward" in needs and not src.has_model:
             raise ProbeError(f"metric {m.name} needs a model forward pass; plain arrays have no model")
     idx = select_steps(src.steps, steps)
-    frames = []
-    meta: dict[str, Any] = {}
     ctx = src.context(resolve_device(device))
     ctx.source = src
+    results: dict[str, tuple["pd.DataFrame", dict[str, Any]]] = {}
+    pending: list[tuple[Metric, Path | None]] = []
     for m in chosen:
-        df, info = _one_metric(src, ctx, m, resolved[m.name], idx, cache=cache, force=force,
-                               progress=progress, chunk=chunk)
-        frames.append(df.set_index("step"))
-        meta[m.name] = info
+        path = _cache_path(src, m, resolved[m.name], idx) if cache else None
+        hit = _read_cache(path) if path is not None and path.exists() and not force else None
+        if hit is not None:
+            results[m.name] = hit
+        else:
+            pending.append((m, path))
+    rows: dict[str, list[dict[str, Any]]] = {m.name: [] for m, _ in pending}
+    for m, _ in pending:
+        if m.scope == "split":
+            ctx.current = m.name
+            values = m.fn(None, ctx, **resolved[m.name])
+            rows[m.name] = [dict(values) for _ in idx]
+    per_ckpt = [m for m, _ in pending if m.scope == "checkpoint"]
+    if per_ckpt:
+        _loop(src, ctx, per_ckpt, resolved, idx, rows, progress=progress, chunk=chunk)
+    for m, path in pending:
+        df = pd.DataFrame(rows[m.name])
+        df.insert(0, "step", src.steps[idx].astype(np.int64))
+        params_m = resolved[m.name]
+        info = {"params": params_m, "notes": ctx.notes_for(m.name), "scope": m.scope,
+                "needs": sorted(m.requirements(params_m))}
+        if path is not None:
+            _write_cache(path, df, info)
+        results[m.name] = (df, info)
+    frames = []
+    meta: dict[str, Any] = {}
     seen: dict[str, str] = {}
-    for m, f in zip(chosen, frames):
-        for col in f.columns:
+    for m in chosen:
+        df, info = results[m.name]
+        f = df.set_index("step")
+        for col in list(f.columns):
             if col in seen:  # two metrics report a value under one name: keep both, qualified
-                f.rename(columns={col: f"{m.name}.{col}"}, inplace=True)
+                f = f.rename(columns={col: f"{m.name}.{col}"})
             else:
                 seen[col] = m.name
+        frames.append(f)
+        meta[m.name] = info
     out = pd.concat(frames, axis=1).reset_index()
     out.attrs["probe"] = meta
     return out
 
 
-def _one_metric(src: Source, ctx: Context, m: Metric, params: dict[str, Any], idx: np.ndarray, *, cache: bool,
-                force: bool, progress: bool, chunk: int) -> tuple["pd.DataFrame", dict[str, Any]]:
-    import pandas as pd
-
-    path = _cache_path(src, m, params, idx) if cache else None
-    if path is not None and path.exists() and not force:
-        cached = _read_cache(path)
-        if cached is not None:
-            return cached
-    ctx.notes = []
-    steps = src.steps[idx]
-    if m.scope == "split":
-        values = m.fn(None, ctx, **params)
-        rows = [dict(values) for _ in idx]
-    else:
-        rows = list(_loop(src, ctx, m, params, idx, progress=progress, chunk=chunk))
-    df = pd.DataFrame(rows)
-    df.insert(0, "step", steps.astype(np.int64))
-    info = {"params": params, "notes": list(ctx.notes), "scope": m.scope, "needs": sorted(m.requirements(params))}
-    if path is not None:
-        _write_cache(path, df, info)
-    return df, info
-
-
-def _loop(src: Source, ctx: Context, m: Metric, params: dict[str, Any], idx: np.ndarray, *, progress: bool,
-          chunk: int) -> Iterator[dict[str, float]]:
-    needs = m.requirements(params)
+def _loop(src: Source, ctx: Context, metrics: list[Metric], params: dict[str, dict[str, Any]], idx: np.ndarray,
+          rows: dict[str, list[dict[str, Any]]], *, progress: bool, chunk: int) -> None:
+    """The one loop over time: checkpoints outside, metrics inside, so that one checkpoint's model
+    and forward passes are loaded once and shared by every metric that needs them."""
+    need_emb = any("embeddings" in m.requirements(params[m.name]) for m in metrics)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(idx), desc=m.name, unit="ckpt", leave=False)
+        bar = tqdm(total=len(idx), desc=",".join(m.name for m in metrics)[:40], unit="ckpt", leave=False)
     try:
         for lo in range(0, len(idx), chunk):
             part = idx[lo: lo + chunk]
-            emb = src.embeddings(part) if "embeddings" in needs else None
-            if "embeddings" in needs and emb is None:
-                raise ProbeError(f"metric {m.name} needs symbol embeddings; this model has none")
+            emb = src.embeddings(part) if need_emb else None
+            if need_emb and emb is None:
+                names = [m.name for m in metrics if "embeddings" in m.requirements(params[m.name])]
+                raise ProbeError(f"metric {names[0]} needs symbol embeddings; this model has none")
             for j, i in enumerate(part):
                 data = CheckpointData(step=int(src.steps[i]), index=int(i),
                                       embeddings=None if emb is None else emb[j], source=src)
-                yield m.fn(data, ctx, **params)
+                for m in metrics:
+                    ctx.current = m.name
+                    rows[m.name].append(m.fn(data, ctx, **params[m.name]))
                 if bar is not None:
                     bar.update(1)
     finally:
