@@ -345,21 +345,28 @@ def pca_projection_accuracy(data: "CheckpointData", ctx: "Context", n_components
 # --------------------------------------------------------------------------------------------------
 # lottery-ticket axes (Liu et al. Sec. 4.2, App. K; Kitouni's post)
 # --------------------------------------------------------------------------------------------------
-def order_quality(coords: np.ndarray, task: Task) -> float:
+def order_quality(coords: np.ndarray, task: Task) -> np.ndarray | float:
     """How well the symbols are ordered along the axes: circular order for modular tasks (the largest
     normalised Fourier coefficient of the angles ``|mean_a exp(i(theta_a -/+ 2 pi k a / p))|``), linear
-    order otherwise (|Spearman correlation| of the first coordinate with the symbol's value)."""
-    n = coords.shape[0]
+    order otherwise (|Spearman correlation| of the first coordinate with the symbol's value).
+    ``coords [..., n, k]``; leading axes are batched."""
+    c = np.asarray(coords, dtype=np.float64)
+    n = c.shape[-2]
     if task.modulus:
-        z = coords[:, 0] + 1j * (coords[:, 1] if coords.shape[1] > 1 else 0.0)
-        theta = np.angle(z)
+        z = c[..., 0] + 1j * (c[..., 1] if c.shape[-1] > 1 else 0.0)
+        u = np.exp(1j * np.angle(z))  # [..., n]
         a = np.arange(n)
         ks = np.arange(1, n // 2 + 1)
-        phases = np.exp(1j * (theta[None, :] - 2 * np.pi * ks[:, None] * a[None, :] / n))
-        phases2 = np.exp(1j * (theta[None, :] + 2 * np.pi * ks[:, None] * a[None, :] / n))
-        return float(max(np.abs(phases.mean(axis=1)).max(), np.abs(phases2.mean(axis=1)).max()))
-    ranks = np.argsort(np.argsort(coords[:, 0]))
-    return float(abs(np.corrcoef(ranks, np.arange(n))[0, 1]))
+        w = np.exp(-2j * np.pi * ks[:, None] * a[None, :] / n)  # [K, n]
+        plus = np.abs(u @ w.T) / n
+        minus = np.abs(u @ w.conj().T) / n
+        out = np.maximum(plus.max(axis=-1), minus.max(axis=-1))
+    else:
+        ranks = np.argsort(np.argsort(c[..., 0], axis=-1), axis=-1).astype(np.float64)
+        r = ranks - ranks.mean(axis=-1, keepdims=True)
+        v = np.arange(n) - (n - 1) / 2
+        out = np.abs(r @ v) / (np.linalg.norm(r, axis=-1) * np.linalg.norm(v))
+    return float(out) if np.ndim(out) == 0 else out
 
 
 @metric("lottery_ticket", "share of the embedding variance along the final top-k principal axes and how well "
@@ -380,11 +387,12 @@ def lottery_ticket(data: "CheckpointData", ctx: "Context", k: int, reference: st
         rng = np.random.default_rng(0)
         return [np.linalg.qr(rng.normal(size=(d, k)))[0].T for _ in range(baseline_draws)]
 
-    rand = ctx.memo(("random_frames", k, baseline_draws, d), frames)
+    rand = ctx.memo(("random_frames", k, baseline_draws, d), lambda: np.stack(frames()))  # [B, k, d]
     share = float(np.sum((e @ axes.T) ** 2) / total)
-    rand_share = float(np.mean([np.sum((e @ f.T) ** 2) / total for f in rand]))
-    order = order_quality(e @ axes.T, ctx.task)
-    rand_order = float(np.mean([order_quality(e @ f.T, ctx.task) for f in rand]))
+    proj = np.einsum("nd,bkd->bnk", e, rand)  # [B, n, k]
+    rand_share = float(np.mean(np.sum(proj**2, axis=(1, 2)) / total))
+    order = float(order_quality(e @ axes.T, ctx.task))
+    rand_order = float(np.mean(order_quality(proj, ctx.task)))
     return {"lt_variance_share": share, "lt_random_share": rand_share, "lt_order": order, "lt_random_order": rand_order}
 
 

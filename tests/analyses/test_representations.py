@@ -140,3 +140,22 @@ def test_neuron_fourier_norms_and_gradient_symmetricity_run(modadd: probe.Run):
     keys = [int(k) for k in analyses.compute(modadd, "key_freqs", steps="last")["key_freqs"].iloc[0].split(",")]
     assert set(np.argsort(-neuron)[:2] + 1) & set(keys)
     assert -1 <= df["gradient_symmetricity"].iloc[0] <= 1 and 0 <= df["distance_irrelevance"].iloc[0] <= 1.5
+
+
+def test_order_quality_circular_and_linear():
+    a = np.arange(11)
+    circle = np.stack([np.cos(2 * np.pi * 3 * a / 11), np.sin(2 * np.pi * 3 * a / 11)], 1)
+    assert rm.order_quality(circle, make_task("add", p=11)) == pytest.approx(1.0)
+    shuffled = circle[np.random.default_rng(0).permutation(11)]
+    assert rm.order_quality(shuffled, make_task("add", p=11)) < 0.8
+    line = np.stack([np.arange(10.0) * -2, np.zeros(10)], 1)
+    assert rm.order_quality(line, make_task("nonmod-add", p=10)) == pytest.approx(1.0)
+
+
+def test_tsne_and_pca2d_coordinates():
+    task = make_task("add", p=17)
+    emb = clock(17, [2])
+    df = analyses.compute(emb, ["pca2d", "tsne"], task=task)
+    assert {"pca2d_x0", "pca2d_y16", "tsne_x0", "tsne_y16"} <= set(df.columns)
+    xy = np.array([[df[f"pca2d_x{k}"].iloc[0], df[f"pca2d_y{k}"].iloc[0]] for k in range(17)])
+    assert np.allclose(np.linalg.norm(xy, axis=1), np.linalg.norm(xy, axis=1).mean())  # a circle stays one
