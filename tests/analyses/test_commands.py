@@ -110,6 +110,9 @@ def test_export_tidy_and_summary(runs, tmp_path, capsys):
     assert "\\toprule" in text and "\\midrule" in text and "\\bottomrule" in text
     assert "final\\_rqi" in text and "toy-add" in text and "modadd-p53" in text
     assert text.count("\\\\") == 3  # header + two runs
+    import re
+
+    assert text.count("{") == text.count("}") and re.search(r"(?<!\\)[_%#]", text) is None  # escaped
     pq = tmp_path / "s.parquet"
     _run(capsys, "export", toy, mod, "--summary", "--format", "parquet", "--out", pq, "--no-progress")
     s = pd.read_parquet(pq).set_index("run")
@@ -147,8 +150,26 @@ def test_theory_effective_dynamics(runs, tmp_path, capsys):
     first = df[df["step"] == 0]
     assert (first["predicted"] - first["real"]).abs().max() < 1e-9  # same start
     assert Path(f"{prefix}.png").stat().st_size > 1000
-    code, _, err = _run(capsys, "theory", "effective-dynamics", runs["modadd-p53"], "--out", prefix)
-    assert code == 0 or "effective" in err
+    code, _, err = _run(capsys, "theory", "effective-dynamics", runs["toy-add"], "--out", tmp_path / "no" / "x")
+    assert code == 2 and "does not exist" in err
+
+
+def test_non_abelian_run_gets_matrix_rqi_and_clear_errors(tmp_path, capsys):
+    out = tmp_path / "s3"
+    code, _, err = _run(capsys, "train", "--preset", "liu-toy-s3", "--set", "steps=10", "--set", "model.decoder=8",
+                        "--set", "checkpoint.schedule=every", "--set", "checkpoint.every=5", "--out", out,
+                        "--no-progress")
+    assert code == 0, err
+    code, text, err = _run(capsys, "analyze", out, "--metric", "rqi", "--metric", "acc_hat", "--delta", "0.5",
+                           "--format", "csv", "--no-progress")
+    assert code == 0, err
+    df = pd.read_csv(pd.io.common.StringIO(text))
+    assert len(df) == 3 and df["rqi"].between(0, 1).all()
+    for argv, needle in ((["analyze", out, "--metric", "dof"], "abelian"),
+                         (["theory", "effective-dynamics", out, "--out", tmp_path / "e"], "not commutative"),
+                         (["analyze", out, "--metric", "fourier_gini"], "modular")):
+        code, _, err = _run(capsys, *argv)
+        assert code == 2 and needle in err, err
 
 
 @pytest.mark.parametrize("figure,extra", [("pca", ["--axes", "final"]), ("fourier", []),
