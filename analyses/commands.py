@@ -35,6 +35,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--out", help="write to this file instead of stdout")
     p.add_argument("--force", action="store_true", help="recompute instead of reading the cache")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     metric_options(p)
 
     p = sub.add_parser("export", help="tables for papers: tidy per-step rows or one summary row per run")
@@ -117,7 +118,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         _check_writable(args.out)
     run = _open(args.run_dir)
     df = compute(run, args.metric, steps=args.steps, force=args.force, progress=not args.no_progress,
-                 **_params(args))
+                 device=args.device, **_params(args))
     _print_notes(df)
     text = write_table(df, args.format, args.out)
     if text is not None:

@@ -153,7 +153,16 @@ def write_table(df: "pd.DataFrame", fmt: str, out: str | None) -> str | None:
         if not out:
             raise ProbeError("--format parquet needs --out FILE")
         _check_writable(out)
-        df.to_parquet(out, index=False)
+        import json
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        meta = dict(table.schema.metadata or {})
+        if df.attrs.get("probe"):  # metric parameters and notes travel with the table
+            meta[b"probe"] = json.dumps(df.attrs["probe"], default=str).encode()
+        pq.write_table(table.replace_schema_metadata(meta), out)
         return None
     if fmt == "csv":
         text = df.to_csv(index=False)

@@ -55,6 +55,11 @@ def test_analyze_table_csv_json_parquet(runs, tmp_path, capsys):
     target = tmp_path / "r.parquet"
     code, _, _ = _run(capsys, "analyze", toy, "--metric", "dof", "--format", "parquet", "--out", target)
     assert code == 0 and pd.read_parquet(target)["dof"].iloc[0] == 2
+    import pyarrow.parquet as pq
+
+    assert json.loads(pq.read_schema(target).metadata[b"probe"])["dof"]["scope"] == "split"
+    code, _, err = _run(capsys, "analyze", toy, "--metric", "rqi", "--device", "tpu")
+    assert code == 2 and "unknown device 'tpu'" in err
 
 
 def test_analyze_modular_run_notes_degeneracy_and_uses_hooks(runs, capsys):
