@@ -53,9 +53,26 @@ def first_step(steps: np.ndarray, values: np.ndarray, threshold: float) -> float
     return float(steps[hit[0]]) if hit.size else float("nan")
 
 
+def phase(steps: np.ndarray, train_acc: np.ndarray, val_acc: np.ndarray, threshold: float = 0.9,
+          budget: int | None = None, delay: int = 1000) -> str:
+    """Liu et al. App. A, Table 1: comprehension, grokking, memorization or confusion, from the steps
+    at which train and validation accuracy first exceed ``threshold`` within ``budget`` steps, and
+    whether validation follows training within ``delay`` steps."""
+    steps = np.asarray(steps)
+    keep = steps <= budget if budget is not None else np.ones(len(steps), dtype=bool)
+    t = first_step(steps[keep], np.asarray(train_acc)[keep], threshold + 1e-12)
+    v = first_step(steps[keep], np.asarray(val_acc)[keep], threshold + 1e-12)
+    if math.isnan(t):
+        return "confusion"
+    if math.isnan(v):
+        return "memorization"
+    return "comprehension" if v - t < delay else "grokking"
+
+
 def summary(runs: Sequence[Run], progress: bool = False) -> "pd.DataFrame":
     """One row per run: setup, final accuracies, when validation accuracy passes 90% / 99% and RQI
-    passes 0.95, final RQI, RQI-bar, Acc-hat and Acc-bar (NaN where a metric does not apply)."""
+    passes 0.95, the learning phase (Liu App. A: 90%, 1,000-step delay, the run's own length as the
+    budget), final RQI, RQI-bar, Acc-hat and Acc-bar (NaN where a metric does not apply)."""
     import pandas as pd
 
     from analyses.registry import get_metric
@@ -73,6 +90,7 @@ def summary(runs: Sequence[Run], progress: bool = False) -> "pd.DataFrame":
             "final_val_acc": float(m["val_acc"].iloc[-1]) if len(ms) else math.nan,
             "step_val_acc_90": first_step(ms, m["val_acc"], 0.9) if len(ms) else math.nan,
             "step_val_acc_99": first_step(ms, m["val_acc"], 0.99) if len(ms) else math.nan,
+            "phase": phase(ms, m["train_acc"].to_numpy(), m["val_acc"].to_numpy()) if len(ms) else "n/a",
         }
         wanted = {"rqi": None, "acc_hat": None, "rqi_bar": None, "acc_bar": None}
         for name in wanted:

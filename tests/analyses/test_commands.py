@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -124,6 +125,7 @@ def test_export_tidy_and_summary(runs, tmp_path, capsys):
     assert s.loc["toy-add", "final_rqi"] == 1.0 and s.loc["toy-add", "rqi_bar"] == 1.0
     assert s.loc["toy-add", "step_val_acc_99"] <= s.loc["toy-add", "step_rqi_95"] + 2000
     assert s.loc["modadd-p53", "step_val_acc_99"] > s.loc["modadd-p53", "step_val_acc_90"] - 1
+    assert s.loc["modadd-p53", "phase"] == "grokking" and s.loc["toy-add", "phase"] == "comprehension"
     code, _, err = _run(capsys, "export", toy, "--format", "csv")
     assert code == 2 and "--metric NAME" in err
 
@@ -206,3 +208,15 @@ def test_plot_animation_gif_and_bad_input(runs, tmp_path, capsys):
     assert code == 2 and "does not apply to task nonmod-add" in err and "modular" in err
     code, _, err = _run(capsys, "analyze", runs["modadd-p53"], "--metric", "pca_variance", "--components", "500")
     assert code == 2 and "larger than" in err
+
+
+def test_phases_follow_liu_table_1():
+    from analyses.export import phase
+
+    steps = np.arange(0, 5000, 10)
+    up = lambda at: (steps >= at).astype(float)  # noqa: E731
+    assert phase(steps, up(100), up(600)) == "comprehension"
+    assert phase(steps, up(100), up(3000)) == "grokking"
+    assert phase(steps, up(100), up(10**9)) == "memorization"
+    assert phase(steps, up(10**9), up(10**9)) == "confusion"
+    assert phase(steps, up(100), up(3000), budget=2000) == "memorization"
