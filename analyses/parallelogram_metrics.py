@@ -68,14 +68,18 @@ def hook_activations(data: CheckpointData, ctx: Context, hook: str, position: in
     def inputs() -> torch.Tensor:
         return model.model_inputs(torch.as_tensor(ctx.task.inputs)).to(ctx.device)
 
-    x = ctx.memo("model_inputs", inputs)
-    with torch.no_grad():
-        _, cache = model.run_with_cache(x, names_filter=[hook])
-    act = cache[hook].double().cpu().numpy()
-    if getattr(model, "n_ctx", None) is not None and act.ndim >= 3:
-        axis = 2 if hook.endswith(("hook_pattern", "hook_attn_scores")) else 1
-        act = np.take(act, position, axis=axis)
-    return act.reshape(act.shape[0], -1)
+    def run() -> np.ndarray:
+        x = ctx.memo("model_inputs", inputs)
+        with torch.no_grad():
+            _, cache = model.run_with_cache(x, names_filter=[hook])
+        act = cache[hook].double().cpu().numpy()
+        if getattr(model, "n_ctx", None) is not None and act.ndim >= 3:
+            axis = 2 if hook.endswith(("hook_pattern", "hook_attn_scores")) else 1
+            act = np.take(act, position, axis=axis)
+        return act.reshape(act.shape[0], -1)
+
+    # one forward pass per checkpoint, shared by rqi, rqi_curve and acc_hat at the same hook
+    return ctx.memo_step(("hook", hook, position), data.index, run)
 
 
 def sample_vectors(data: CheckpointData, ctx: Context, convention: str, hook: str | None,
