@@ -77,22 +77,36 @@ def _inputs(ctx: "Context", model: Any) -> Any:
     return ctx.memo("model_inputs", lambda: model.model_inputs(torch.as_tensor(ctx.task.inputs)).to(ctx.device))
 
 
-def neuron_activations(data: "CheckpointData", ctx: "Context") -> tuple[str, np.ndarray]:
-    """Neuron activations for every sample at the last position ``[N, n_neurons]``; one forward pass
-    per checkpoint, shared by every metric that needs it."""
+def clean_pass(data: "CheckpointData", ctx: "Context") -> tuple[str, np.ndarray, np.ndarray]:
+    """One forward pass per checkpoint over every sample (the model's fast answer path), shared by
+    every metric that needs it: the neuron hook name, the neuron activations at the last position
+    ``[N, n_neurons]`` and the output logits ``[N, n_classes]``."""
     import torch
 
-    def run() -> tuple[str, np.ndarray]:
+    def run() -> tuple[str, np.ndarray, np.ndarray]:
         model = data.model()
         hook = neuron_hook(model)
-        with torch.no_grad():
-            _, cache = model.run_with_cache(_inputs(ctx, model), names_filter=[hook])
-        act = cache[hook]
+        seen: dict[str, torch.Tensor] = {}
+
+        def record(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            seen["act"] = act
+            return act
+
+        with torch.no_grad(), model.hooks(fwd_hooks=[(hook, record)]):
+            out = model.answer(_inputs(ctx, model))
+        act = seen["act"]
         if act.ndim == 3:
             act = act[:, -1]
-        return hook, act.double().cpu().numpy()
+        return hook, act.double().cpu().numpy(), out.double().cpu().numpy()
 
-    return ctx.memo_step("neurons", data.index, run)
+    return ctx.memo_step("clean", data.index, run)
+
+
+def neuron_activations(data: "CheckpointData", ctx: "Context") -> tuple[str, np.ndarray]:
+    """Neuron activations for every sample at the last position ``[N, n_neurons]`` (from
+    :func:`clean_pass`)."""
+    hook, act, _ = clean_pass(data, ctx)
+    return hook, act
 
 
 def grid(values: np.ndarray, task: Task) -> np.ndarray:
@@ -202,26 +216,27 @@ def _ablated_losses(data: "CheckpointData", ctx: "Context", key_threshold: float
         # key frequencies alone, P_R A P_R with P_R the projector on {const, cos k, sin k : k key}
         basis, _ = fr.fourier_basis(p)
         rows = [0] + [r for k in keys for r in (2 * k - 1, 2 * k) if r < p]
-        proj = basis[rows].T @ basis[rows]
+        b_r = basis[rows]  # [r, p]: P_R = b_r^T b_r, applied as two thin products on each side
         g = grid(act, ctx.task)
-        restricted_grid = np.einsum("ia,abn,bj->ijn", proj, g, proj, optimize=True)
+        coef = np.einsum("ia,abn,jb->ijn", b_r, g, b_r, optimize=True)  # [r, r, n]
+        restricted_grid = np.einsum("ia,ijn,jb->abn", b_r, coef, b_r, optimize=True)
         restricted = restricted_grid[ctx.task.inputs[:, 0], ctx.task.inputs[:, 1]]
         # excluded: remove the directions cos(w_k(a+b)), sin(w_k(a+b)) (Nanda et al. Sec. 5.1)
         order = ctx.task.inputs[:, 0] * p + ctx.task.inputs[:, 1]  # sample -> grid row
         q = fr.sum_directions(p, keys)[order]  # [N, 2K], orthonormal over the full grid
         excluded = act - q @ (q.T @ act)
         x = _inputs(ctx, model)
-        logits = {}
-        for name, values in (("full", act), ("restricted", restricted), ("excluded", excluded)):
+        logits = {"full": torch.as_tensor(clean_pass(data, ctx)[2], device=ctx.device)}
+        for name, values in (("restricted", restricted), ("excluded", excluded)):
             new = torch.as_tensor(values, dtype=torch.float32, device=ctx.device)
 
             def patch(a: torch.Tensor, hook: Any, new: torch.Tensor = new) -> torch.Tensor:
                 a = a.clone()
-                a[:, -1] = new
+                a[:, -1] = new  # the answer path computes the last MLP at the last position only
                 return a
 
             with torch.no_grad(), model.hooks(fwd_hooks=[(hook, patch)]):
-                logits[name] = model.forward(x)[:, -1].double()
+                logits[name] = model.answer(x).double()
         return logits
 
     logits = ctx.memo_step(("ablated", key_threshold, reference), data.index, compute)
@@ -324,8 +339,18 @@ def pca_projection_accuracy(data: "CheckpointData", ctx: "Context", n_components
     mu = emb.mean(axis=0)
     bases = {"cur": principal_axes(emb)[1], "final": principal_axes(ctx.embeddings_at(reference))[1]}
     out: dict[str, float] = {}
+    clean = None
     for tag, vt in bases.items():
         for n in counts:
+            if n >= vt.shape[0] and vt.shape[0] == d:
+                # all d components span the whole space: the projection is the identity, so the
+                # accuracy is the model's own (from the shared clean pass)
+                if clean is None:
+                    logits = torch.as_tensor(clean_pass(data, ctx)[2], device=ctx.device)
+                    clean = (model.predict(logits.to(torch.float32)) == y).double()
+                out[f"train_acc_{tag}_{n}"] = float(clean[train].mean())
+                out[f"test_acc_{tag}_{n}"] = float(clean[val].mean()) if len(val) else float("nan")
+                continue
             v = vt[:n]  # [n, d]
             proj = mu + (emb - mu) @ v.T @ v
             table = w_e.clone()
@@ -442,11 +467,7 @@ def distance_irrelevance_of(correct_logits: np.ndarray) -> float:
 @metric("distance_irrelevance", "Zhong et al.'s distance irrelevance of the correct-label logits (1: clock-like, "
         "small: pizza-like)", needs=("forward",), tasks="modular addition", applies=_modular_add_grid)
 def distance_irrelevance(data: "CheckpointData", ctx: "Context") -> dict[str, float]:
-    import torch
-
-    model = data.model()
-    with torch.no_grad():
-        out = model.answer(_inputs(ctx, model)).double().cpu().numpy()
+    out = clean_pass(data, ctx)[2]
     correct = out[np.arange(out.shape[0]), ctx.task.labels]
     return {"distance_irrelevance": distance_irrelevance_of(grid(correct, ctx.task))}
 
