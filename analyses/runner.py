@@ -345,8 +345,6 @@ def compute(source: Any, metrics: str | Sequence[str], steps: Any = "all", *, ta
         if "forward" in needs and not src.has_model:
             raise ProbeError(f"metric {m.name} needs a model forward pass; plain arrays have no model")
     idx = select_steps(src.steps, steps)
-    ctx = src.context(resolve_device(device))
-    ctx.source = src
     results: dict[str, tuple["pd.DataFrame", dict[str, Any]]] = {}
     pending: list[tuple[Metric, Path | None]] = []
     for m in chosen:
@@ -357,6 +355,8 @@ def compute(source: Any, metrics: str | Sequence[str], steps: Any = "all", *, ta
         else:
             pending.append((m, path))
     rows: dict[str, list[dict[str, Any]]] = {m.name: [] for m, _ in pending}
+    ctx = src.context(resolve_device(device) if pending else "cpu")  # cached results need no torch
+    ctx.source = src
     for m, _ in pending:
         if m.scope == "split":
             ctx.current = m.name
