@@ -65,11 +65,8 @@ def hook_activations(data: CheckpointData, ctx: Context, hook: str, position: in
     if hook not in model.hook_dict:
         raise ProbeError(f"unknown hook {hook!r} (valid: {', '.join(model.hook_dict)})")
 
-    def inputs() -> torch.Tensor:
-        return model.model_inputs(torch.as_tensor(ctx.task.inputs)).to(ctx.device)
-
     def run() -> np.ndarray:
-        x = ctx.memo("model_inputs", inputs)
+        x = ctx.model_inputs(model)
         with torch.no_grad():
             _, cache = model.run_with_cache(x, names_filter=[hook])
         act = cache[hook].double().cpu().numpy()
@@ -82,33 +79,30 @@ def hook_activations(data: CheckpointData, ctx: Context, hook: str, position: in
     return ctx.memo_step(("hook", hook, position), data.index, run)
 
 
-def sample_vectors(data: CheckpointData, ctx: Context, convention: str, hook: str | None,
-                   position: int) -> tuple[np.ndarray, bool]:
-    """Per-sample vectors whose pairwise distances define parallelograms, and whether the test is the
-    grokking-squared mean-square one."""
-    if ctx.task.modulus and not hook:
-        ctx.note(MODULAR_NOTE)
+def distances(data: CheckpointData, ctx: Context, convention: str = "liu", hook: str | None = None,
+              position: int = -1) -> tuple[pg.PairDistances, bool]:
+    """Squared distances over ``P0`` for this checkpoint's representation (embeddings, or activations
+    at ``hook``), and whether the test is the grokking-squared mean-square one."""
     if hook:
         if convention != "liu":
             raise ProbeError("--convention grokking-squared applies to embeddings, not to --hook activations")
         ctx.note("hook activations normalised over samples by sigma_h / sqrt(2) (equals Liu's embedding "
                  "normalisation for h = E_a + E_b over the full ordered table)")
-        return pg.normalize_activations(hook_activations(data, ctx, hook, position)), False
-    emb = data.require_embeddings()
-    return pg.sample_vectors(pg.normalize(emb, convention), ctx.task.inputs), convention == "grokking-squared"
+        acts = pg.normalize_activations(hook_activations(data, ctx, hook, position))
+        return pg.pair_distances(acts, ctx.p0), False
+    if ctx.task.modulus:
+        ctx.note(MODULAR_NOTE)
+    norm = pg.normalize(data.require_embeddings(), convention)
+    mean_square = convention == "grokking-squared"
+    if norm.ndim == 2:  # sum aggregation: distances from the symbol Gram matrix
+        return pg.pair_distances_sum(norm, ctx.task.inputs, ctx.p0, device=ctx.array_device), mean_square
+    return pg.pair_distances(pg.sample_vectors(norm, ctx.task.inputs), ctx.p0), mean_square
 
 
 def formed_mask(data: CheckpointData, ctx: Context, delta: float, convention: str = "liu",
                 hook: str | None = None, position: int = -1) -> np.ndarray:
-    if not hook:
-        norm = pg.normalize(data.require_embeddings(), convention)
-        if ctx.task.modulus:
-            ctx.note(MODULAR_NOTE)
-        if norm.ndim == 2:  # sum aggregation: distances from the symbol Gram matrix
-            return pg.formed_sum(norm, ctx.task.inputs, ctx.p0, delta, mean_square=convention == "grokking-squared",
-                                 device=ctx.array_device)
-    vec, mean_square = sample_vectors(data, ctx, convention, hook, position)
-    return pg.formed(vec, ctx.p0, delta, mean_square=mean_square)
+    dist, mean_square = distances(data, ctx, convention, hook, position)
+    return dist.within(delta, mean_square)
 
 
 def _require_p0(ctx: Context) -> None:
@@ -159,12 +153,8 @@ DELTAS = Param("deltas", str, "0.001,0.002,0.005,0.01,0.02,0.05,0.1,0.2,0.5,1",
 def rqi_curve(data: CheckpointData, ctx: Context, deltas: str, convention: str, hook: str | None,
               position: int) -> dict[str, float]:
     _require_p0(ctx)
-    vec, mean_square = sample_vectors(data, ctx, convention, hook, position)
-    grid = _delta_grid(deltas)
-    if mean_square:
-        d2 = np.mean((vec[ctx.p0.first] - vec[ctx.p0.second]) ** 2, axis=1)
-        return {f"rqi@{d:g}": float((d2 < d).mean()) for d in grid}
-    return {f"rqi@{d:g}": float(pg.formed(vec, ctx.p0, d).mean()) for d in grid}
+    dist, mean_square = distances(data, ctx, convention, hook, position)  # once, for every delta
+    return {f"rqi@{d:g}": float(dist.within(d, mean_square).mean()) for d in _delta_grid(deltas)}
 
 
 PLANE = Param("plane", str, "freq", "plane of the angles: 'freq' (a key frequency of the embeddings) or "

@@ -145,13 +145,38 @@ def sample_vectors(normalized: np.ndarray, inputs: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # which parallelograms a representation forms
 # --------------------------------------------------------------------------------------------------
-def formed(vectors: np.ndarray, p0: Parallelograms, delta: float, *, mean_square: bool = False) -> np.ndarray:
-    """Mask over ``P0``: ``|v_s - v_t| <= delta`` (or, ``mean_square``, ``mean_dim (v_s - v_t)^2 < delta``).
+@dataclass(frozen=True, eq=False)
+class PairDistances:
+    """Squared distances ``|v_s - v_t|^2`` over ``P0``, computed once and thresholded at any delta.
 
-    Per class, all pairwise squared distances come from one Gram matrix (batched over the classes of
-    equal size). Pairs whose Gram distance lies within rounding error of the threshold are recomputed
-    from the difference vector, so the mask equals :func:`formed_reference` exactly.
+    ``d2`` comes from Gram matrices; ``scale`` (``|v_s|^2 + |v_t|^2``) bounds its rounding error, and
+    ``diff(q)`` recomputes the difference vectors of pairs ``q`` directly for the exact recheck.
     """
+
+    d2: np.ndarray
+    scale: np.ndarray
+    dim: int
+    diff: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+
+    def within(self, delta: float, mean_square: bool = False) -> np.ndarray:
+        """Mask over ``P0``: ``|v_s - v_t| <= delta`` (or, ``mean_square``, ``mean_dim (v_s - v_t)^2 < delta``).
+
+        Pairs within rounding error of the threshold are recomputed from their difference vector, so
+        the mask equals :func:`formed_reference` exactly.
+        """
+        bound = delta * self.dim if mean_square else delta * delta
+        # rounding error of |a|^2 + |b|^2 - 2 a.b is at most a few ulps of the larger squared norm
+        slack = 64 * np.finfo(np.float64).eps * (self.scale + bound)
+        mask = self.d2 < bound if mean_square else self.d2 <= bound
+        unsure = np.flatnonzero(np.abs(self.d2 - bound) <= slack)
+        if unsure.size:
+            mask[unsure] = _exact(self.diff(unsure), delta, mean_square)
+        return mask
+
+
+def pair_distances(vectors: np.ndarray, p0: Parallelograms) -> PairDistances:
+    """:class:`PairDistances` of per-sample vectors: per class, all pairwise squared distances come
+    from one Gram matrix (batched over the classes of equal size)."""
     v = np.asarray(vectors, dtype=np.float64)
     if v.shape[0] != p0.n_samples:
         raise ProbeError(f"got vectors for {v.shape[0]} samples, the parallelogram set has {p0.n_samples}")
@@ -165,17 +190,16 @@ def formed(vectors: np.ndarray, p0: Parallelograms, delta: float, *, mean_square
         s = sq[members]
         dist = s[:, iu] + s[:, ju] - 2.0 * gram[:, iu, ju]  # [C, n(n-1)/2]
         d2[offsets[:, None] + np.arange(iu.shape[0])[None, :]] = dist
-    return _threshold(d2, sq[p0.first] + sq[p0.second], v.shape[1], delta, mean_square,
-                      lambda q: _exact(v[p0.first[q]] - v[p0.second[q]], delta, mean_square))
+    return PairDistances(d2=d2, scale=sq[p0.first] + sq[p0.second], dim=v.shape[1],
+                         diff=lambda q: v[p0.first[q]] - v[p0.second[q]])
 
 
-def formed_sum(normalized: np.ndarray, inputs: np.ndarray, p0: Parallelograms, delta: float, *,
-               mean_square: bool = False, device: str | None = None) -> np.ndarray:
-    """:func:`formed` for sum aggregation ``v_(a,b) = E~_a + E~_b`` without building the vectors.
+def pair_distances_sum(normalized: np.ndarray, inputs: np.ndarray, p0: Parallelograms,
+                       device: str | None = None) -> PairDistances:
+    """:class:`PairDistances` for sum aggregation ``v_(a,b) = E~_a + E~_b`` without building the vectors.
 
     With the symbol Gram matrix ``G = E~ E~^T`` (``p x p``), ``|v_s - v_t|^2 = |v_s|^2 + |v_t|^2 -
     2 (G_ac + G_ad + G_bc + G_bd)``: a handful of gathers per quadruple instead of ``d`` flops.
-    The same exact recheck near the threshold makes the mask equal :func:`formed_reference`.
     ``device`` (``"cuda"``, ...) computes the distances with torch on that device, in float64.
     """
     e = np.asarray(normalized, dtype=np.float64)
@@ -191,8 +215,20 @@ def formed_sum(normalized: np.ndarray, inputs: np.ndarray, p0: Parallelograms, d
         cross = gf[sa * p + ta] + gf[sa * p + tb] + gf[sb * p + ta] + gf[sb * p + tb]
         base = sq[p0.first] + sq[p0.second]
         d2 = base - 2.0 * cross
-    return _threshold(d2, base, e.shape[1], delta, mean_square,
-                      lambda q: _exact((e[sa[q]] + e[sb[q]]) - (e[ta[q]] + e[tb[q]]), delta, mean_square))
+    return PairDistances(d2=d2, scale=base, dim=e.shape[1],
+                         diff=lambda q: (e[sa[q]] + e[sb[q]]) - (e[ta[q]] + e[tb[q]]))
+
+
+def formed(vectors: np.ndarray, p0: Parallelograms, delta: float, *, mean_square: bool = False) -> np.ndarray:
+    """Mask over ``P0``: ``|v_s - v_t| <= delta`` (or ``mean_dim (v_s - v_t)^2 < delta``); equals
+    :func:`formed_reference` exactly (see :meth:`PairDistances.within`)."""
+    return pair_distances(vectors, p0).within(delta, mean_square)
+
+
+def formed_sum(normalized: np.ndarray, inputs: np.ndarray, p0: Parallelograms, delta: float, *,
+               mean_square: bool = False, device: str | None = None) -> np.ndarray:
+    """:func:`formed` for sum aggregation, from the symbol Gram matrix (:func:`pair_distances_sum`)."""
+    return pair_distances_sum(normalized, inputs, p0, device).within(delta, mean_square)
 
 
 def _sum_distances_torch(e: np.ndarray, inputs: np.ndarray, p0: Parallelograms,
@@ -217,18 +253,6 @@ def _sum_distances_torch(e: np.ndarray, inputs: np.ndarray, p0: Parallelograms,
     cross = gf[sa * p + ta] + gf[sa * p + tb] + gf[sb * p + ta] + gf[sb * p + tb]
     base = sq[first] + sq[second]
     return (base - 2.0 * cross).cpu().numpy(), base.cpu().numpy()
-
-
-def _threshold(d2: np.ndarray, scale: np.ndarray, dim: int, delta: float, mean_square: bool,
-               exact: "Callable[[np.ndarray], np.ndarray]") -> np.ndarray:
-    bound = delta * dim if mean_square else delta * delta
-    # rounding error of |a|^2 + |b|^2 - 2 a.b is at most a few ulps of the larger squared norm
-    slack = 64 * np.finfo(np.float64).eps * (scale + bound)
-    mask = d2 < bound if mean_square else d2 <= bound
-    unsure = np.flatnonzero(np.abs(d2 - bound) <= slack)
-    if unsure.size:
-        mask[unsure] = exact(unsure)
-    return mask
 
 
 def _exact(diff: np.ndarray, delta: float, mean_square: bool) -> np.ndarray:

@@ -71,12 +71,6 @@ def neuron_hook(model: Any) -> str:
     raise ProbeError("this model has no MLP neurons")
 
 
-def _inputs(ctx: "Context", model: Any) -> Any:
-    import torch
-
-    return ctx.memo("model_inputs", lambda: model.model_inputs(torch.as_tensor(ctx.task.inputs)).to(ctx.device))
-
-
 def clean_pass(data: "CheckpointData", ctx: "Context") -> tuple[str, np.ndarray, np.ndarray]:
     """One forward pass per checkpoint over every sample (the model's fast answer path), shared by
     every metric that needs it: the neuron hook name, the neuron activations at the last position
@@ -93,7 +87,7 @@ def clean_pass(data: "CheckpointData", ctx: "Context") -> tuple[str, np.ndarray,
             return act
 
         with torch.no_grad(), model.hooks(fwd_hooks=[(hook, record)]):
-            out = model.answer(_inputs(ctx, model))
+            out = model.answer(ctx.model_inputs(model))
         act = seen["act"]
         if act.ndim == 3:
             act = act[:, -1]
@@ -225,7 +219,7 @@ def _ablated_losses(data: "CheckpointData", ctx: "Context", key_threshold: float
         order = ctx.task.inputs[:, 0] * p + ctx.task.inputs[:, 1]  # sample -> grid row
         q = fr.sum_directions(p, keys)[order]  # [N, 2K], orthonormal over the full grid
         excluded = act - q @ (q.T @ act)
-        x = _inputs(ctx, model)
+        x = ctx.model_inputs(model)
         logits = {"full": torch.as_tensor(clean_pass(data, ctx)[2], device=ctx.device)}
         for name, values in (("restricted", restricted), ("excluded", excluded)):
             new = torch.as_tensor(values, dtype=torch.float32, device=ctx.device)
@@ -330,7 +324,7 @@ def pca_projection_accuracy(data: "CheckpointData", ctx: "Context", n_components
     d = emb.shape[1]
     counts = _counts(n_components, min(d, emb.shape[0]) if "all" not in n_components else d)
     counts = [min(n, d) for n in counts]
-    x = _inputs(ctx, model)
+    x = ctx.model_inputs(model)
     y = torch.as_tensor(ctx.task.labels, device=ctx.device)
     w_e = model.embed.W_E.detach()
     n_sym = ctx.task.n_symbols
@@ -492,7 +486,7 @@ def gradient_symmetricity(data: "CheckpointData", ctx: "Context", samples: int) 
     rng = np.random.default_rng(0)
     idx = rng.choice(ctx.task.n_samples, size=min(samples, ctx.task.n_samples), replace=False)
     c = torch.as_tensor(rng.integers(0, ctx.task.n_classes, size=idx.shape[0]), device=ctx.device)
-    x = _inputs(ctx, model)[torch.as_tensor(idx, device=ctx.device)]
+    x = ctx.model_inputs(model)[torch.as_tensor(idx, device=ctx.device)]
     grads: dict[str, torch.Tensor] = {}
 
     def keep(act: torch.Tensor, hook: Any) -> torch.Tensor:

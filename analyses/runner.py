@@ -71,6 +71,13 @@ class Context:
 
         return Parallelograms.from_labels(self.task.labels)
 
+    def model_inputs(self, model: Any) -> "torch.Tensor":
+        """The task's samples as ``model`` inputs on this context's device (built once)."""
+        import torch
+
+        return self.memo("model_inputs",
+                         lambda: model.model_inputs(torch.as_tensor(self.task.inputs)).to(self.device))
+
     def memo(self, key: Any, make: Any) -> Any:
         if key not in self.cache:
             self.cache[key] = make()
@@ -169,35 +176,17 @@ class RunSource(Source):
     def embeddings(self, indices: np.ndarray) -> np.ndarray | None:
         if self.run.config.model.kind == "digits" or "embed.W_E" not in self.run.tensor_names:
             return None
-        ds = self.run.file.tensor_series("embed.W_E")
-        return np.asarray(ds[np.asarray(indices)], dtype=np.float64)[:, : self.task.n_symbols]
+        return self.run.series("embed.W_E", indices).astype(np.float64)[:, : self.task.n_symbols]
 
     def model(self, index: int) -> Any:
-        import torch
-
         from probe.models import build_model
 
-        if self._model_obj is None:
+        if self._model_obj is None:  # one model for the whole series; each checkpoint loads into it
             self._model_obj = build_model(self.run.config.model, self.task).eval().to(self.device)
-            static = self.run.static()
-            with torch.no_grad():
-                for name, buf in self._model_obj.named_buffers():
-                    if name in static:
-                        buf.copy_(torch.from_numpy(static[name]))
-        names = self.run.tensor_names
-        with torch.no_grad():
-            for name, param in self._model_obj.named_parameters():
-                if name not in names:
-                    raise ProbeError(f"the run did not save {name}; a forward pass needs every parameter "
-                                     f"(train with checkpoint.tensors='*')")
-                row = self.run.file.tensor_series(name)[index]
-                param.copy_(torch.from_numpy(np.asarray(row, dtype=np.float32)).to(param.device))
-        return self._model_obj
+        return self.run.load_weights(self._model_obj, int(self.steps[index]))
 
     def tensor(self, index: int, name: str) -> np.ndarray:
-        if name not in self.run.tensor_names:
-            raise ProbeError(f"the run did not save {name} (saved: {', '.join(self.run.tensor_names)})")
-        return np.asarray(self.run.file.tensor_series(name)[index], dtype=np.float64)
+        return self.run.series(name, np.array([index]))[0].astype(np.float64)
 
     def signature(self) -> str:
         st = self.run.path.stat()

@@ -182,24 +182,32 @@ class Run:
 
     def model(self, step: int | str, device: str = "cpu") -> "ProbeModel":
         """A ``HookedRootModule`` with the weights of ``step`` (``run_with_cache`` / ``run_with_hooks`` work)."""
-        import torch
-
         from probe.models import build_model
 
-        params = self.params(step)
-        missing = [n for n in self._param_names if n not in params]
-        if missing:
-            raise ProbeError(f"step {step}: the run saved only {', '.join(self.tensor_names)}; a model needs "
-                             f"every parameter (missing: {', '.join(missing)}); train with checkpoint.tensors='*'")
         model = build_model(self.config.model, self.task)
+        self.load_weights(model, step)
+        return model.to(device).eval()
+
+    def load_weights(self, model: "ProbeModel", step: int | str) -> "ProbeModel":
+        """Copy the weights of ``step`` (and the run's fixed buffers) into ``model``, built from this
+        run's config, in place: a series of checkpoints can reuse one model."""
+        import torch
+
+        i, _ = self._locate(step)
+        names = self.tensor_names
+        missing = [n for n in self._param_names if n not in names]
+        if missing:
+            raise ProbeError(f"step {step}: the run saved only {', '.join(names)}; a model needs "
+                             f"every parameter (missing: {', '.join(missing)}); train with checkpoint.tensors='*'")
+        static = self.static()
         with torch.no_grad():
             for name, param in model.named_parameters():
-                param.copy_(params[name])
+                row = np.asarray(self._file.tensor_series(name)[i], dtype=np.float32)
+                param.copy_(torch.from_numpy(row).to(param.device))
             for name, buf in model.named_buffers():
-                static = self.static()
                 if name in static:
-                    buf.copy_(torch.from_numpy(static[name]))
-        return model.to(device).eval()
+                    buf.copy_(torch.from_numpy(static[name]).to(buf.device))
+        return model
 
     @cached_property
     def _param_names(self) -> list[str]:
