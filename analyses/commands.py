@@ -111,11 +111,11 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from analyses.export import _check_writable, write_table
+    from analyses.export import check_writable, write_table
     from analyses.runner import compute
 
     if args.out:
-        _check_writable(args.out)
+        check_writable(args.out)
     run = _open(args.run_dir)
     df = compute(run, args.metric, steps=args.steps, force=args.force, progress=not args.no_progress,
                  device=args.device, **_params(args))
@@ -132,7 +132,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not args.summary and not args.metric:
         raise ProbeError("give --metric NAME (repeatable) or --summary")
     if args.out:
-        export._check_writable(args.out)
+        export.check_writable(args.out)
     runs = [_open(d) for d in args.run_dirs]
     names = [r.dir.resolve() for r in runs]
     if len(set(names)) != len(names):
@@ -258,7 +258,7 @@ def _effective_dynamics(args: argparse.Namespace) -> int:
     from analyses import plots
     from analyses.effective import check_abelian, effective_dynamics
     from analyses.parallelograms import Parallelograms, hessian, normalize
-    from analyses.export import _check_writable
+    from analyses.export import check_writable
 
     if not args.time_scale > 0:
         raise ProbeError(f"--time-scale must be positive, got {args.time_scale}")
@@ -267,7 +267,7 @@ def _effective_dynamics(args: argparse.Namespace) -> int:
     steps = np.asarray(run.steps)
     if len(steps) < 2:
         raise ProbeError("the effective dynamics need a run with at least two checkpoints")
-    _check_writable(args.out + ".csv")
+    check_writable(args.out + ".csv")
     cfg = run.config
     eta = cfg.embed_lr if cfg.embed_lr is not None else cfg.lr
     p0 = Parallelograms.from_labels(run.task.labels)

@@ -170,7 +170,7 @@ def write_table(df: "pd.DataFrame", fmt: str, out: str | None) -> str | None:
     if fmt == "parquet":
         if not out:
             raise ProbeError("--format parquet needs --out FILE")
-        _check_writable(out)
+        check_writable(out)
         import json
 
         import pyarrow as pa
@@ -195,13 +195,13 @@ def write_table(df: "pd.DataFrame", fmt: str, out: str | None) -> str | None:
 
         text = tabulate(df, headers="keys", tablefmt="simple", showindex=False, floatfmt=".4g", missingval="--") + "\n"
     if out:
-        _check_writable(out)
+        check_writable(out)
         Path(out).write_text(text)
         return None
     return text
 
 
-def _check_writable(out: str) -> None:
+def check_writable(out: str) -> None:
     path = Path(out)
     parent = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
