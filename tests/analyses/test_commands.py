@@ -220,3 +220,20 @@ def test_phases_follow_liu_table_1():
     assert phase(steps, up(100), up(10**9)) == "memorization"
     assert phase(steps, up(10**9), up(10**9)) == "confusion"
     assert phase(steps, up(100), up(3000), budget=2000) == "memorization"
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["theory", "critical-fraction", "--p", "1"], "--p must be >= 2"),
+    (["theory", "critical-fraction", "--trials", "0"], "trials must be >= 1"),
+    (["theory", "critical-fraction", "--task", "sub", "--p", "7"], "not commutative"),
+    (["theory"], "give a theory command"),
+])
+def test_theory_bad_input_is_one_line_exit_2(capsys, argv, needle):
+    code, _, err = _run(capsys, *argv, *(["--no-progress"] if len(argv) > 1 else []))
+    assert code == 2 and needle in err and err.count("\n") == 1
+
+
+def test_effective_dynamics_bad_time_scale(runs, tmp_path, capsys):
+    code, _, err = _run(capsys, "theory", "effective-dynamics", runs["toy-add"], "--out", tmp_path / "e",
+                        "--time-scale", "0")
+    assert code == 2 and "--time-scale must be positive" in err
