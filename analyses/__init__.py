@@ -1,9 +1,14 @@
-"""probe's analysis package: metrics over a checkpoint series.
+"""probe's analysis package (installed as ``probe.analyses``): metrics over a checkpoint series.
 
 ``analyses.compute(run, "rqi", delta=0.01)`` -> pandas DataFrame (one row per checkpoint step).
 ``analyses.metrics()`` lists the registered metrics. The array-level functions in
-:mod:`analyses.parallelograms`, :mod:`analyses.effective` and :mod:`analyses.fourier` work without
-any run on disk. Attributes load lazily, so the command line starts fast.
+:mod:`probe.analyses.parallelograms`, :mod:`probe.analyses.effective`, :mod:`probe.analyses.fourier`
+and :mod:`probe.analyses.representations` work without any run on disk. Attributes load lazily, so
+the command line starts fast.
+
+Layers, bottom up: pure maths (parallelograms, fourier, effective, representations) -> sources,
+context, cache, shared forward passes -> registry and metric wrappers (``metrics/``) -> runner ->
+figures, export, theory. The command line (:mod:`probe.cli`) sits on top.
 """
 
 from __future__ import annotations
@@ -11,16 +16,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from analyses.registry import Metric, Param, get_metric
-    from analyses.runner import ArraySource, compute, select_steps
+    from probe.analyses.registry import Metric, Param, get_metric
+    from probe.analyses.runner import compute
+    from probe.analyses.sources import ArraySource
+    from probe.run import select_steps
 
-_LAZY = {"compute": "analyses.runner", "ArraySource": "analyses.runner", "select_steps": "analyses.runner",
-         "Metric": "analyses.registry", "Param": "analyses.registry", "get_metric": "analyses.registry"}
+_LAZY = {"compute": "probe.analyses.runner", "ArraySource": "probe.analyses.sources", "select_steps": "probe.run",
+         "Metric": "probe.analyses.registry", "Param": "probe.analyses.registry",
+         "get_metric": "probe.analyses.registry"}
 
 
 def metrics() -> list["Metric"]:
     """Every registered metric, sorted by name."""
-    from analyses.registry import all_metrics
+    from probe.analyses.registry import all_metrics
 
     return all_metrics()
 
@@ -30,7 +38,7 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'analyses' has no attribute {name!r}")
+    raise AttributeError(f"module 'probe.analyses' has no attribute {name!r}")
 
 
 __all__ = ["ArraySource", "Metric", "Param", "compute", "get_metric", "metrics", "select_steps"]

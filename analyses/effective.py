@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyses.parallelograms import Parallelograms, hessian, spectrum
+from probe.analyses.applies import abelian, require
+from probe.analyses.parallelograms import Parallelograms, hessian, normalize, spectrum
 from probe.errors import ProbeError
 from probe.tasks import Task, make_split
 
@@ -31,15 +32,6 @@ class EffectiveTheory:
     def predicted_steps(self, eta: float) -> float:
         """Liu Sec. 3.2: ``t ~ 1 / (lambda3 eta)``; infinite when ``lambda3 = 0`` (no unique structure)."""
         return float("inf") if self.lambda3 <= 0 else 1.0 / (self.lambda3 * eta)
-
-
-def check_abelian(task: Task, what: str) -> None:
-    """The effective theory and the Alexander bound assume sum aggregation: an abelian table task."""
-    if not task.is_table:
-        raise ProbeError(f"{what} needs an operation table; task {task.describe()} has none")
-    if not task.commutative:
-        raise ProbeError(f"{what} assumes an abelian operation (sum aggregation, Liu Sec. 3); task "
-                         f"{task.describe()} is not commutative")
 
 
 def effective_theory(task: Task, train: np.ndarray, p0: Parallelograms | None = None) -> EffectiveTheory:
@@ -63,9 +55,9 @@ def critical_fraction(task: Task, trials: int = 100, sizes: np.ndarray | None = 
     Returns ``(sizes, probability, critical_fraction, full_dof)``; the critical fraction is where the
     probability first crosses 0.5 (linear interpolation between sizes), NaN if it never does.
     """
-    check_abelian(task, "the effective theory")
+    require(abelian, task, "the effective theory")
     if trials < 1:
-        raise ProbeError(f"trials must be >= 1, got {trials}")
+        raise ProbeError(f"must be >= 1, got {trials}", param="trials")
     n = task.n_samples
     sizes = np.arange(1, n + 1) if sizes is None else np.asarray(sizes)
     p0 = Parallelograms.from_labels(task.labels)
@@ -113,11 +105,7 @@ def effective_dynamics(e0: np.ndarray, h: np.ndarray, n_constraints: int, times:
     e0 = np.asarray(e0, dtype=np.float64)
     if e0.ndim == 1:
         e0 = e0[:, None]
-    centred = e0 - e0.mean(axis=0)
-    sigma = np.sqrt(np.mean(np.sum(centred**2, axis=1)))
-    if sigma == 0:
-        raise ProbeError("initial embeddings are all equal; the effective dynamics are undefined")
-    start = centred / sigma
+    start = normalize(e0)  # the one normalisation (Liu Sec. 3.2)
     shape = start.shape
     m = max(n_constraints, 1)
 
@@ -135,6 +123,4 @@ def effective_dynamics(e0: np.ndarray, h: np.ndarray, n_constraints: int, times:
     if not sol.success:
         raise ProbeError(f"integrating the effective dynamics failed: {sol.message}")
     traj = sol.y.T.reshape(len(times), *shape)
-    mu = traj.mean(axis=1, keepdims=True)
-    sig = np.sqrt(np.mean(np.sum((traj - mu) ** 2, axis=2), axis=1))[:, None, None]
-    return (traj - mu) / sig
+    return np.stack([normalize(e) for e in traj])

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from analyses.runner import compute
-from probe.errors import ProbeError
-from probe.run import Run
+from probe.analyses.runner import compute
+from probe.errors import ProbeError, valid
+from probe.run import Run, run_labels
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -28,10 +28,10 @@ def tidy(runs: Sequence[Run], metrics: Sequence[str], steps: Any = "all", progre
     import pandas as pd
 
     frames = []
-    for run in runs:
+    for run, label in zip(runs, run_labels([r.dir for r in runs])):
         df = compute(run, metrics, steps=steps, progress=progress, **params)
         acc = _accuracy_at(run, df["step"].to_numpy())
-        df.insert(0, "run", run.dir.name)
+        df.insert(0, "run", label)
         df.insert(2, "train_acc", acc[0])
         df.insert(3, "val_acc", acc[1])
         frames.append(df)
@@ -75,15 +75,15 @@ def summary(runs: Sequence[Run], progress: bool = False) -> "pd.DataFrame":
     budget), final RQI, RQI-bar, Acc-hat and Acc-bar (NaN where a metric does not apply)."""
     import pandas as pd
 
-    from analyses.registry import get_metric
+    from probe.analyses.registry import get_metric
 
     rows = []
-    for run in runs:
+    for run, label in zip(runs, run_labels([r.dir for r in runs])):
         cfg = run.config
         m = run.metrics
         ms = m["step"].to_numpy() if not m.empty else np.array([])
         row: dict[str, Any] = {
-            "run": run.dir.name, "task": run.task.describe(), "model": cfg.model.kind,
+            "run": label, "task": run.task.describe(), "model": cfg.model.kind,
             "train_fraction": len(run.split.train) / run.task.n_samples,
             "seed": cfg.seed, "split_seed": cfg.split_seed,
             "final_train_acc": float(m["train_acc"].iloc[-1]) if len(ms) else math.nan,
@@ -94,11 +94,8 @@ def summary(runs: Sequence[Run], progress: bool = False) -> "pd.DataFrame":
         }
         wanted = {"rqi": None, "acc_hat": None, "rqi_bar": None, "acc_bar": None}
         for name in wanted:
-            try:
-                get_metric(name).check_task(run.task)
+            if get_metric(name).applies(run.task) is None and len(run.steps):
                 wanted[name] = compute(run, name, steps="all" if name == "rqi" else "last", progress=progress)
-            except ProbeError:
-                wanted[name] = None
         r = wanted["rqi"]
         row["step_rqi_95"] = first_step(r["step"].to_numpy(), r["rqi"].to_numpy(), 0.95) if r is not None else math.nan
         row["final_rqi"] = float(r["rqi"].iloc[-1]) if r is not None else math.nan
@@ -166,7 +163,7 @@ def to_markdown(df: "pd.DataFrame") -> str:
 def write_table(df: "pd.DataFrame", fmt: str, out: str | None) -> str | None:
     """Write ``df`` as ``fmt`` to ``out`` (stdout when ``out`` is None; parquet needs a file)."""
     if fmt not in FORMATS + ("json", "table"):
-        raise ProbeError(f"unknown format {fmt!r} (valid: {', '.join(FORMATS)})")
+        raise ProbeError(f"unknown format {fmt!r}{valid(FORMATS)}", param="format")
     if fmt == "parquet":
         if not out:
             raise ProbeError("--format parquet needs --out FILE")

@@ -22,7 +22,7 @@ from typing import Callable, Literal
 
 import numpy as np
 
-from probe.errors import ProbeError
+from probe.errors import ProbeError, valid
 
 Convention = Literal["liu", "grokking-squared"]
 CONVENTIONS: tuple[str, ...] = ("liu", "grokking-squared")
@@ -111,7 +111,7 @@ def normalize(embeddings: np.ndarray, convention: Convention = "liu") -> np.ndar
         std = e.std(axis=0, ddof=1, keepdims=True)
         return centred / np.where(std > 0, std, 1.0)
     if convention != "liu":
-        raise ProbeError(f"unknown RQI convention {convention!r} (valid: {', '.join(CONVENTIONS)})")
+        raise ProbeError(f"unknown RQI convention {convention!r}{valid(CONVENTIONS)}", param="convention")
     sigma = np.sqrt(np.mean(np.sum(centred * centred, axis=1)))
     return centred / _nonzero(sigma, "embeddings are all equal (sigma = 0); RQI is undefined")
 

@@ -182,6 +182,8 @@ def animate_pca(coords: np.ndarray, steps: np.ndarray, out: str, axes: str, fps:
     from matplotlib import animation
 
     check_animation_path(out)
+    if fps < 1:
+        raise ProbeError(f"must be >= 1 frame per second, got {fps}", param="fps")
     path = Path(out)
     suffix = path.suffix.lower()
     if len(steps) < 2:

@@ -2,22 +2,50 @@
 
 A metric is a pure function of one checkpoint (``scope="checkpoint"``) or of the split alone
 (``scope="split"``: computed once and reported on every row of the series). The loop over time,
-caching and progress bars live once, in :mod:`analyses.runner`; CLI choices come from here.
+caching and progress bars live once, in :mod:`probe.analyses.runner`; CLI choices come from here.
+
+This module imports no metric. :data:`CATALOGUE` lists the modules that register metrics; they are
+imported the first time the registry is asked for a metric. A new metric is one decorated function
+in one of those modules (a new family: one more line in the catalogue).
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
-from probe.errors import ProbeError
+from probe.errors import ProbeError, valid
+from probe.registry import Registry
 
 if TYPE_CHECKING:
-    from analyses.runner import CheckpointData, Context
     from probe.tasks import Task
 
-Need = Literal["embeddings", "forward", "split"]
-Values = dict[str, float]
+Values = dict[str, Any]
+
+#: every module that registers metrics, in the order ``probe metrics`` lists families
+CATALOGUE: tuple[str, ...] = (
+    "probe.analyses.families.parallelograms",
+    "probe.analyses.families.fourier",
+    "probe.analyses.families.pca",
+    "probe.analyses.families.clock_pizza",
+    "probe.analyses.families.coordinates",
+)
+
+
+def positive(x: float) -> str | None:
+    """Parameter check: a finite number > 0."""
+    return None if x == x and 0 < x < float("inf") else "must be a positive number"
+
+
+def positive_int(x: int) -> str | None:
+    """Parameter check: an integer >= 1."""
+    return None if x >= 1 else "must be >= 1"
+
+
+def fraction(x: float) -> str | None:
+    """Parameter check: a number in (0, 1)."""
+    return None if 0 < x < 1 else "must be in (0, 1)"
 
 
 @dataclass(frozen=True)
@@ -36,15 +64,15 @@ class Param:
             return None
         try:
             out = self.type(value)
-        except (TypeError, ValueError):
-            raise ProbeError(f"--{self.flag}: {value!r} is not a valid {self.type.__name__} (metric {metric})") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ProbeError(f"{value!r} is not a valid {self.type.__name__} (metric {metric})", param=self.name) from None
         if self.choices is not None and out not in self.choices:
-            raise ProbeError(f"--{self.flag}: {out!r} is not one of {', '.join(map(str, self.choices))} "
-                             f"(metric {metric})")
+            raise ProbeError(f"{out!r} is not one of {', '.join(map(str, self.choices))} (metric {metric})",
+                             param=self.name)
         if self.check is not None:
             msg = self.check(out)
             if msg:
-                raise ProbeError(f"--{self.flag}: {msg}, got {value!r} (metric {metric})")
+                raise ProbeError(f"{msg}, got {value!r} (metric {metric})", param=self.name)
         return out
 
     @property
@@ -54,7 +82,12 @@ class Param:
 
 @dataclass(frozen=True)
 class Metric:
-    """One registered metric. ``fn(data, ctx, **params) -> {column: value}``."""
+    """One registered metric. ``fn(checkpoint, ctx, **params) -> {column: value}``.
+
+    ``batch_fn(checkpoints, ctx, **params) -> [values per checkpoint]`` is an optional faster form
+    over a chunk of checkpoints; the runner uses it when ``batch_when(params)`` holds, and its
+    results must equal ``fn``'s.
+    """
 
     name: str
     description: str
@@ -67,54 +100,63 @@ class Metric:
     applies: Callable[["Task"], str | None] = field(default=lambda task: None)
     #: extra needs that depend on the parameters (e.g. ``rqi --hook`` needs a forward pass)
     needs_for: Callable[[dict[str, Any]], frozenset[str]] | None = None
+    batch_fn: Callable[..., list[Values]] | None = None
+    batch_when: Callable[[dict[str, Any]], bool] | None = None
 
     def resolve(self, given: dict[str, Any]) -> dict[str, Any]:
         """Defaults filled in, values validated: the parameters recorded with the result."""
-        out = {}
-        for p in self.params:
-            out[p.name] = p.coerce(given[p.name], self.name) if given.get(p.name) is not None else p.default
-        return out
+        return {p.name: p.coerce(given[p.name], self.name) if given.get(p.name) is not None else p.default
+                for p in self.params}
 
     def requirements(self, params: dict[str, Any]) -> frozenset[str]:
         extra = self.needs_for(params) if self.needs_for is not None else frozenset()
         return self.needs | extra
 
+    def batch_fn_applies(self, params: dict[str, Any]) -> bool:
+        return self.batch_fn is not None and (self.batch_when is None or self.batch_when(params))
+
     def check_task(self, task: "Task") -> None:
+        """The one "does this metric apply" check: raises naming the metric, task and reason."""
         reason = self.applies(task)
         if reason:
             raise ProbeError(f"metric {self.name} does not apply to task {task.describe()}: {reason}")
 
 
-REGISTRY: dict[str, Metric] = {}
+METRICS: Registry[Metric] = Registry("metric")
+_loaded = False
 
 
-def register(metric: Metric) -> Metric:
-    if metric.name in REGISTRY:
-        raise ValueError(f"metric {metric.name!r} is registered twice")
-    REGISTRY[metric.name] = metric
-    return metric
-
-
-def metric(name: str, description: str, needs: tuple[str, ...], tasks: str, **kw: Any) -> Callable[[Callable[..., Values]], Callable[..., Values]]:
-    """Decorator form of :func:`register`."""
+def metric(name: str, description: str, needs: tuple[str, ...], tasks: str,
+           **kw: Any) -> Callable[[Callable[..., Values]], Callable[..., Values]]:
+    """Decorator: register ``fn`` as metric ``name``."""
 
     def wrap(fn: Callable[..., Values]) -> Callable[..., Values]:
-        register(Metric(name=name, description=description, needs=frozenset(needs), tasks=tasks, fn=fn, **kw))
+        METRICS.add(name, Metric(name=name, description=description, needs=frozenset(needs), tasks=tasks, fn=fn, **kw))
         return fn
 
     return wrap
 
 
+def load() -> Registry[Metric]:
+    """Import the catalogue's modules once (each registers its metrics) and return the registry."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for module in CATALOGUE:
+            importlib.import_module(module)
+    return METRICS
+
+
 def get_metric(name: str) -> Metric:
-    _load()
-    if name not in REGISTRY:
-        raise ProbeError(f"unknown metric {name!r} (valid: {', '.join(sorted(REGISTRY))})")
-    return REGISTRY[name]
+    reg = load()
+    if name not in reg:
+        raise ProbeError(f"unknown metric {name!r}{valid(sorted(reg.names()))}", param="metric")
+    return reg.get(name)
 
 
 def all_metrics() -> list[Metric]:
-    _load()
-    return [REGISTRY[k] for k in sorted(REGISTRY)]
+    reg = load()
+    return [reg.get(k) for k in sorted(reg.names())]
 
 
 def all_params() -> dict[str, Param]:
@@ -124,8 +166,3 @@ def all_params() -> dict[str, Param]:
         for p in m.params:
             out.setdefault(p.name, p)
     return out
-
-
-def _load() -> None:
-    import analyses.parallelogram_metrics  # noqa: F401  (registers on import)
-    import analyses.representation_metrics  # noqa: F401

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-import analyses
-from analyses import parallelograms as pg
+from probe import analyses
+from probe.analyses import parallelograms as pg
 from probe.tasks import make_split, make_task
 
 
@@ -104,8 +104,8 @@ print(len(df), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def bench_memory(n_ckpt: int) -> None:
-    from train.config import load_config
-    from train.loop import train
+    from probe.train.config import load_config
+    from probe.train.loop import train
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config("liu-toy-add", overrides={

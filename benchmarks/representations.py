@@ -50,8 +50,8 @@ print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxr
 
 
 def make_run(root: Path, n: int) -> Path:
-    from train.config import load_config
-    from train.loop import train
+    from probe.train.config import load_config
+    from probe.train.loop import train
 
     cfg = load_config("nanda-modadd", overrides={"steps": str(10 * (n - 1)), "checkpoint.every": "10",
                                                  "checkpoint.metrics_every": "10"})
@@ -61,7 +61,7 @@ def make_run(root: Path, n: int) -> Path:
 
 def per_metric_fast(run_dir: Path, steps: str) -> dict[str, float]:
     """Each metric's own time inside probe's runner (still sharing its loop), for the per-metric table."""
-    import analyses
+    from probe import analyses
     import probe
 
     out = {}
@@ -77,7 +77,7 @@ def per_metric_fast(run_dir: Path, steps: str) -> dict[str, float]:
 
 
 def straightforward(run_dir: Path, name: str, steps: list[int]) -> float:
-    import analyses
+    from probe import analyses
     import probe
 
     analyses.compute(probe.load_run(run_dir), name, steps=str(steps[0]), cache=False)  # warm-up: imports

@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from probe.models import build_model
 from probe.tasks import make_split, make_task
-from train.config import load_config
-from train.loop import train
+from probe.train.config import load_config
+from probe.train.loop import train
 
 
 def plain_loop(steps: int, eval_every: int) -> float:
@@ -59,7 +59,7 @@ def probe_trainer(steps: int, eval_every: int) -> float:
                                                  "checkpoint.every": 10, "checkpoint.metrics_every": eval_every})
     with tempfile.TemporaryDirectory() as tmp:
         # time only the loop: exclude model construction and file creation, as for the plain loop
-        import train.loop as loop
+        import probe.train.loop as loop
 
         timings: dict[str, float] = {}
         original_run = loop.Trainer.run

@@ -23,6 +23,10 @@ def __getattr__(name: str) -> Any:
         from probe import run
 
         return getattr(run, name)
+    if name in ("analyses", "train"):
+        import importlib
+
+        return importlib.import_module(f"probe.{name}")
     if name in ("make_task", "make_split"):
         from probe import tasks
 

@@ -1,6 +1,10 @@
-"""The ``probe`` command line. Subcommands import their heavy dependencies only when they run.
+"""The ``probe`` command line: the top layer. It parses arguments, calls library functions in
+:mod:`probe`, :mod:`probe.train` and :mod:`probe.analyses`, and prints; no library work happens here.
+Subcommands import their heavy dependencies only when they run. Metric options, figure names and
+preset names come from the registries.
 
-Every user error ends as one line ``probe: error: ...`` on stderr and exit code 2.
+Every user error ends as one line ``probe: error: ...`` on stderr and exit code 2; Ctrl-C ends with
+exit code 130.
 """
 
 from __future__ import annotations
@@ -9,9 +13,20 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, NoReturn, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from probe.errors import ProbeError
+
+Command = Callable[[argparse.Namespace], int]
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str) -> Callable[[Command], Command]:
+    def wrap(fn: Command) -> Command:
+        COMMANDS[name] = fn
+        return fn
+
+    return wrap
 
 
 class _Parser(argparse.ArgumentParser):
@@ -19,7 +34,20 @@ class _Parser(argparse.ArgumentParser):
         raise ProbeError(f"{message} (see '{self.prog} --help')")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from probe.analyses.figures import FIGURES
+    from probe.analyses.registry import all_metrics, all_params
+
     parser = _Parser(prog="probe", description="Train grokking runs into HDF5 checkpoint series and analyse them.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser, metavar="COMMAND")
@@ -32,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="override a config value, e.g. --set lr=1e-3 --set model.d_model=64 (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    p.add_argument("--steps", type=int, help="with --resume: train to this many steps in total")
+    p.add_argument("--steps", type=_positive_int, help="with --resume: train to this many steps in total")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
@@ -42,10 +70,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
 
     sub.add_parser("presets", help="list the training presets")
+    sub.add_parser("metrics", help="list the registered metrics")
 
-    from analyses.commands import add_parsers  # the analysis subcommands (options come from the registry)
+    metric_help = "metric name (repeatable; see 'probe metrics')"
 
-    add_parsers(sub)
+    def metric_options(q: argparse.ArgumentParser) -> None:
+        g = q.add_argument_group("metric parameters (recorded with the result)")
+        for prm in all_params().values():
+            g.add_argument(f"--{prm.flag}", dest=f"param_{prm.name}", metavar=prm.type.__name__.upper(),
+                           help=f"{prm.help} [default: {prm.default}]")
+
+    p = sub.add_parser("analyze", help="compute metrics over a run's checkpoints (one row per step)",
+                       description=f"Metrics: {', '.join(m.name for m in all_metrics())}.")
+    p.add_argument("run_dir")
+    p.add_argument("--metric", action="append", required=True, metavar="NAME", help=metric_help)
+    p.add_argument("--steps", default="all", help="all, first, last, START:STOP[:STRIDE] (steps, inclusive) or a list")
+    p.add_argument("--format", default="table", choices=("table", "csv", "json", "parquet"))
+    p.add_argument("--out", help="write to this file instead of stdout")
+    p.add_argument("--force", action="store_true", help="recompute instead of reading the cache")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    metric_options(p)
+
+    p = sub.add_parser("export", help="tables for papers: tidy per-step rows or one summary row per run")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--metric", action="append", default=[], metavar="NAME", help=metric_help)
+    p.add_argument("--summary", action="store_true", help="one row per run (setup, accuracies, RQI milestones)")
+    p.add_argument("--steps", default="all")
+    p.add_argument("--format", default="csv", choices=("latex", "markdown", "csv", "parquet"))
+    p.add_argument("--out", help="output file (stdout if omitted, except parquet)")
+    p.add_argument("--no-progress", action="store_true")
+    metric_options(p)
+
+    figures = "; ".join(f"{name}: {fig.description}" for name, fig in FIGURES.items())
+    p = sub.add_parser("plot", help="figures: a metric over time, PCA pictures and animation, Fourier norms, "
+                       "projection accuracy", description=f"Figures. {figures}.")
+    p.add_argument("run_dir")
+    p.add_argument("--figure", default="metric", choices=FIGURES.names())
+    p.add_argument("--metric", action="append", default=[], metavar="NAME", help=metric_help)
+    p.add_argument("--out", required=True, help="figure file (.png, .pdf, .svg; .gif or .mp4 for the animation)")
+    p.add_argument("--steps", default=None, help="checkpoints to show (default: all; pca: first, a middle one, "
+                   "last; fourier and projection: last)")
+    p.add_argument("--fps", type=_positive_int, default=8, help="animation frames per second")
+    p.add_argument("--no-progress", action="store_true")
+    metric_options(p)
+
+    p = sub.add_parser("theory", help="Liu et al.'s effective theory: critical fraction, effective dynamics")
+    tsub = p.add_subparsers(dest="theory_command", metavar="WHAT", parser_class=_Parser)
+    t = tsub.add_parser("critical-fraction", help="P(unique linear representation) per training-set size (Liu Fig. 4a)")
+    t.add_argument("--task", default="add", help="'add' = Liu's (non-modular) addition, the default; or an "
+                   "abelian probe task (nonmod-add, mod-add for modular addition, mul, x2+y2, ...)")
+    t.add_argument("--p", type=int, default=10)
+    t.add_argument("--trials", type=_positive_int, default=100, help="random splits per training-set size")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--format", default="table", choices=("table", "csv", "json"))
+    t.add_argument("--out")
+    t.add_argument("--no-progress", action="store_true")
+    t = tsub.add_parser("effective-dynamics", help="integrate the effective loss from a run's initial embeddings "
+                        "and compare with its real trajectory (Liu Fig. 4c/d)")
+    t.add_argument("run_dir")
+    t.add_argument("--out", required=True, help="output prefix: writes PREFIX.csv and PREFIX.png")
+    t.add_argument("--time-scale", type=float, default=1.0,
+                   help="effective time per (step x embedding lr) [default: 1]")
     return parser
 
 
@@ -68,13 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 0
-        if args.command in _COMMANDS:
-            return int(_COMMANDS[args.command](args) or 0)
-        from analyses.commands import COMMANDS
-
         return int(COMMANDS[args.command](args) or 0)
     except ProbeError as exc:
-        print(f"probe: error: {exc}", file=sys.stderr)
+        print(f"probe: error: {exc.for_cli()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("probe: interrupted", file=sys.stderr)
@@ -84,20 +166,42 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-# commands --------------------------------------------------------------------------------------------
+# helpers ------------------------------------------------------------------------------------------
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    return {k[len("param_"):]: v for k, v in vars(args).items() if k.startswith("param_") and v is not None}
+
+
+def _print_notes(df: Any) -> None:
+    for name, info in (df.attrs.get("probe", {}) if df is not None else {}).items():
+        for note in info.get("notes", []):
+            print(f"probe: note ({name}): {note}", file=sys.stderr)
+
+
+def _emit(text: str | None) -> None:
+    if text is not None:
+        sys.stdout.write(text)
+
+
+def _interrupted(run_dir: str) -> int:
+    print(f"probe: interrupted; continue with: probe train --resume {run_dir}", file=sys.stderr)
+    return 130
+
+
+# training -------------------------------------------------------------------------------------------
+@command("train")
 def cmd_train(args: argparse.Namespace) -> int:
-    from train.config import load_config, parse_sets
+    from probe.train.config import load_config, parse_sets
 
     if args.resume:
         if args.config or args.preset or args.set:
             raise ProbeError("--resume continues a run with its stored config; drop CONFIG, --preset and --set "
                              "(use --steps N to train further)")
-        from train.loop import resume
+        from probe.train.loop import resume
 
         try:
             path = resume(args.resume, steps=args.steps, progress=not args.no_progress)
         except KeyboardInterrupt:
-            raise ProbeError(f"interrupted; continue with: probe train --resume {args.resume}") from None
+            return _interrupted(args.resume)
         print(f"resumed and finished {path}")
         return 0
     if args.steps is not None:
@@ -112,69 +216,35 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise ProbeError("--out RUN_DIR is required")
-    from train.loop import train
+    from probe.train.loop import train
 
     try:
         path = train(cfg, args.out, progress=not args.no_progress)
     except KeyboardInterrupt:
-        raise ProbeError(f"interrupted; continue with: probe train --resume {args.out}") from None
+        return _interrupted(args.out)
     print(f"wrote {path}")
     return 0
 
 
+@command("presets")
 def cmd_presets(args: argparse.Namespace) -> int:
-    from train.config import PRESETS
+    from probe.train.config import preset_rows
 
-    for name, data in PRESETS.items():
-        model = data["model"]["kind"]
-        task = data["task"] + (f" p={data['p']}" if data.get("p") else "") + (f" n={data['n']}" if data.get("n") else "")
-        print(f"{name:28s} {task:18s} model={model:12s} steps={data['steps']}")
+    for name, task, model, steps in preset_rows():
+        print(f"{name:28s} {task:18s} model={model:12s} steps={steps}")
     return 0
 
 
-def _fmt(x: float) -> str:
-    return "n/a" if x != x else f"{x:.4g}"
+def _fmt(x: Any) -> str:
+    return "n/a" if x is None or x != x else f"{x:.4g}"
 
 
-def run_info(run: Any) -> dict[str, Any]:
-    """The facts ``probe info`` prints, as a JSON-able dict."""
-    cfg = run.config
-    steps = run.steps
-    metrics = run.metrics
-    last = metrics.iloc[-1].to_dict() if len(metrics) else {}
-    n_train, n_val = run.split.sizes
-    attrs = run.attrs
-    return {
-        "run": str(run.dir),
-        "status": "finished" if run.finished else "in progress or interrupted",
-        "task": run.task.describe(),
-        "samples": run.task.n_samples,
-        "n_symbols": run.task.n_symbols,
-        "n_classes": run.task.n_classes,
-        "model": cfg.to_dict()["model"],
-        "optimizer": {"name": cfg.optimizer, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
-                      "embed_lr": cfg.resolved_embed_lr, "embed_weight_decay": cfg.resolved_embed_weight_decay,
-                      "betas": list(cfg.betas), "warmup_steps": cfg.warmup_steps,
-                      "batch_size": cfg.batch_size if cfg.batch_size else "full"},
-        "split": {"train": n_train, "val": n_val, "train_fraction": cfg.train_fraction, "n_train": cfg.n_train},
-        "seeds": {"seed": cfg.seed, "split_seed": cfg.split_seed},
-        "steps": cfg.steps,
-        "checkpoints": {"count": int(len(steps)), "first": int(steps[0]) if len(steps) else None,
-                        "last": int(steps[-1]) if len(steps) else None,
-                        "schedule": cfg.to_dict()["checkpoint"], "tensors": run.tensor_names},
-        "metrics_rows": int(len(metrics)),
-        "final": {k: last.get(k) for k in ("step", "train_loss", "train_acc", "val_loss", "val_acc")},
-        "file": {"path": str(run.path), "bytes": os.path.getsize(run.path),
-                 "schema_version": int(attrs.get("schema_version", -1)), "created": attrs.get("created"),
-                 "packages": json.loads(attrs.get("packages", "{}"))},
-    }
-
-
+@command("info")
 def cmd_info(args: argparse.Namespace) -> int:
-    from probe.run import load_run
+    from probe.run import describe_run, load_run
 
     with load_run(args.run_dir) as run:
-        info = run_info(run)
+        info = describe_run(run)
         if args.hooks:
             info["hooks"] = run.hook_names()
     if args.json:
@@ -186,7 +256,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     sched_txt = {"every": f"every {sched['every']} steps",
                  "geometric": f"geometric, {sched['count']} log-spaced",
                  "adaptive": f"adaptive (min_every {sched['min_every']}, max_every {sched['max_every']}, "
-                             f"threshold {sched['threshold']})"}[sched["schedule"]]
+                             f"threshold {sched['threshold']})"}.get(sched["schedule"], sched["schedule"])
+    ckpts = (f"{ck['count']} at steps {ck['first']}..{ck['last']}" if ck["count"] else "none yet")
+    final = ("no metrics recorded yet" if fin.get("step") is None else
+             f"step {int(fin['step'])}: train acc {_fmt(fin['train_acc'])} loss {_fmt(fin['train_loss'])}, "
+             f"val acc {_fmt(fin['val_acc'])} loss {_fmt(fin['val_loss'])}")
     lines = [
         ("run", f"{info['run']} ({info['status']})"),
         ("task", f"{info['task']}: {info['samples']} samples, {info['n_symbols']} symbols, {info['n_classes']} classes"),
@@ -198,12 +272,9 @@ def cmd_info(args: argparse.Namespace) -> int:
                       f"{opt['embed_lr']:g} wd {opt['embed_weight_decay']:g}; betas {tuple(opt['betas'])}; "
                       f"warmup {opt['warmup_steps']}; batch {opt['batch_size']}"),
         ("steps", f"{info['steps']} configured"),
-        ("checkpoints", f"{ck['count']} at steps {ck['first']}..{ck['last']}; schedule {sched_txt}; "
-                        f"tensors {len(ck['tensors'])} ({', '.join(ck['tensors'])})"),
+        ("checkpoints", f"{ckpts}; schedule {sched_txt}; tensors {len(ck['tensors'])} ({', '.join(ck['tensors'])})"),
         ("metrics", f"{info['metrics_rows']} rows, every {sched['metrics_every']} steps"),
-        ("final", f"step {fin.get('step') and int(fin['step'])}: train acc {_fmt(fin.get('train_acc', float('nan')))} "
-                  f"loss {_fmt(fin.get('train_loss', float('nan')))}, val acc {_fmt(fin.get('val_acc', float('nan')))} "
-                  f"loss {_fmt(fin.get('val_loss', float('nan')))}"),
+        ("final", final),
         ("file", f"{info['file']['path']} ({info['file']['bytes'] / 1e6:.2f} MB, schema v{info['file']['schema_version']}, "
                  f"created {info['file']['created']})"),
         ("packages", ", ".join(f"{k} {v}" for k, v in info["file"]["packages"].items())),
@@ -217,7 +288,102 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS = {"train": cmd_train, "info": cmd_info, "presets": cmd_presets}
+# analysis -------------------------------------------------------------------------------------------
+@command("metrics")
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    from probe.analyses.registry import all_metrics
+
+    rows = [(m.name, "+".join(sorted(m.needs)), m.tasks, m.description,
+             ", ".join(p.name for p in m.params) or "-") for m in all_metrics()]
+    print(tabulate(rows, headers=("metric", "needs", "applies to", "description", "parameters"),
+                   tablefmt="simple", maxcolwidths=[None, None, 24, 60, 24]))
+    return 0
+
+
+@command("analyze")
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from probe.analyses.export import check_writable, write_table
+    from probe.analyses.runner import compute
+    from probe.run import load_run
+
+    if args.out:
+        check_writable(args.out)
+    run = load_run(args.run_dir)
+    df = compute(run, args.metric, steps=args.steps, force=args.force, progress=not args.no_progress,
+                 device=args.device, **_params(args))
+    _print_notes(df)
+    _emit(write_table(df, args.format, args.out))
+    return 0
+
+
+@command("export")
+def cmd_export(args: argparse.Namespace) -> int:
+    from probe.analyses import export
+    from probe.run import load_run
+
+    if not args.summary and not args.metric:
+        raise ProbeError("give --metric NAME (repeatable) or --summary")
+    if args.out:
+        export.check_writable(args.out)
+    runs = [load_run(d) for d in args.run_dirs]
+    if len({r.dir.resolve() for r in runs}) != len(runs):
+        raise ProbeError("the same run is given twice")
+    if args.summary:
+        df = export.summary(runs, progress=not args.no_progress)
+    else:
+        df = export.tidy(runs, args.metric, steps=args.steps, progress=not args.no_progress, **_params(args))
+    _emit(export.write_table(df, args.format, args.out))
+    return 0
+
+
+@command("plot")
+def cmd_plot(args: argparse.Namespace) -> int:
+    from probe.analyses.figures import FigureRequest, make_figure
+    from probe.run import load_run
+
+    request = FigureRequest(out=args.out, metrics=tuple(args.metric), steps=args.steps, params=_params(args),
+                            fps=args.fps, progress=not args.no_progress)
+    df = make_figure(args.figure, load_run(args.run_dir), request)
+    _print_notes(df)
+    print(f"wrote {args.out}")
+    return 0
+
+
+@command("theory")
+def cmd_theory(args: argparse.Namespace) -> int:
+    if args.theory_command is None:
+        raise ProbeError("give a theory command: critical-fraction or effective-dynamics")
+    if args.theory_command == "critical-fraction":
+        from probe.analyses.export import write_table
+        from probe.analyses.theory import critical_fraction_table
+
+        res = critical_fraction_table(args.task, args.p, args.trials, args.seed, progress=not args.no_progress)
+        print(f"# task {res.task.describe()}: {res.label}; {res.task.n_samples} samples; 'unique' = dof "
+              f"{res.full_dof} (nullity of the full table's constraints); {args.trials} random splits per size",
+              file=sys.stderr)
+        for note in res.notes:
+            print(f"probe: note: {note}", file=sys.stderr)
+        _emit(write_table(res.table, args.format, args.out))
+        crit = res.critical
+        print(f"critical fraction (P = 0.5): {crit:.3f}" if crit == crit else
+              "critical fraction: P(unique) never reaches 0.5", file=sys.stderr if args.format != "table" else sys.stdout)
+        return 0
+    from probe.analyses import plots
+    from probe.analyses.export import check_writable
+    from probe.analyses.theory import effective_dynamics_table
+    from probe.run import load_run
+
+    run = load_run(args.run_dir)
+    check_writable(args.out + ".csv")
+    df, pred, real = effective_dynamics_table(run, args.time_scale)
+    df.to_csv(args.out + ".csv", index=False)
+    plots.save(plots.trajectories(run.steps, pred, real, title=f"{run.dir.name}: effective theory vs training"),
+               args.out + ".png")
+    print(f"wrote {args.out}.csv and {args.out}.png")
+    return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

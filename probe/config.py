@@ -12,12 +12,19 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal, Union
+from typing import Any, ClassVar, Literal, Union
 
-from probe.errors import ProbeError
-from probe.tasks import TASK_NAMES
+from probe.errors import ProbeError, valid
+from probe.registry import Registry
+from probe.schedules import SCHEDULES
+from probe.tasks import MAX_SYMBOLS, TASK_NAMES
 
 Objective = Literal["cross_entropy", "mse_targets", "mse_onehot"]
+
+
+MAX_WIDTH = 1 << 16  # any one layer width
+MAX_PARAMS = 200_000_000  # about 800 MB of float32 weights: a config beyond this is refused unread
+SEED_LIMIT = 2**32  # seeds are in [0, 2^32): numpy and torch accept them, and they print sensibly
 
 
 def _check(cond: bool, name: str, value: Any, why: str) -> None:
@@ -25,11 +32,77 @@ def _check(cond: bool, name: str, value: Any, why: str) -> None:
         raise ProbeError(f"invalid config value {name}={value!r}: {why}")
 
 
+def _check_width(name: str, value: int) -> None:
+    _check(1 <= value <= MAX_WIDTH, f"model.{name}", value, f"must be in 1..{MAX_WIDTH}")
+
+
 @dataclass(frozen=True)
-class TransformerConfig:
+class ModelConfig:
+    """Base of every model kind's config: the model's declaration of what analyses may rely on.
+
+    Subclasses register with :func:`model_kind`, which makes the kind known to configs, to
+    ``build_model`` and to ``probe train --set model.kind=...``. The properties below are the one
+    place analyses learn where a model keeps its symbol embeddings, its neurons and its tokens.
+    """
+
+    kind: ClassVar[str] = ""
+    builder: ClassVar[str] = ""  # "module:Class" of the HookedRootModule, imported when a model is built
+    objective: str = "cross_entropy"
+
+    @property
+    def embed_param(self) -> str | None:
+        """Parameter whose rows ``0..n_symbols-1`` embed the symbols (None: the model has none)."""
+        return "embed.W_E"
+
+    @property
+    def unembed_param(self) -> str:
+        """Parameter mapping the last hidden layer to the outputs (``[d, n_out]``)."""
+        return "unembed.W_U"
+
+    @property
+    def neuron_hook(self) -> str | None:
+        """Hook whose activations are "the neurons" (the last MLP layer's post-activation)."""
+        return None
+
+    @property
+    def n_ctx(self) -> int | None:
+        """Sequence length of the model's activations; None for models without token positions."""
+        return None
+
+    @property
+    def operand_positions(self) -> tuple[int, int] | None:
+        """Positions of the operands a and b at ``hook_embed`` (the second axis of its activations)."""
+        return (0, 1)
+
+    def param_estimate(self) -> int:
+        """About how many weights the model has (vocabulary rows left out)."""
+        return 0
+
+    def _check_size(self) -> None:
+        n = self.param_estimate()
+        _check(n <= MAX_PARAMS, "model", self.kind, f"about {n:,} weights, more than the {MAX_PARAMS:,} probe "
+               "supports")
+
+
+MODELS: Registry[type[ModelConfig]] = Registry("model kind")
+
+
+def model_kind(name: str, builder: str) -> Any:
+    """Class decorator: register a model config class as kind ``name``, built by ``builder``."""
+
+    def wrap(cls: type[ModelConfig]) -> type[ModelConfig]:
+        cls.kind = name
+        cls.builder = builder
+        return MODELS.add(name, cls)
+
+    return wrap
+
+
+@model_kind("transformer", "probe.models.transformer:Transformer")
+@dataclass(frozen=True)
+class TransformerConfig(ModelConfig):
     """Decoder-only transformer (Nanda et al. 2023; Power et al. 2022); logits at the last position."""
 
-    kind: Literal["transformer"] = "transformer"
     n_layers: int = 1
     d_model: int = 128
     n_heads: int = 4
@@ -42,27 +115,45 @@ class TransformerConfig:
     objective: Objective = "cross_entropy"
 
     def __post_init__(self) -> None:
-        for name in ("n_layers", "d_model", "n_heads", "d_mlp"):
-            _check(getattr(self, name) >= 1, f"model.{name}", getattr(self, name), "must be >= 1")
+        for name in ("d_model", "n_heads", "d_mlp"):
+            _check_width(name, getattr(self, name))
+        _check(1 <= self.n_layers <= 96, "model.n_layers", self.n_layers, "must be in 1..96")
         if self.d_head is None:
             _check(self.d_model % self.n_heads == 0, "model.n_heads", self.n_heads,
                    f"must divide d_model={self.d_model} (or set model.d_head)")
         else:
-            _check(self.d_head >= 1, "model.d_head", self.d_head, "must be >= 1")
+            _check_width("d_head", self.d_head)
         _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
         _check(self.objective == "cross_entropy", "model.objective", self.objective,
                "the transformer is trained with cross_entropy")
+        self._check_size()
 
     @property
     def head_dim(self) -> int:
         return self.d_head if self.d_head is not None else self.d_model // self.n_heads
 
+    @property
+    def neuron_hook(self) -> str:
+        return f"blocks.{self.n_layers - 1}.mlp.hook_post"
 
+    @property
+    def n_ctx(self) -> int:
+        return 4 if self.op_token else 3
+
+    @property
+    def operand_positions(self) -> tuple[int, int]:
+        return (0, 2) if self.op_token else (0, 1)
+
+    def param_estimate(self) -> int:
+        attn = 4 * self.d_model * self.n_heads * self.head_dim
+        return self.n_layers * (attn + 2 * self.d_model * self.d_mlp)
+
+
+@model_kind("toy", "probe.models.mlp:ToyModel")
 @dataclass(frozen=True)
-class ToyConfig:
+class ToyConfig(ModelConfig):
     """Liu et al. (2022) toy model: Dec(E_a + E_b) or Dec(E_a E_b) with matrix embeddings (App. H)."""
 
-    kind: Literal["toy"] = "toy"
     d_embed: int = 1  # vector embeddings; for aggregation=matrix, each embedding is d_embed x d_embed
     aggregation: Literal["sum", "matrix"] = "sum"
     decoder: tuple[int, ...] = (200, 200)
@@ -72,34 +163,57 @@ class ToyConfig:
     init_scale: float = 1.0  # embeddings ~ U(-s/2, s/2) (Liu et al. App. G)
 
     def __post_init__(self) -> None:
-        _check(self.d_embed >= 1, "model.d_embed", self.d_embed, "must be >= 1")
-        _check(all(w >= 1 for w in self.decoder), "model.decoder", self.decoder, "widths must be >= 1")
-        _check(self.d_out >= 1, "model.d_out", self.d_out, "must be >= 1")
-        _check(self.init_scale > 0, "model.init_scale", self.init_scale, "must be > 0")
+        _check(1 <= self.d_embed <= (256 if self.aggregation == "matrix" else MAX_WIDTH), "model.d_embed",
+               self.d_embed, "out of range (1..256 for matrix embeddings)")
+        _check(all(1 <= w <= MAX_WIDTH for w in self.decoder), "model.decoder", self.decoder,
+               f"widths must be in 1..{MAX_WIDTH}")
+        _check(len(self.decoder) <= 64, "model.decoder", self.decoder, "at most 64 layers")
+        _check_width("d_out", self.d_out)
+        _check(0 < self.init_scale < float("inf"), "model.init_scale", self.init_scale, "must be > 0")
+        self._check_size()
+
+    @property
+    def neuron_hook(self) -> str | None:
+        return f"decoder.{len(self.decoder) - 1}.hook_post" if self.decoder else None
+
+    def param_estimate(self) -> int:
+        dims = (self.d_embed ** (2 if self.aggregation == "matrix" else 1), *self.decoder, self.d_out)
+        return sum(a * b for a, b in zip(dims[:-1], dims[1:]))
 
 
+@model_kind("mlp", "probe.models.mlp:ConcatMLP")
 @dataclass(frozen=True)
-class MLPConfig:
+class MLPConfig(ModelConfig):
     """Two embeddings concatenated, then an MLP (Kitouni's simple grokking; Gromov)."""
 
-    kind: Literal["mlp"] = "mlp"
     d_embed: int = 128
     hidden: tuple[int, ...] = (128,)
     act: Literal["relu", "tanh", "gelu"] = "relu"
     objective: Objective = "cross_entropy"
 
     def __post_init__(self) -> None:
-        _check(self.d_embed >= 1, "model.d_embed", self.d_embed, "must be >= 1")
-        _check(all(w >= 1 for w in self.hidden), "model.hidden", self.hidden, "widths must be >= 1")
+        _check_width("d_embed", self.d_embed)
+        _check(all(1 <= w <= MAX_WIDTH for w in self.hidden), "model.hidden", self.hidden,
+               f"widths must be in 1..{MAX_WIDTH}")
+        _check(len(self.hidden) <= 64, "model.hidden", self.hidden, "at most 64 layers")
         _check(self.objective != "mse_targets", "model.objective", self.objective,
                "mse_targets is for the toy model")
+        self._check_size()
+
+    @property
+    def neuron_hook(self) -> str | None:
+        return f"decoder.{len(self.hidden) - 1}.hook_post" if self.hidden else None
+
+    def param_estimate(self) -> int:
+        dims = (2 * self.d_embed, *self.hidden)
+        return sum(a * b for a, b in zip(dims[:-1], dims[1:]))
 
 
+@model_kind("digits", "probe.models.mlp:DigitsMLP")
 @dataclass(frozen=True)
-class DigitsConfig:
+class DigitsConfig(ModelConfig):
     """Omnigrok-style MLP on scikit-learn's digits: ReLU MLP, initial weights scaled by alpha."""
 
-    kind: Literal["digits"] = "digits"
     width: int = 200
     depth: int = 3
     act: Literal["relu", "tanh", "gelu"] = "relu"
@@ -107,16 +221,27 @@ class DigitsConfig:
     objective: Objective = "mse_onehot"
 
     def __post_init__(self) -> None:
-        _check(self.width >= 1, "model.width", self.width, "must be >= 1")
-        _check(self.depth >= 1, "model.depth", self.depth, "must be >= 1")
-        _check(self.init_alpha > 0, "model.init_alpha", self.init_alpha, "must be > 0")
+        _check_width("width", self.width)
+        _check(1 <= self.depth <= 64, "model.depth", self.depth, "must be in 1..64")
+        _check(0 < self.init_alpha < float("inf"), "model.init_alpha", self.init_alpha, "must be > 0")
         _check(self.objective != "mse_targets", "model.objective", self.objective,
                "mse_targets is for the toy model")
+        self._check_size()
 
+    @property
+    def embed_param(self) -> None:
+        return None
 
-ModelConfig = Union[TransformerConfig, ToyConfig, MLPConfig, DigitsConfig]
-MODEL_KINDS: dict[str, type] = {"transformer": TransformerConfig, "toy": ToyConfig, "mlp": MLPConfig,
-                                "digits": DigitsConfig}
+    @property
+    def neuron_hook(self) -> str | None:
+        return f"decoder.{self.depth - 2}.hook_post" if self.depth >= 2 else None
+
+    @property
+    def operand_positions(self) -> None:
+        return None
+
+    def param_estimate(self) -> int:
+        return 64 * self.width + (self.depth - 1) * self.width * self.width
 
 
 @dataclass(frozen=True)
@@ -129,7 +254,7 @@ class CheckpointConfig:
     ``max_every`` steps apart). Step 0 and the final step are always saved.
     """
 
-    schedule: Literal["every", "geometric", "adaptive"] = "every"
+    schedule: str = "every"
     every: int = 100
     count: int = 200
     min_every: int = 1
@@ -140,6 +265,8 @@ class CheckpointConfig:
     dtype: Literal["float32", "float16", "float64"] = "float32"
 
     def __post_init__(self) -> None:
+        _check(self.schedule in SCHEDULES, "checkpoint.schedule", self.schedule,
+               f"unknown schedule{valid(SCHEDULES.names())}")
         for name in ("every", "count", "min_every", "max_every", "metrics_every"):
             _check(getattr(self, name) >= 1, f"checkpoint.{name}", getattr(self, name), "must be >= 1")
         _check(self.min_every <= self.max_every, "checkpoint.min_every", self.min_every,
@@ -173,11 +300,15 @@ class TrainConfig:
     momentum: float = 0.0
     warmup_steps: int = 0
     device: str = "auto"
-    model: ModelConfig = field(default_factory=TransformerConfig)
+    model: ModelConfig = field(default_factory=lambda: TransformerConfig())
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
     def __post_init__(self) -> None:
-        _check(self.task in TASK_NAMES, "task", self.task, f"unknown task (valid: {', '.join(TASK_NAMES)})")
+        _check(self.task in TASK_NAMES, "task", self.task, f"unknown task{valid(TASK_NAMES)}")
+        _check(self.p is None or 2 <= self.p <= MAX_SYMBOLS, "p", self.p, f"must be in 2..{MAX_SYMBOLS}")
+        for name in ("seed", "split_seed"):
+            value = getattr(self, name)
+            _check(0 <= value < SEED_LIMIT, name, value, f"must be in 0..{SEED_LIMIT - 1}")
         _check(0.0 < self.train_fraction <= 1.0, "train_fraction", self.train_fraction, "must be in (0, 1]")
         _check(self.n_train is None or self.n_train >= 1, "n_train", self.n_train, "must be >= 1")
         _check(self.steps >= 1, "steps", self.steps, "must be >= 1")
@@ -190,6 +321,8 @@ class TrainConfig:
         _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "betas", self.betas,
                "must be two numbers in [0, 1)")
         _check(self.eps > 0, "eps", self.eps, "must be > 0")
+        _check(0.0 <= self.momentum < 1.0, "momentum", self.momentum, "must be in [0, 1)")
+        _check(self.steps <= 10**9, "steps", self.steps, "must be <= 1e9")
         _check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
                self.device, "must be auto, cpu, cuda or cuda:N")
@@ -197,8 +330,6 @@ class TrainConfig:
             _check(self.model.kind == "digits", "model.kind", self.model.kind, "task digits needs model.kind=digits")
         else:
             _check(self.model.kind != "digits", "model.kind", self.model.kind, "the digits model needs task=digits")
-        if self.model.kind == "toy" and self.model.aggregation == "sum" and self.task in ("perm", "group"):
-            pass  # allowed: sum aggregation on a non-abelian group is a (failing) baseline
 
     @property
     def task_params(self) -> dict[str, Any]:
@@ -206,6 +337,7 @@ class TrainConfig:
 
     @property
     def resolved_embed_lr(self) -> float:
+        """The embedding learning rate: ``embed_lr``, or ``lr`` when unset (the one place that knows)."""
         return self.lr if self.embed_lr is None else self.embed_lr
 
     @property
@@ -213,7 +345,9 @@ class TrainConfig:
         return self.weight_decay if self.embed_weight_decay is None else self.embed_weight_decay
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_jsonable(dataclasses.asdict(self))
+        data = _to_jsonable(dataclasses.asdict(self))
+        data["model"] = {"kind": self.model.kind, **data["model"]}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
@@ -249,36 +383,39 @@ def valid_keys() -> list[str]:
     """All settable keys, flat and dotted (model keys of every model kind)."""
     keys = [f.name for f in fields(TrainConfig) if f.name not in ("model", "checkpoint")]
     keys += [f"checkpoint.{f.name}" for f in fields(CheckpointConfig)]
-    model_keys = sorted({f.name for cls in MODEL_KINDS.values() for f in fields(cls)})
+    model_keys = sorted({"kind"} | {f.name for _, cls in MODELS.items() for f in fields(cls)})
     keys += [f"model.{k}" for k in model_keys]
     return keys
 
 
 def _valid_keys_hint() -> str:
-    return f" (valid: {', '.join(valid_keys())})"
+    return valid(valid_keys())
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ProbeError(f"config section {prefix.rstrip('.') or 'root'} must be a mapping, got {data!r}")
     if cls is TrainConfig and "model" in data:
-        model_data = dict(data["model"]) if isinstance(data["model"], dict) else data["model"]
-        kind = model_data.get("kind", "transformer") if isinstance(model_data, dict) else None
-        if kind not in MODEL_KINDS:
-            raise ProbeError(f"invalid config value model.kind={kind!r}: valid: {', '.join(MODEL_KINDS)}")
+        model_data = data["model"]
+        if not isinstance(model_data, dict):
+            raise ProbeError(f"config section model must be a mapping, got {str(model_data)[:60]!r}")
+        kind = model_data.get("kind", "transformer")
+        if not isinstance(kind, str) or kind not in MODELS:
+            raise ProbeError(f"invalid config value model.kind={str(kind)[:40]!r}: unknown model kind"
+                             f"{valid(MODELS.names())}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls)}
+    if issubclass(cls, ModelConfig):
+        data = {k: v for k, v in data.items() if k != "kind"}
     unknown = [k for k in data if k not in names]
     if unknown:
         where = f"{prefix}{unknown[0]}"
-        valid = sorted(f"{prefix}{n}" for n in names)
-        raise ProbeError(f"unknown config key {where!r} (valid: {', '.join(valid)})")
+        raise ProbeError(f"unknown config key {where!r}{valid(sorted(f'{prefix}{n}' for n in names))}")
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         key = f"{prefix}{name}"
         if cls is TrainConfig and name == "model":
-            kind = value.get("kind", "transformer")
-            kwargs[name] = _build(MODEL_KINDS[kind], value, "model.")
+            kwargs[name] = _build(MODELS.get(value.get("kind", "transformer")), value, "model.")
         elif cls is TrainConfig and name == "checkpoint":
             kwargs[name] = _build(CheckpointConfig, value, "checkpoint.")
         else:
@@ -310,7 +447,7 @@ def coerce(tp: Any, value: Any, key: str) -> Any:
     if origin is Literal:
         if value in args:
             return value
-        raise ProbeError(f"invalid config value {key}={value!r}: valid: {', '.join(map(str, args))}")
+        raise ProbeError(f"invalid config value {key}={value!r}:{valid(args)}")
     if origin is tuple:
         items = value
         if isinstance(value, str):

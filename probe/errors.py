@@ -1,17 +1,37 @@
-"""The one user-facing error type.
+"""The one user-facing error type, and the one way to list valid choices.
 
 Everything a user can get wrong (a missing run, an unknown preset, an ill-typed config value, a
 metric that does not apply) raises :class:`ProbeError`. The CLI turns it into one line on stderr
 and exit code 2; library callers can catch it like any exception.
+
+Library errors about a parameter name the parameter (``param="delta"``); the command line shows
+the same message with the flag (``--delta``) instead.
 """
 
 from __future__ import annotations
 
+from typing import Iterable
+
 
 class ProbeError(Exception):
-    """A problem with the user's input, reported as one line without a traceback."""
+    """A problem with the user's input, reported as one line without a traceback.
+
+    ``param``: the library parameter the message is about, if any. ``str(exc)`` reads
+    ``"delta: must be a positive number"``; :meth:`for_cli` reads ``"--delta: ..."``.
+    """
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        self.message = message
+        self.param = param
+        super().__init__(f"{param}: {message}" if param else message)
+
+    def for_cli(self) -> str:
+        """The message as the command line shows it (parameter names become ``--flags``)."""
+        if self.param:
+            return f"--{self.param.replace('_', '-')}: {self.message}"
+        return self.message
 
 
-def did_you_mean(name: str, valid: list[str] | tuple[str, ...]) -> str:
-    """Return ' (valid: a, b, c)' listing the valid choices, sorted."""
-    return f" (valid: {', '.join(sorted(valid))})"
+def valid(choices: Iterable[object]) -> str:
+    """``' (valid: a, b, c)'``: the one way every error lists the accepted choices."""
+    return f" (valid: {', '.join(str(c) for c in choices)})"

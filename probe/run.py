@@ -1,22 +1,25 @@
 """The Run loading API: ``run = probe.load_run(RUN_DIR)``.
 
 A :class:`Run` is a read-only view of one run file: its config, task, split, checkpoint steps,
-per-step training metrics, and the checkpointed tensors, which are read lazily (one checkpoint, or
-one tensor across time in chunks) so a long series never has to fit in memory.
+per-step training metrics, and the checkpointed tensors, read lazily (one checkpoint, or one tensor
+across time in chunks) so a long series never has to fit in memory. ``Run`` is the one owner of
+step selection (:func:`select_steps`) and of reads from the run file; a :class:`Checkpoint` is one
+saved step of any checkpoint series (a run, or arrays handed to the analyses).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 import numpy as np
 
 from probe.config import TrainConfig
-from probe.errors import ProbeError
+from probe.errors import ProbeError, valid
 from probe.runfile import RunFile, run_file_path
 from probe.tasks import Split, Task, task_from_spec
 
@@ -27,22 +30,129 @@ if TYPE_CHECKING:
     from probe.models.base import ProbeModel
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    """One saved step of a run; tensors are read when asked for."""
+# --------------------------------------------------------------------------------------------------
+# steps
+# --------------------------------------------------------------------------------------------------
+def select_steps(steps: np.ndarray, spec: Any = "all") -> np.ndarray:
+    """Checkpoint indices, increasing and without repeats, for ``all``, ``first``, ``last``,
+    ``START:STOP[:STRIDE]`` (steps, inclusive; every STRIDE-th checkpoint in that range), a comma
+    list of steps and ``first``/``last`` (in any order; sorted and de-duplicated), or a list of ints.
+    Errors name the parameter ``steps``."""
+    steps = np.asarray(steps)
+    if len(steps) == 0:
+        raise ProbeError("the run has no checkpoints yet")
+    if spec is None or (isinstance(spec, str) and spec.strip() in ("all", "")):
+        return np.arange(len(steps))
+    if isinstance(spec, str):
+        spec = spec.strip()
+    if isinstance(spec, str) and ":" in spec:
+        parts = spec.split(":")
+        if len(parts) > 3:
+            raise ProbeError(f"{spec!r}: expected START:STOP[:STRIDE]", param="steps")
+        try:
+            lo = int(parts[0]) if parts[0] else int(steps[0])
+            hi = int(parts[1]) if parts[1] else int(steps[-1])
+            stride = int(parts[2]) if len(parts) == 3 and parts[2] else 1
+        except ValueError:
+            raise ProbeError(f"{spec!r}: START, STOP and STRIDE must be integers", param="steps") from None
+        if stride < 1:
+            raise ProbeError(f"{spec!r}: STRIDE must be >= 1", param="steps")
+        idx = np.flatnonzero((steps >= lo) & (steps <= hi))[::stride]
+        if idx.size == 0:
+            raise ProbeError(f"{spec!r} selects no checkpoint (checkpoints {steps[0]}..{steps[-1]})", param="steps")
+        return idx
+    wanted = spec.split(",") if isinstance(spec, str) else list(np.atleast_1d(spec))
+    out = []
+    for w in wanted:
+        w = w.strip() if isinstance(w, str) else w
+        if w in ("first", "last"):
+            out.append(0 if w == "first" else len(steps) - 1)
+            continue
+        try:
+            s = int(w)
+        except (TypeError, ValueError, OverflowError):
+            raise ProbeError(f"{str(w)[:40]!r} is not a step (use all, first, last, START:STOP:STRIDE or a list)",
+                             param="steps") from None
+        i = int(np.searchsorted(steps, s))
+        if i >= len(steps) or steps[i] != s:
+            near = sorted({int(steps[max(i - 1, 0)]), int(steps[min(i, len(steps) - 1)])})
+            raise ProbeError(f"step {s} is not a checkpoint (checkpoints {steps[0]}..{steps[-1]}, {len(steps)} in all; "
+                             f"nearest: {', '.join(map(str, near))})", param="steps")
+        out.append(i)
+    return np.unique(np.asarray(out, dtype=np.int64))
 
-    run: "Run"
+
+# --------------------------------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------------------------------
+class CheckpointSource(Protocol):
+    """What a :class:`Checkpoint` reads from: a :class:`Run`, or the analyses' array sources."""
+
+    steps: np.ndarray
+
+    def read_embeddings(self, indices: np.ndarray) -> np.ndarray | None: ...
+
+    def read_tensor(self, index: int, name: str) -> np.ndarray: ...
+
+    def load_model(self, index: int) -> "ProbeModel": ...
+
+
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """One saved step of a checkpoint series; tensors are read when asked for.
+
+    ``embeddings()`` are the symbol embeddings as float64 ``[n_symbols, d]`` (``[n, d, d]`` for
+    matrix embeddings); ``tensor(name)`` one saved parameter as float64; ``model()`` a
+    ``HookedRootModule`` with this step's weights. A runner that has read a chunk of embeddings
+    hands them in as ``preloaded`` so each checkpoint is read once.
+    """
+
+    source: CheckpointSource = field(repr=False)
     step: int
     index: int
+    preloaded: np.ndarray | None = field(default=None, repr=False)
+    _memo: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def embeddings(self) -> np.ndarray:
+        if self.preloaded is not None:
+            return self.preloaded
+        if "embeddings" not in self._memo:
+            e = self.source.read_embeddings(np.array([self.index]))
+            if e is None:
+                raise ProbeError("this model has no symbol embeddings")
+            self._memo["embeddings"] = e[0]
+        return self._memo["embeddings"]
+
+    def tensor(self, name: str) -> np.ndarray:
+        return self.source.read_tensor(self.index, name)
+
+    def model(self) -> "ProbeModel":
+        if "model" not in self._memo:
+            self._memo["model"] = self.source.load_model(self.index)
+        return self._memo["model"]
 
     def params(self) -> dict[str, "torch.Tensor"]:
-        return self.run.params(self.step)
+        if not isinstance(self.source, Run):
+            raise ProbeError("params() needs a checkpoint of a run")
+        return self.source.params(self.step)
 
-    def model(self, device: str = "cpu") -> "ProbeModel":
-        return self.run.model(self.step, device=device)
 
-    def embeddings(self) -> "torch.Tensor":
-        return self.run.embeddings(self.step)
+# --------------------------------------------------------------------------------------------------
+# runs
+# --------------------------------------------------------------------------------------------------
+def stored_task(f: RunFile) -> Task:
+    """The task a run file stores: rebuilt from its spec (and stored table), checked against the
+    stored labels. Never reads a file outside the run."""
+    table = symbols = None
+    if "table" in f.f["task"]:
+        table = f.read(f.f["task/table"])
+        symbols = tuple(str(s) for s in f.symbols)
+    task = task_from_spec(f.task_spec, table=table, symbols=symbols)
+    if task.n_samples != f.n_samples:
+        raise ProbeError(f"the stored task has {f.n_samples} samples but {task.describe()} has {task.n_samples}")
+    if not np.array_equal(f.read(f.f["task/labels"]), task.labels):
+        raise ProbeError(f"the stored labels disagree with task {task.describe()}")
+    return task
 
 
 class Run:
@@ -54,9 +164,11 @@ class Run:
         self._file = RunFile(self.path)
         try:
             self.config = TrainConfig.from_dict(self._file.config)
+            self.task = stored_task(self._file)
         except ProbeError as exc:
             self._file.close()
-            raise ProbeError(f"{self.path} holds an invalid config: {exc}") from None
+            raise ProbeError(f"{self.path} is damaged: {exc}") from None
+        self._model: "ProbeModel | None" = None
 
     # lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:
@@ -69,9 +181,8 @@ class Run:
         self.close()
 
     def refresh(self) -> None:
-        """Pick up checkpoints and metrics written since opening (the run may still be training)."""
+        """Pick up checkpoints and metrics committed since opening (the run may still be training)."""
         self._file.refresh()
-        self.__dict__.pop("steps", None)
 
     def __repr__(self) -> str:
         steps = self.steps
@@ -86,21 +197,18 @@ class Run:
         return self._file
 
     @cached_property
-    def task(self) -> Task:
-        return task_from_spec(self._file.task_spec)
-
-    @cached_property
     def split(self) -> Split:
-        return Split(train=np.asarray(self._file.f["split/train"][:]), val=np.asarray(self._file.f["split/val"][:]))
+        f = self._file
+        return Split(train=f.read(f.f["split/train"]).astype(np.int64), val=f.read(f.f["split/val"]).astype(np.int64))
 
-    @cached_property
+    @property
     def steps(self) -> np.ndarray:
         """Steps of the committed checkpoints, increasing."""
         return self._file.steps
 
     @property
     def finished(self) -> bool:
-        return bool(self._file.f.attrs.get("finished", False))
+        return self._file.finished
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -108,7 +216,7 @@ class Run:
 
     @property
     def metrics(self) -> "pd.DataFrame":
-        """Per-step training metrics: step, train_loss, train_acc, val_loss, val_acc, lr."""
+        """Per-step training metrics (committed rows): step, train_loss, train_acc, val_loss, val_acc, lr."""
         import pandas as pd
 
         return pd.DataFrame(self._file.metrics())
@@ -121,47 +229,60 @@ class Run:
     def checkpoints(self) -> list[Checkpoint]:
         return [Checkpoint(self, int(s), i) for i, s in enumerate(self.steps)]
 
+    def select(self, spec: Any = "all") -> np.ndarray:
+        """Checkpoint indices for a step selection (see :func:`select_steps`)."""
+        return select_steps(self.steps, spec)
+
     def checkpoint(self, step: int | str) -> Checkpoint:
         """The checkpoint at ``step`` (an int, or ``"first"`` / ``"last"``)."""
-        return Checkpoint(self, *self._locate(step)[::-1])
+        i = self._index(step)
+        return Checkpoint(self, int(self.steps[i]), i)
 
-    def _locate(self, step: int | str) -> tuple[int, int]:
-        steps = self.steps
-        if len(steps) == 0:
-            raise ProbeError(f"run {self.dir} has no checkpoints yet")
-        if step == "last":
-            return len(steps) - 1, int(steps[-1])
-        if step == "first":
-            return 0, int(steps[0])
-        try:
-            step = int(step)
-        except (TypeError, ValueError):
-            raise ProbeError(f"step must be an integer, 'first' or 'last', got {step!r}") from None
-        i = int(np.searchsorted(steps, step))
-        if i < len(steps) and steps[i] == step:
-            return i, step
-        near = sorted({int(steps[max(i - 1, 0)]), int(steps[min(i, len(steps) - 1)])})
-        raise ProbeError(f"step {step} is not a checkpoint of {self.dir} (checkpoints {steps[0]}..{steps[-1]}; "
-                         f"nearest: {', '.join(map(str, near))})")
+    def _index(self, step: int | str) -> int:
+        if isinstance(step, (int, np.integer)) and not isinstance(step, bool):
+            step = str(int(step))
+        if not isinstance(step, str) or "," in step or ":" in step or step.strip() == "all":
+            raise ProbeError(f"step must be an integer, 'first' or 'last', got {step!r}")
+        return int(select_steps(self.steps, step)[0])
 
-    # tensors -------------------------------------------------------------------------------------
+    # reads ---------------------------------------------------------------------------------------------
     def params(self, step: int | str) -> dict[str, "torch.Tensor"]:
         """All saved tensors at ``step``, by parameter name (float32 tensors on CPU)."""
         import torch
 
-        i, _ = self._locate(step)
-        return {name: torch.from_numpy(np.asarray(self._file.tensor_series(name)[i], dtype=np.float32))
-                for name in self.tensor_names}
+        i = self._index(step)
+        return {name: torch.from_numpy(self.read_tensor(i, name, np.float32)) for name in self.tensor_names}
 
-    def series(self, name: str, steps: slice | np.ndarray | None = None) -> np.ndarray:
-        """One tensor across checkpoints: ``[T, *shape]`` (``steps`` selects checkpoint indices)."""
-        ds = self._file.tensor_series(name)
+    def read_tensor(self, index: int, name: str, dtype: Any = np.float64) -> np.ndarray:
+        """One saved tensor at checkpoint ``index`` (checksums verified)."""
+        if not 0 <= index < len(self.steps):
+            raise ProbeError(f"checkpoint index {index} is outside 0..{len(self.steps) - 1}")
+        ds = self._file.series_dataset(name)
+        return self._file.read(ds, index, step=int(self.steps[index])).astype(dtype)
+
+    def series(self, name: str, steps: slice | np.ndarray | list[int] | None = None) -> np.ndarray:
+        """One tensor across committed checkpoints, ``[T, *shape]``; ``steps`` selects checkpoint
+        indices (a slice or an index array). Rows a writer has not committed are never returned."""
         n = len(self.steps)
-        if steps is None:
-            return np.asarray(ds[:n])
-        if isinstance(steps, slice):
-            return np.asarray(ds[:n][steps]) if steps.step not in (None, 1) else np.asarray(ds[steps][: n])
-        return np.asarray(ds[np.asarray(steps)])
+        idx = np.arange(n) if steps is None else (np.arange(n)[steps] if isinstance(steps, slice)
+                                                  else np.asarray(steps, dtype=np.int64))
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise ProbeError(f"checkpoint indices must be in 0..{n - 1}")
+        ds = self._file.series_dataset(name)
+        if idx.size == 0:
+            return np.zeros((0, *ds.shape[1:]), dtype=ds.dtype)
+        lo, hi = int(idx.min()), int(idx.max()) + 1
+        contiguous = np.array_equal(idx, np.arange(lo, hi))
+        where = f"steps {int(self.steps[lo])}..{int(self.steps[hi - 1])}"
+        with self._file._reading(f"{ds.name.lstrip('/')} at {where}"):
+            if contiguous:
+                return np.asarray(ds[lo:hi])
+            order = np.argsort(idx, kind="stable")
+            uniq, inverse = np.unique(idx[order], return_inverse=True)
+            block = np.asarray(ds[uniq])
+        out = np.empty((len(idx), *block.shape[1:]), dtype=block.dtype)
+        out[order] = block[inverse]
+        return out
 
     def iter_tensor(self, name: str, chunk: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream one tensor across all checkpoints: yields ``(steps[c], values[c, *shape])``.
@@ -169,51 +290,88 @@ class Run:
         Memory stays at one chunk, whatever the length of the series.
         """
         if chunk < 1:
-            raise ProbeError(f"chunk must be >= 1, got {chunk}")
-        ds = self._file.tensor_series(name)
+            raise ProbeError(f"must be >= 1, got {chunk}", param="chunk")
         steps = self.steps
         for lo in range(0, len(steps), chunk):
             hi = min(lo + chunk, len(steps))
-            yield steps[lo:hi], np.asarray(ds[lo:hi])
+            yield steps[lo:hi], self.series(name, slice(lo, hi))
 
     def static(self) -> dict[str, np.ndarray]:
         """Fixed tensors that are not trained (e.g. the toy model's regression targets)."""
         return self._file.static()
 
+    def content_key(self, indices: np.ndarray) -> str:
+        """A hash of what an analysis of checkpoints ``indices`` reads: config, task, split, steps and
+        the checkpoints' contents (their stored digests, or the tensors themselves for files that
+        have none). A copied, replaced or edited run gets a different key."""
+        idx = np.asarray(indices, dtype=np.int64)
+        h = hashlib.blake2b(digest_size=16)
+        f = self._file
+        for key in ("config", "task", "parameters"):
+            h.update(str(f.f.attrs[key]).encode())
+        for arr in (f.read(f.f["task/labels"]), self.split.train, self.split.val, self.steps[idx]):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        for arr in self.static().values():
+            h.update(np.ascontiguousarray(arr).tobytes())
+        digests = f.digests(idx)
+        if digests is not None:
+            h.update(digests.tobytes())
+        else:
+            for name in self.tensor_names:
+                for lo in range(0, len(idx), 256):
+                    h.update(np.ascontiguousarray(self.series(name, idx[lo: lo + 256])).tobytes())
+        return h.hexdigest()
+
+    # models -----------------------------------------------------------------------------------------
     def model(self, step: int | str, device: str = "cpu") -> "ProbeModel":
         """A ``HookedRootModule`` with the weights of ``step`` (``run_with_cache`` / ``run_with_hooks`` work)."""
         from probe.models import build_model
 
         model = build_model(self.config.model, self.task)
-        self.load_weights(model, step)
+        self.load_weights(model, self._index(step))
         return model.to(device).eval()
 
-    def load_weights(self, model: "ProbeModel", step: int | str) -> "ProbeModel":
-        """Copy the weights of ``step`` (and the run's fixed buffers) into ``model``, built from this
-        run's config, in place: a series of checkpoints can reuse one model."""
+    def load_model(self, index: int, device: str = "cpu") -> "ProbeModel":
+        """The weights of checkpoint ``index`` in one model per run (a series reuses it)."""
+        from probe.models import build_model
+
+        if self._model is None or str(next(self._model.parameters()).device) != str(device):
+            self._model = build_model(self.config.model, self.task).eval().to(device)
+        return self.load_weights(self._model, index)
+
+    def load_weights(self, model: "ProbeModel", index: int) -> "ProbeModel":
+        """Copy the weights of checkpoint ``index`` (and the run's fixed buffers) into ``model``, built
+        from this run's config, in place."""
         import torch
 
-        i, _ = self._locate(step)
         names = self.tensor_names
-        missing = [n for n in self._param_names if n not in names]
+        expected = dict(model.named_parameters())
+        missing = [n for n in expected if n not in names]
         if missing:
-            raise ProbeError(f"step {step}: the run saved only {', '.join(names)}; a model needs "
-                             f"every parameter (missing: {', '.join(missing)}); train with checkpoint.tensors='*'")
+            raise ProbeError(f"the run saved only {', '.join(names)}; a model needs every parameter "
+                             f"(missing: {', '.join(missing)}); train with checkpoint.tensors='*'")
         static = self.static()
         with torch.no_grad():
-            for name, param in model.named_parameters():
-                row = np.asarray(self._file.tensor_series(name)[i], dtype=np.float32)
+            for name, param in expected.items():
+                row = self.read_tensor(index, name, np.float32)
+                if tuple(row.shape) != tuple(param.shape):
+                    raise ProbeError(f"{self.path} is damaged: tensor {name} has shape {row.shape}, the model "
+                                     f"needs {tuple(param.shape)}")
                 param.copy_(torch.from_numpy(row).to(param.device))
             for name, buf in model.named_buffers():
                 if name in static:
+                    if tuple(static[name].shape) != tuple(buf.shape):
+                        raise ProbeError(f"{self.path} is damaged: static/{name} has shape {static[name].shape}")
                     buf.copy_(torch.from_numpy(static[name]).to(buf.device))
         return model
 
-    @cached_property
-    def _param_names(self) -> list[str]:
-        import json
-
-        return list(json.loads(self._file.f.attrs["parameters"]))
+    def read_embeddings(self, indices: np.ndarray) -> np.ndarray | None:
+        """Symbol embeddings at checkpoints ``indices``: float64 ``[len, n_symbols, ...]`` (None when
+        the model declares no embedding parameter or the run did not save it)."""
+        name = self.config.model.embed_param
+        if name is None or name not in self.tensor_names:
+            return None
+        return self.series(name, indices).astype(np.float64)[:, : self.task.n_symbols]
 
     def embeddings(self, step: int | str) -> "torch.Tensor":
         """The symbol embeddings at ``step``: ``[n_symbols, d]`` (``[n, d, d]`` for matrix embeddings).
@@ -221,16 +379,16 @@ class Run:
         For the transformer these are the rows of ``embed.W_E`` for the task's symbols (the ``=``
         and op tokens are excluded).
         """
-        name = "embed.W_E"
-        if self.config.model.kind == "digits":
-            raise ProbeError("the digits model has no symbol embeddings")
-        if name not in self.tensor_names:
-            raise ProbeError(f"the run did not save {name} (saved: {', '.join(self.tensor_names)})")
         import torch
 
-        i, _ = self._locate(step)
-        w = np.asarray(self._file.tensor_series(name)[i], dtype=np.float32)
-        return torch.from_numpy(w[: self.task.n_symbols])
+        name = self.config.model.embed_param
+        if name is None:
+            raise ProbeError(f"the {self.config.model.kind} model has no symbol embeddings")
+        if name not in self.tensor_names:
+            raise ProbeError(f"the run did not save {name} (saved: {', '.join(self.tensor_names)})")
+        emb = self.read_embeddings(np.array([self._index(step)]))
+        assert emb is not None
+        return torch.from_numpy(emb[0].astype(np.float32))
 
     def hook_names(self) -> list[str]:
         from probe.models import build_model
@@ -245,7 +403,7 @@ class Run:
 
         idx = {"all": np.arange(self.task.n_samples), "train": self.split.train, "val": self.split.val}
         if which not in idx:
-            raise ProbeError(f"unknown sample set {which!r} (valid: all, train, val)")
+            raise ProbeError(f"unknown sample set {which!r}{valid(idx)}")
         model = build_model(self.config.model, self.task)
         x = model.model_inputs(torch.as_tensor(self.task.inputs[idx[which]]))
         return x.to(device), torch.as_tensor(self.task.labels[idx[which]]).to(device)
@@ -256,5 +414,48 @@ def load_run(run_dir: str | os.PathLike[str]) -> Run:
     return Run(run_dir)
 
 
-def _run_dir(path: str | os.PathLike[str]) -> Path:
-    return run_file_path(path).parent
+def run_labels(paths: list[Path]) -> list[str]:
+    """Short names that tell runs apart: each run directory's name, extended by parent folders
+    until every label is unique (``A/run`` and ``B/run`` rather than ``run`` twice)."""
+    resolved = [Path(p).resolve() for p in paths]
+    depth = 1
+    while True:
+        labels = ["/".join(p.parts[-depth:]) for p in resolved]
+        if len(set(labels)) == len(labels) or depth >= max(len(p.parts) for p in resolved):
+            return labels
+        depth += 1
+
+
+def describe_run(run: Run) -> dict[str, Any]:
+    """The facts ``probe info`` prints, as a JSON-able dict (works on a run with no metrics or
+    checkpoints yet)."""
+    cfg = run.config
+    steps = run.steps
+    metrics = run.metrics
+    last = {k: (None if v != v else v) for k, v in metrics.iloc[-1].to_dict().items()} if len(metrics) else {}
+    n_train, n_val = run.split.sizes
+    packages = run.file.packages
+    return {
+        "run": str(run.dir),
+        "status": "finished" if run.finished else "in progress or interrupted",
+        "task": run.task.describe(),
+        "samples": run.task.n_samples,
+        "n_symbols": run.task.n_symbols,
+        "n_classes": run.task.n_classes,
+        "model": cfg.to_dict()["model"],
+        "optimizer": {"name": cfg.optimizer, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
+                      "embed_lr": cfg.resolved_embed_lr, "embed_weight_decay": cfg.resolved_embed_weight_decay,
+                      "betas": list(cfg.betas), "warmup_steps": cfg.warmup_steps,
+                      "batch_size": cfg.batch_size if cfg.batch_size else "full"},
+        "split": {"train": n_train, "val": n_val, "train_fraction": cfg.train_fraction, "n_train": cfg.n_train},
+        "seeds": {"seed": cfg.seed, "split_seed": cfg.split_seed},
+        "steps": cfg.steps,
+        "checkpoints": {"count": int(len(steps)), "first": int(steps[0]) if len(steps) else None,
+                        "last": int(steps[-1]) if len(steps) else None,
+                        "schedule": cfg.to_dict()["checkpoint"], "tensors": run.tensor_names},
+        "metrics_rows": int(len(metrics)),
+        "final": {k: last.get(k) for k in ("step", "train_loss", "train_acc", "val_loss", "val_acc")},
+        "file": {"path": str(run.path), "bytes": os.path.getsize(run.path),
+                 "schema_version": run.file.version, "created": run.attrs.get("created"),
+                 "packages": packages},
+    }

@@ -21,9 +21,19 @@ from typing import Any, Callable
 import numpy as np
 
 from probe.errors import ProbeError
+from probe.registry import Registry
 
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
-GROUPS_DIR = DATA_DIR / "groups"
+
+def _groups_dir() -> Path:
+    """The shipped group tables: package data ``probe.groups`` (``data/groups`` in the source tree)."""
+    from importlib.resources import files
+
+    return Path(str(files("probe.groups")))
+
+
+def shipped_groups() -> tuple[str, ...]:
+    """Names of the shipped Cayley tables (S3, D4, Q8, A4)."""
+    return tuple(sorted(p.stem for p in _groups_dir().glob("*.csv")))
 
 
 def _is_prime(n: int) -> bool:
@@ -45,6 +55,7 @@ def _mix1(a: np.ndarray, b: np.ndarray, p: int) -> np.ndarray:
     return np.where(b % 2 == 1, _div(a, b, p), (a - b) % p)
 
 
+# name -> (function of (a, b, p) on int arrays, needs b != 0, commutative, needs prime p)
 MODULAR_OPS: dict[str, tuple[_Binary, bool, bool, bool]] = {
     "add": (lambda a, b, p: (a + b) % p, False, True, False),
     "sub": (lambda a, b, p: (a - b) % p, False, False, False),
@@ -57,8 +68,6 @@ MODULAR_OPS: dict[str, tuple[_Binary, bool, bool, bool]] = {
     "x3+xy2+y": (lambda a, b, p: (a**3 + a * b * b + b) % p, False, False, False),
     "mix1": (_mix1, True, False, True),
 }
-OTHER_TASKS = ("nonmod-add", "perm", "group", "digits")
-TASK_NAMES: tuple[str, ...] = tuple(MODULAR_OPS) + OTHER_TASKS
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,12 +142,11 @@ def group_table_path(name: str) -> Path:
     path = Path(name)
     if path.suffix == ".csv" and path.exists():
         return path
-    candidate = GROUPS_DIR / f"{name}.csv"
-    if candidate.exists():
+    candidate = _groups_dir() / f"{name}.csv"
+    if name in shipped_groups():
         return candidate
-    shipped = sorted(p.stem for p in GROUPS_DIR.glob("*.csv")) if GROUPS_DIR.exists() else []
-    raise ProbeError(f"group table {name!r} not found (shipped: {', '.join(shipped) or 'none'}; "
-                     "or give a path to a .csv file)")
+    raise ProbeError(f"group table {name!r} not found (shipped: {', '.join(shipped_groups())}; "
+                     "or give a path to a .csv file)", param="group")
 
 
 def read_group_csv(path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -154,6 +162,8 @@ def read_group_csv(path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
         raise ProbeError(f"cannot read group table {path}: {exc}") from None
     if len(rows) < 2:
         raise ProbeError(f"group table {path} is empty")
+    if len(rows) > MAX_TABLE + 1:
+        raise ProbeError(f"group table {path} has more than {MAX_TABLE} elements")
     cols = tuple(rows[0][1:])
     elems = tuple(r[0] for r in rows[1:])
     if len(set(cols)) != len(cols):
@@ -173,69 +183,192 @@ def read_group_csv(path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
     return table, cols
 
 
-def make_task(name: str, p: int | None = None, n: int | None = None, group: str | None = None,
-              ordered: bool | None = None) -> Task:
-    """Build a task from its parameters; invalid combinations raise :class:`ProbeError`.
+# --------------------------------------------------------------------------------------------------
+# the task registry: one entry per task name
+# --------------------------------------------------------------------------------------------------
+MAX_SYMBOLS = 2048  # p limit: p^2 samples (4M) fit in memory with room to spare
+MAX_TABLE = 256  # operation tables from CSV: the group axioms are checked in n^3 lookups
 
-    ``ordered``: all ordered pairs (a, b), or for commutative tasks only a <= b (Liu et al.'s
-    convention for non-modular addition). ``None`` takes the task's default: unordered for
-    ``nonmod-add``, ordered otherwise.
-    """
-    spec: dict[str, Any] = {"name": name}
-    if name in MODULAR_OPS:
-        fn, b_nonzero, commutative, needs_prime = MODULAR_OPS[name]
-        if p is None or p < 2:
-            raise ProbeError(f"task {name!r} needs p >= 2, got p={p}")
-        if not _is_prime(p):
-            raise ProbeError(f"task {name!r} needs a prime modulus, got p={p}")
+
+@dataclass(frozen=True)
+class TaskKind:
+    """A registered task: its builder and what it needs. ``build(p=, n=, group=, ordered=, table=,
+    symbols=) -> Task``; ``table`` and ``symbols`` carry a stored operation table (runs store it, so
+    a run never reads a CSV file again)."""
+
+    name: str
+    description: str
+    build: Callable[..., Task]
+    modular: bool = False
+
+
+TASKS: Registry[TaskKind] = Registry("task")
+
+
+def _modular_builder(name: str, fn: _Binary, b_nonzero: bool, commutative: bool) -> Callable[..., Task]:
+    def build(p: int | None = None, ordered: bool | None = None, **_: Any) -> Task:
+        _check_modulus(name, p, prime=True)
+        assert p is not None
         ordered = True if ordered is None else ordered
-        spec.update(p=p, ordered=ordered)
         a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
         table = fn(a.astype(np.int64), b.astype(np.int64), p).astype(np.int64)
         if b_nonzero:
             table[:, 0] = -1
-        symbols = tuple(str(k) for k in range(p))
-        return _table_task(spec, table, symbols, p, commutative, ordered, modulus=p)
-    if name == "nonmod-add":
-        if p is None or p < 2:
-            raise ProbeError(f"task 'nonmod-add' needs p >= 2, got p={p}")
-        ordered = False if ordered is None else ordered
-        spec.update(p=p, ordered=ordered)
-        a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
-        return _table_task(spec, (a + b).astype(np.int64), tuple(str(k) for k in range(p)), 2 * p - 1,
-                           True, ordered, modulus=None)
-    if name == "perm":
-        if n is None or not 2 <= n <= 5:
-            raise ProbeError(f"task 'perm' (S_n composition) needs 2 <= n <= 5, got n={n}")
-        table, symbols = _permutation_table(n)
-        spec.update(n=n)
-        return _table_task(spec, table, symbols, len(symbols), n < 3, True, modulus=None)
-    if name == "group":
+        spec = {"name": name, "p": p, "ordered": ordered}
+        return _table_task(spec, table, tuple(str(k) for k in range(p)), p, commutative, ordered, modulus=p)
+
+    return build
+
+
+def _check_modulus(name: str, p: int | None, prime: bool) -> None:
+    if p is None or p < 2:
+        raise ProbeError(f"task {name!r} needs p >= 2, got p={p}", param="p")
+    if p > MAX_SYMBOLS:
+        raise ProbeError(f"task {name!r} supports p <= {MAX_SYMBOLS}, got p={p}", param="p")
+    if prime and not _is_prime(p):
+        raise ProbeError(f"task {name!r} needs a prime modulus, got p={p}", param="p")
+
+
+for _name, (_fn, _b_nonzero, _commutative, _) in MODULAR_OPS.items():
+    TASKS.add(_name, TaskKind(_name, f"({_name}) mod p, p prime (Power et al. Table 1)",
+                              _modular_builder(_name, _fn, _b_nonzero, _commutative), modular=True))
+
+
+def _build_nonmod_add(p: int | None = None, ordered: bool | None = None, **_: Any) -> Task:
+    _check_modulus("nonmod-add", p, prime=False)
+    assert p is not None
+    ordered = False if ordered is None else ordered
+    a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+    return _table_task({"name": "nonmod-add", "p": p, "ordered": ordered}, (a + b).astype(np.int64),
+                       tuple(str(k) for k in range(p)), 2 * p - 1, True, ordered, modulus=None)
+
+
+def _build_perm(n: int | None = None, **_: Any) -> Task:
+    if n is None or not 2 <= n <= 5:
+        raise ProbeError(f"task 'perm' (S_n composition) needs 2 <= n <= 5, got n={n}", param="n")
+    table, symbols = _permutation_table(n)
+    return _table_task({"name": "perm", "n": n}, table, symbols, len(symbols), n < 3, True, modulus=None)
+
+
+def _build_table_task(kind: str, group: str | None, ordered: bool | None, table: np.ndarray | None,
+                      symbols: tuple[str, ...] | None) -> Task:
+    if table is None:
         if not group:
-            raise ProbeError("task 'group' needs group=NAME (a CSV table in data/groups/) or a path")
+            raise ProbeError(f"task {kind!r} needs group=NAME (a shipped table: {', '.join(shipped_groups())}) "
+                             "or a path to a CSV file", param="group")
         table, symbols = read_group_csv(group_table_path(group))
-        commutative = bool(np.array_equal(table, table.T))
-        ordered = True if ordered is None else ordered
-        spec.update(group=group, ordered=ordered)
-        return _table_task(spec, table, symbols, len(symbols), commutative, ordered, modulus=None)
-    if name == "digits":
-        from sklearn.datasets import load_digits  # bundled with scikit-learn, no download
-
-        x, y = load_digits(return_X_y=True)
-        return Task(spec=spec, inputs=(x / 16.0).astype(np.float32), labels=y.astype(np.int64),
-                    n_symbols=0, n_classes=10, symbols=tuple(str(k) for k in range(10)),
-                    commutative=False)
-    raise ProbeError(f"unknown task {name!r}{_valid(TASK_NAMES)}")
-
-
-def _valid(names: tuple[str, ...] | list[str]) -> str:
-    return f" (valid: {', '.join(names)})"
+    else:
+        table, symbols = _checked_table(np.asarray(table), symbols)
+    if kind == "group":
+        problem = group_axioms_problem(table)
+        if problem:
+            raise ProbeError(f"the table {group!r} is not a group: {problem} (use task=table for a plain "
+                             "operation table)", param="group")
+    commutative = bool(np.array_equal(table, table.T))
+    ordered = True if ordered is None else ordered
+    spec = {"name": kind, "group": _table_label(group), "ordered": ordered}
+    return _table_task(spec, table, tuple(symbols), len(symbols), commutative, ordered, modulus=None)
 
 
-def task_from_spec(spec: dict[str, Any]) -> Task:
-    """Rebuild a task from the JSON spec stored in a run."""
-    return make_task(spec["name"], p=spec.get("p"), n=spec.get("n"), group=spec.get("group"),
-                     ordered=spec.get("ordered"))
+def _table_label(group: str | None) -> str | None:
+    """How a table task names its table: a shipped name as is, a CSV file by its stem."""
+    if group is None:
+        return None
+    return Path(group).stem if group.endswith(".csv") else group
+
+
+def _checked_table(table: np.ndarray, symbols: tuple[str, ...] | None) -> tuple[np.ndarray, tuple[str, ...]]:
+    if table.ndim != 2 or table.shape[0] != table.shape[1] or not 1 <= table.shape[0] <= MAX_TABLE:
+        raise ProbeError(f"a stored operation table must be square with 1..{MAX_TABLE} rows, got shape "
+                         f"{table.shape}")
+    if not np.issubdtype(table.dtype, np.integer) or table.min() < 0 or table.max() >= table.shape[0]:
+        raise ProbeError("a stored operation table must hold element indices 0..n-1")
+    n = table.shape[0]
+    if symbols is None or len(symbols) != n:
+        symbols = tuple(str(k) for k in range(n))
+    return table.astype(np.int64), tuple(str(s) for s in symbols)
+
+
+def group_axioms_problem(table: np.ndarray) -> str | None:
+    """The first group axiom ``table`` violates (associativity, identity, inverses), or None."""
+    t = np.asarray(table)
+    n = t.shape[0]
+    # (a*b)*c == a*(b*c) for all a, b, c: n^3 lookups, vectorised
+    left = t[t[:, :, None], np.arange(n)[None, None, :]]  # [(a*b)*c]
+    right = t[np.arange(n)[:, None, None], t[None, :, :]]  # [a*(b*c)]
+    bad = np.argwhere(left != right)
+    if bad.size:
+        a, b, c = bad[0]
+        return f"not associative ((e{a} e{b}) e{c} != e{a} (e{b} e{c}))"
+    ident = [e for e in range(n) if np.array_equal(t[e], np.arange(n)) and np.array_equal(t[:, e], np.arange(n))]
+    if not ident:
+        return "no identity element"
+    e = ident[0]
+    if not all((t[a] == e).any() and (t[:, a] == e).any() for a in range(n)):
+        return "not every element has an inverse"
+    return None
+
+
+TASKS.add("nonmod-add", TaskKind("nonmod-add", "a + b over 0..p-1, not reduced (Liu et al. Sec. 2)",
+                                 _build_nonmod_add))
+TASKS.add("perm", TaskKind("perm", "composition in S_n (n = 2..5)", _build_perm))
+TASKS.add("group", TaskKind("group", "a group from a Cayley table (shipped S3, D4, Q8, A4 or a CSV path); "
+                            "group axioms checked", lambda group=None, ordered=None, table=None, symbols=None,
+                            **_: _build_table_task("group", group, ordered, table, symbols)))
+TASKS.add("table", TaskKind("table", "any closed operation table from a CSV (no axioms checked)",
+                            lambda group=None, ordered=None, table=None, symbols=None,
+                            **_: _build_table_task("table", group, ordered, table, symbols)))
+
+
+def _build_digits(**_: Any) -> Task:
+    from sklearn.datasets import load_digits  # bundled with scikit-learn, no download
+
+    x, y = load_digits(return_X_y=True)
+    return Task(spec={"name": "digits"}, inputs=(x / 16.0).astype(np.float32), labels=y.astype(np.int64),
+                n_symbols=0, n_classes=10, symbols=tuple(str(k) for k in range(10)), commutative=False)
+
+
+TASKS.add("digits", TaskKind("digits", "scikit-learn's bundled 8x8 digits (Omnigrok-style MLP)", _build_digits))
+TASK_NAMES: tuple[str, ...] = TASKS.names()
+
+
+def make_task(name: str, p: int | None = None, n: int | None = None, group: str | None = None,
+              ordered: bool | None = None, table: np.ndarray | None = None,
+              symbols: tuple[str, ...] | None = None) -> Task:
+    """Build a task from its parameters; invalid combinations raise :class:`ProbeError`.
+
+    ``ordered``: all ordered pairs (a, b), or for commutative tasks only a <= b (Liu et al.'s
+    convention for non-modular addition). ``None`` takes the task's default: unordered for
+    ``nonmod-add``, ordered otherwise. ``table``/``symbols``: a stored operation table for the
+    ``group`` and ``table`` tasks (instead of reading ``group``'s CSV file).
+    """
+    return TASKS.get(name).build(p=p, n=n, group=group, ordered=ordered, table=table, symbols=symbols)
+
+
+def task_from_spec(spec: dict[str, Any], table: np.ndarray | None = None,
+                   symbols: tuple[str, ...] | None = None) -> Task:
+    """Rebuild a task from the JSON spec stored in a run (and its stored operation table, if any).
+
+    A stored spec never makes probe read a file: table tasks come from the table stored in the run,
+    or, for runs that did not store one, from a shipped table named in the spec.
+    """
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise ProbeError("the stored task spec is not a JSON object with a 'name'")
+    name = spec["name"]
+    if name in ("group", "table") and table is None:
+        label = spec.get("group")
+        if not isinstance(label, str) or label not in shipped_groups():
+            raise ProbeError(f"the run names the group table {str(label)[:40]!r} but does not store it; only the "
+                             f"shipped tables ({', '.join(shipped_groups())}) can be rebuilt from a name")
+    kw = {k: spec.get(k) for k in ("p", "n", "group", "ordered")}
+    for key in ("p", "n"):
+        if kw[key] is not None and (isinstance(kw[key], bool) or not isinstance(kw[key], int)):
+            raise ProbeError(f"the stored task has a non-integer {key}={str(kw[key])[:40]!r}")
+    if kw["ordered"] is not None and not isinstance(kw["ordered"], bool):
+        raise ProbeError("the stored task has a non-boolean 'ordered'")
+    if kw["group"] is not None and not isinstance(kw["group"], str):
+        raise ProbeError("the stored task has a non-string 'group'")
+    return make_task(name, table=table, symbols=symbols, **kw)
 
 
 @dataclass(frozen=True, eq=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from probe.config import TrainConfig
-from train.config import load_config
+from probe.train.config import load_config
 
 TINY_TOY = {"steps": "60", "model.decoder": "16,16", "checkpoint.schedule": "every", "checkpoint.every": "5",
             "checkpoint.metrics_every": "5"}
@@ -27,7 +27,7 @@ def tiny_transformer_config() -> TrainConfig:
 
 @pytest.fixture
 def toy_run(tmp_path: Path, tiny_toy_config: TrainConfig) -> Path:
-    from train.loop import train
+    from probe.train.loop import train
 
     train(tiny_toy_config, tmp_path / "toy", progress=False)
     return tmp_path / "toy"
@@ -35,7 +35,7 @@ def toy_run(tmp_path: Path, tiny_toy_config: TrainConfig) -> Path:
 
 @pytest.fixture
 def transformer_run(tmp_path: Path, tiny_transformer_config: TrainConfig) -> Path:
-    from train.loop import train
+    from probe.train.loop import train
 
     train(tiny_transformer_config, tmp_path / "tf", progress=False)
     return tmp_path / "tf"

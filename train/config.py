@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.config import TrainConfig
-from probe.errors import ProbeError
+from probe.errors import ProbeError, valid
 
 PRESETS: dict[str, dict[str, Any]] = {
     "liu-toy-add": {
@@ -82,7 +82,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 def preset_config(name: str) -> TrainConfig:
     """The TrainConfig of a named preset; unknown names list the valid ones."""
     if name not in PRESETS:
-        raise ProbeError(f"unknown preset {name!r} (valid: {', '.join(PRESETS)})")
+        raise ProbeError(f"unknown preset {name!r}{valid(PRESETS)}", param="preset")
     return TrainConfig.from_dict(PRESETS[name])
 
 
@@ -119,6 +119,7 @@ def load_config(preset: str | None = None, path: str | Path | None = None,
         preset = data.pop("preset", preset)
     base = preset_config(preset) if preset else TrainConfig()
     flat: dict[str, Any] = {}
+    user_keys = set(data) | set(overrides or {})
     for key, value in data.items():
         if isinstance(value, dict) and key in ("model", "checkpoint"):
             if key == "model" and "kind" in value:
@@ -127,4 +128,18 @@ def load_config(preset: str | None = None, path: str | Path | None = None,
         else:
             flat[key] = value
     flat.update(overrides or {})
+    if "train_fraction" in user_keys:
+        # the training-set size a user sets wins over a preset's: a fraction clears the preset's n_train
+        if "n_train" in user_keys and flat.get("n_train") not in (None, "", "none", "null", "None"):
+            raise ProbeError("set either train_fraction or n_train, not both (n_train overrides train_fraction)")
+        flat["n_train"] = None
     return base.with_overrides(flat) if flat else base
+
+
+def preset_rows() -> list[tuple[str, str, str, int]]:
+    """``(name, task, model kind, steps)`` of every preset, for listing."""
+    rows = []
+    for name, data in PRESETS.items():
+        task = data["task"] + (f" p={data['p']}" if data.get("p") else "") + (f" n={data['n']}" if data.get("n") else "")
+        rows.append((name, task, data["model"]["kind"], int(data["steps"])))
+    return rows

@@ -12,7 +12,10 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
+import os
+import shutil
 import sys
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,23 +23,15 @@ from typing import Any
 import numpy as np
 
 from probe.config import TrainConfig
+from probe.devices import resolve_device
 from probe.errors import ProbeError
 from probe.runfile import (FORMAT_NAME, SCHEMA_VERSION, ResumeState, RunFile, RunWriter, package_versions,
                            run_file_path)
-from probe.tasks import Split, make_split, make_task
-from train.schedule import STATE_SIZE, Schedule
+from probe.schedules import STATE_SIZE, Schedule, make_schedule
+from probe.tasks import Split, Task, make_split, make_task
 
 ADAM_KEYS = ("step", "exp_avg", "exp_avg_sq")
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ProbeError(f"device {name!r} requested but CUDA is not available")
-    return name
+CONFIG_COPY = "config.yaml"
 
 
 def _optim_keys(cfg: TrainConfig) -> tuple[str, ...]:
@@ -48,7 +43,7 @@ def _optim_keys(cfg: TrainConfig) -> tuple[str, ...]:
 class Trainer:
     """One run's model, data, optimizer and writer; ``run()`` trains to ``cfg.steps``."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, progress: bool = True) -> None:
+    def __init__(self, cfg: TrainConfig, run_dir: Path, progress: bool = True, task: Task | None = None) -> None:
         import torch
 
         from probe.models import build_model
@@ -57,7 +52,9 @@ class Trainer:
         self.run_dir = run_dir
         self.progress = progress
         self.device = resolve_device(cfg.device)
-        self.task = make_task(**{k: v for k, v in cfg.task_params.items()})
+        # a resumed run takes its task from the run file (a group table is stored there, so the
+        # CSV it came from may have moved)
+        self.task = task if task is not None else make_task(**cfg.task_params)
         self.split: Split = make_split(self.task.n_samples, cfg.train_fraction, cfg.split_seed, cfg.n_train)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.task).to(self.device)
@@ -145,7 +142,8 @@ class Trainer:
                 entry = {}
                 for key in _optim_keys(self.cfg):
                     arr = rs.optim[f"{name}/{key}"]
-                    entry[key] = (torch.tensor(float(arr), dtype=torch.float32) if key == "step"
+                    entry[key] = (torch.tensor(float(np.asarray(arr).reshape(-1)[0]), dtype=torch.float32)
+                                  if key == "step"
                                   else torch.from_numpy(arr).to(p.dtype))
                 new_state[idx] = entry
             sd["state"] = new_state
@@ -173,13 +171,16 @@ class Trainer:
             "device": self.device,
             "parameters": json.dumps(self.param_names),
         }
+        task_arrays = {"inputs": self.task.inputs, "labels": self.task.labels}
+        if self.task.table is not None and self.task.name in ("group", "table"):
+            task_arrays["table"] = self.task.table  # the run never needs the CSV again
         if copy_from is not None:
             attrs["created"] = str(copy_from.f.attrs.get("created", attrs["created"]))
             attrs["resumed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         buffers = {n: b.detach().cpu().numpy() for n, b in self.model.named_buffers()}
         return RunWriter.create(
             path, attrs=attrs,
-            task_arrays={"inputs": self.task.inputs, "labels": self.task.labels},
+            task_arrays=task_arrays,
             split={"train": self.split.train, "val": self.split.val},
             static=buffers,
             param_shapes={n: tuple(p.shape) for n, p in self.model.named_parameters()},
@@ -262,54 +263,114 @@ class Trainer:
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> Path:
-    """Train a new run into ``run_dir`` (which must not already hold a run)."""
+    """Train a new run into ``run_dir`` (which must not already hold a run).
+
+    Nothing is left behind when training cannot start: a directory this call created is removed
+    again. Once the run file exists, an error or interruption leaves a run that ``resume`` continues.
+    """
     run_dir = Path(run_dir)
     path = run_file_path(run_dir)
     if path.exists():
         raise ProbeError(f"{run_dir} already holds a run; continue it with --resume or choose a new directory")
+    created = _make_dir(run_dir)
+    try:
+        trainer = Trainer(cfg, run_dir, progress=progress)
+        _write_config_copy(run_dir, cfg)
+        writer = trainer._writer(path)
+    except BaseException:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            (run_dir / CONFIG_COPY).unlink(missing_ok=True)
+        raise
+    trainer.run(writer, start=0, schedule=make_schedule(cfg.checkpoint, cfg.steps), last_ckpt=-1)
+    return path
+
+
+def _make_dir(run_dir: Path) -> bool:
+    """Create ``run_dir`` (and parents); True if it did not exist before."""
+    existed = run_dir.exists()
+    if existed and not run_dir.is_dir():
+        raise ProbeError(f"{run_dir} exists and is not a directory", param="out")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        probe_file = run_dir / ".probe-write-test"
+        probe_file.touch()
+        probe_file.unlink()
     except OSError as exc:
-        raise ProbeError(f"cannot create run directory {run_dir}: {exc.strerror}") from None
-    trainer = Trainer(cfg, run_dir, progress=progress)
-    _write_config_yaml(run_dir, cfg)
-    writer = trainer._writer(path)
-    trainer.run(writer, start=0, schedule=Schedule(cfg.checkpoint, cfg.steps), last_ckpt=-1)
-    return path
+        if not existed:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise ProbeError(f"cannot write to run directory {run_dir}: {exc.strerror or exc}", param="out") from None
+    return not existed
 
 
 def resume(run_dir: str | Path, steps: int | None = None, progress: bool = True) -> Path:
-    """Continue an interrupted run from its last complete checkpoint (optionally to more ``steps``)."""
+    """Continue an interrupted run from its last complete checkpoint (optionally to more ``steps``).
+
+    Whatever instant training or an earlier resume was killed at, the run continues: the file at
+    ``run.h5`` is always complete; a directory killed before its run file existed starts again from
+    its config copy; a file with no usable resume slot is retrained from step 0 (on CPU this
+    reproduces it bit for bit).
+    """
     run_dir = Path(run_dir)
     path = run_file_path(run_dir)
+    if not path.exists() and (run_dir / CONFIG_COPY).is_file() and path.parent == run_dir:
+        from probe.train.config import load_config
+
+        cfg = load_config(path=run_dir / CONFIG_COPY)
+        if steps is not None:
+            cfg = dataclasses.replace(cfg, steps=steps)
+        return train(cfg, run_dir, progress=progress)
     rf = RunFile(path)
     try:
-        cfg = TrainConfig.from_dict(rf.config)
+        try:
+            cfg = TrainConfig.from_dict(rf.config)
+        except ProbeError as exc:
+            raise ProbeError(f"{path} holds an invalid config: {exc}") from None
         if steps is not None:
-            if steps < cfg.steps and steps < int(rf.steps[-1] if len(rf.steps) else 0):
-                raise ProbeError(f"steps={steps} is before the last checkpoint; nothing to resume")
+            if steps < 1:
+                raise ProbeError(f"must be >= 1, got {steps}", param="steps")
+            last = int(rf.steps[-1]) if len(rf.steps) else 0
+            if steps < last:
+                raise ProbeError(f"{steps} is before the last checkpoint (step {last}); nothing to resume",
+                                 param="steps")
             cfg = dataclasses.replace(cfg, steps=steps)
+        from probe.run import stored_task
+
+        try:
+            task = stored_task(rf)
+        except ProbeError as exc:
+            raise ProbeError(f"{path} is damaged: {exc}") from None
         state = rf.resume_state()
-        trainer = Trainer(cfg, run_dir, progress=progress)
-        if state is None:
-            rf.close()
-            path.unlink()
-            return train(cfg, run_dir, progress=progress)
-        if state.step >= cfg.steps and bool(rf.f.attrs.get("finished", False)):
+        if state is not None and state.step >= cfg.steps and rf.finished:
             raise ProbeError(f"{run_dir} already finished at step {state.step}; pass --steps N to train further")
-        trainer.load_state(state)
-        writer = trainer._writer(path, copy_from=rf, resume=state)
+        trainer = Trainer(cfg, run_dir, progress=progress, task=task)
+        if state is None:
+            warnings.warn(f"{path} has no usable resume state; training again from step 0 (on CPU this "
+                          "reproduces the committed checkpoints exactly)", stacklevel=2)
+            writer = trainer._writer(path)
+            start, schedule, last_ckpt = 0, make_schedule(cfg.checkpoint, cfg.steps), -1
+        else:
+            trainer.load_state(state)
+            writer = trainer._writer(path, copy_from=rf, resume=state)
+            start, last_ckpt = state.step, state.step
+            schedule = make_schedule(cfg.checkpoint, cfg.steps, state.schedule)
     finally:
-        if rf.f.id.valid:
-            rf.close()
-    _write_config_yaml(run_dir, cfg)
-    trainer.run(writer, start=state.step, schedule=Schedule(cfg.checkpoint, cfg.steps, state.schedule),
-                last_ckpt=state.step)
+        rf.close()
+    _write_config_copy(run_dir, cfg)
+    trainer.run(writer, start=start, schedule=schedule, last_ckpt=last_ckpt)
     return path
 
 
-def _write_config_yaml(run_dir: Path, cfg: TrainConfig) -> None:
-    """A human-readable copy of the config (the run file's JSON attribute is authoritative)."""
+def _write_config_copy(run_dir: Path, cfg: TrainConfig) -> None:
+    """A human-readable copy of the config (the run file's JSON attribute is authoritative),
+    replaced atomically."""
     import yaml
 
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    tmp = run_dir / (CONFIG_COPY + ".tmp")
+    try:
+        tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        os.replace(tmp, run_dir / CONFIG_COPY)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ProbeError(f"cannot write {run_dir / CONFIG_COPY}: {exc.strerror or exc}") from None

@@ -1,7 +1,12 @@
-"""Models rebuilt from a run's config: every one a TransformerLens ``HookedRootModule``."""
+"""Models rebuilt from a run's config: every one a TransformerLens ``HookedRootModule``.
+
+Which class builds a model kind is declared where the kind's config is registered
+(``probe.config.model_kind``); this module only looks it up and imports it.
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -12,13 +17,6 @@ if TYPE_CHECKING:
 
 def build_model(cfg: "ModelConfig", task: "Task") -> "ProbeModel":
     """Construct (and randomly initialise, from torch's global RNG) the model for ``task``."""
-    from probe.models.mlp import ConcatMLP, DigitsMLP, ToyModel
-    from probe.models.transformer import Transformer
-
-    if cfg.kind == "transformer":
-        return Transformer(cfg, task.n_symbols, task.n_classes)
-    if cfg.kind == "toy":
-        return ToyModel(cfg, task.n_symbols, task.n_classes)
-    if cfg.kind == "mlp":
-        return ConcatMLP(cfg, task.n_symbols, task.n_classes)
-    return DigitsMLP(cfg, task.inputs.shape[1], task.n_classes)
+    module, _, name = type(cfg).builder.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    return cls.for_task(cfg, task)

@@ -9,19 +9,37 @@ losses).
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformer_lens import HookedRootModule
 
+if TYPE_CHECKING:
+    from probe.config import ModelConfig
+    from probe.tasks import Task
+
 
 class ProbeModel(HookedRootModule):
-    """Base class: subclasses define ``forward`` (full hooked pass) and ``answer``."""
+    """Base class: subclasses define ``for_task``, ``forward`` (full hooked pass) and ``answer``.
+
+    What analyses may rely on (where the symbol embeddings, the neurons and the tokens are) is
+    declared by the model's config (:class:`probe.config.ModelConfig`) and exposed here as ``cfg``.
+    """
 
     objective: str = "cross_entropy"
-    #: name of the input-embedding parameter (None where the model has none)
-    embed_param: str | None = "embed.W_E"
+    cfg: "ModelConfig"
+
+    @classmethod
+    def for_task(cls, cfg: "ModelConfig", task: "Task") -> "ProbeModel":
+        """The model of config ``cfg`` sized for ``task`` (symbols, classes, features)."""
+        return cls(cfg, task.n_symbols, task.n_classes)  # type: ignore[call-arg]
+
+    @property
+    def embed_param(self) -> str | None:
+        """Name of the input-embedding parameter (None where the model has none)."""
+        return self.cfg.embed_param
 
     def model_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
         """Convert task inputs (``[N, 2]`` symbol pairs or features) to what ``forward`` takes."""

@@ -7,12 +7,17 @@ Parameter names: ``embed.W_E``; decoder layers ``decoder.{l}.W`` / ``decoder.{l}
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
 from probe.config import DigitsConfig, MLPConfig, ToyConfig
 from probe.models.base import ACTIVATIONS, Linear, ProbeModel
+
+if TYPE_CHECKING:
+    from probe.tasks import Task
 
 
 class DecoderLayer(Linear):
@@ -102,7 +107,9 @@ class ConcatMLP(_DecoderModel):
 class DigitsMLP(_DecoderModel):
     """Omnigrok / Liu et al. App. J: depth-``depth`` ReLU MLP, default init scaled by ``init_alpha``."""
 
-    embed_param = None
+    @classmethod
+    def for_task(cls, cfg: DigitsConfig, task: "Task") -> "DigitsMLP":  # type: ignore[override]
+        return cls(cfg, task.inputs.shape[1], task.n_classes)
 
     def __init__(self, cfg: DigitsConfig, n_features: int, n_classes: int) -> None:
         super().__init__()

@@ -32,7 +32,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_metrics_lists_every_metric_with_needs_and_tasks(capsys):
-    import analyses
+    from probe import analyses
 
     code, out, _ = _run(capsys, "metrics")
     assert code == 0
@@ -84,7 +84,7 @@ def test_analyze_modular_run_notes_degeneracy_and_uses_hooks(runs, capsys):
     (["--metric", "rqi", "--hook", "blocks.9.nothing"], "unknown hook 'blocks.9.nothing' (valid: hook_embed"),
     (["--metric", "rqi", "--out", "/nonexistent/dir/x.csv"], "directory /nonexistent/dir does not exist"),
     (["--metric", "rqi_circular"], "does not apply to task nonmod-add"),
-    (["--metric", "rqi", "--freq", "2"], "parameter 'freq' does not belong to rqi"),
+    (["--metric", "rqi", "--freq", "2"], "--freq: does not belong to rqi"),
 ])
 def test_analyze_bad_input_is_one_line_exit_2(runs, capsys, argv, needle):
     code, out, err = _run(capsys, "analyze", runs["toy-add"], "--no-progress", *argv)
@@ -173,7 +173,7 @@ def test_non_abelian_run_gets_matrix_rqi_and_clear_errors(tmp_path, capsys):
     df = pd.read_csv(pd.io.common.StringIO(text))
     assert len(df) == 3 and df["rqi"].between(0, 1).all()
     for argv, needle in ((["analyze", out, "--metric", "dof"], "abelian"),
-                         (["theory", "effective-dynamics", out, "--out", tmp_path / "e"], "not commutative"),
+                         (["theory", "effective-dynamics", out, "--out", tmp_path / "e"], "assumes an abelian operation"),
                          (["analyze", out, "--metric", "fourier_gini"], "modular")):
         code, _, err = _run(capsys, *argv)
         assert code == 2 and needle in err, err
@@ -211,7 +211,7 @@ def test_plot_animation_gif_and_bad_input(runs, tmp_path, capsys):
 
 
 def test_phases_follow_liu_table_1():
-    from analyses.export import phase
+    from probe.analyses.export import phase
 
     steps = np.arange(0, 5000, 10)
     up = lambda at: (steps >= at).astype(float)  # noqa: E731
@@ -223,9 +223,9 @@ def test_phases_follow_liu_table_1():
 
 
 @pytest.mark.parametrize("argv,needle", [
-    (["theory", "critical-fraction", "--p", "1"], "--p must be >= 2"),
-    (["theory", "critical-fraction", "--trials", "0"], "trials must be >= 1"),
-    (["theory", "critical-fraction", "--task", "sub", "--p", "7"], "not commutative"),
+    (["theory", "critical-fraction", "--p", "1"], "--p: must be >= 2"),
+    (["theory", "critical-fraction", "--trials", "0"], "--trials: must be >= 1"),
+    (["theory", "critical-fraction", "--task", "sub", "--p", "7"], "assumes an abelian operation"),
     (["theory"], "give a theory command"),
 ])
 def test_theory_bad_input_is_one_line_exit_2(capsys, argv, needle):
@@ -236,4 +236,4 @@ def test_theory_bad_input_is_one_line_exit_2(capsys, argv, needle):
 def test_effective_dynamics_bad_time_scale(runs, tmp_path, capsys):
     code, _, err = _run(capsys, "theory", "effective-dynamics", runs["toy-add"], "--out", tmp_path / "e",
                         "--time-scale", "0")
-    assert code == 2 and "--time-scale must be positive" in err
+    assert code == 2 and "--time-scale: must be positive" in err

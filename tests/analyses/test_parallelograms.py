@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analyses import parallelograms as pg
+from probe.analyses import parallelograms as pg
 from probe.errors import ProbeError
 from probe.tasks import make_task
 
@@ -165,7 +165,7 @@ def test_liu_appendix_e_p4_example_implies_all_three_parallelograms():
 
 
 def test_liu_appendix_c_p6_example_has_two_degrees_of_freedom():
-    from analyses.effective import effective_theory
+    from probe.analyses.effective import effective_theory
 
     task = make_task("nonmod-add", p=6)
     samples = [(0, 4), (1, 3), (1, 5), (2, 4), (0, 2), (1, 1), (2, 4), (3, 3)]  # D1..D8 (D4 = D7)

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import analyses
+from probe import analyses
 import probe
-from analyses import fourier as fr
-from analyses import representation_metrics as rm
+from probe.analyses import fourier as fr
+from probe.analyses import representations as rm
 from probe.errors import ProbeError
 from probe.tasks import make_task
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import analyses
+from probe import analyses
 import probe
-from analyses.registry import Metric, register
-from analyses.runner import select_steps
+from probe.analyses.registry import METRICS, Metric, load
+from probe.run import select_steps
 from probe.errors import ProbeError
 from probe.tasks import make_split, make_task
 
@@ -84,7 +84,7 @@ def test_cache_is_reused_invalidated_and_survives_corruption(toy_add: Path):
     analyses.compute(run, "rqi", steps="0:1000", delta=0.02)  # other parameters: another entry
     assert len(list((toy_add / "analysis").glob("rqi-*.parquet"))) == 2
     files[0].write_bytes(b"not parquet")
-    with pytest.warns(UserWarning, match="unreadable"):
+    with pytest.warns(UserWarning, match="unusable"):
         fixed = analyses.compute(run, "rqi", steps="0:1000")
     assert fixed.equals(first)
     forced = analyses.compute(run, "rqi", steps="0:1000", force=True)
@@ -110,7 +110,7 @@ def test_registry_rejects_duplicates_and_declares_needs():
     m = analyses.get_metric("rqi")
     assert m.needs == {"embeddings"} and m.requirements({"hook": "hook_agg"}) == {"embeddings", "forward"}
     with pytest.raises(ValueError, match="registered twice"):
-        register(Metric(name="rqi", description="", needs=frozenset(), tasks="", fn=lambda *a: {}))
+        load().add("rqi", Metric(name="rqi", description="", needs=frozenset(), tasks="", fn=lambda *a: {}))
 
 
 def test_metrics_that_do_not_apply_are_errors():
@@ -124,8 +124,8 @@ def test_metrics_that_do_not_apply_are_errors():
 
 def test_hook_rqi_equals_embedding_rqi_for_sum_aggregation(tmp_path: Path):
     from probe.config import TrainConfig
-    from train.config import load_config
-    from train.loop import train
+    from probe.train.config import load_config
+    from probe.train.loop import train
 
     cfg: TrainConfig = load_config("liu-toy-add", overrides={
         "task": "add", "p": "7", "ordered": "true", "n_train": None, "train_fraction": "0.8", "steps": "30",

@@ -2,7 +2,7 @@ import pytest
 
 from probe.config import TrainConfig, valid_keys
 from probe.errors import ProbeError
-from train.config import PRESETS, load_config, parse_sets
+from probe.train.config import PRESETS, load_config, parse_sets
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
@@ -46,7 +46,7 @@ def test_ill_typed_and_invalid_values_name_field_and_value():
         load_config("nanda-modadd", overrides={"steps": "1.5"})
     with pytest.raises(ProbeError, match=r"train_fraction=1.5: must be in \(0, 1\]"):
         load_config("nanda-modadd", overrides={"train_fraction": "1.5"})
-    with pytest.raises(ProbeError, match=r"model.act='swish': valid: relu, gelu"):
+    with pytest.raises(ProbeError, match=r"model.act='swish': \(valid: relu, gelu"):
         load_config("nanda-modadd", overrides={"model.act": "swish"})
     with pytest.raises(ProbeError, match=r"model.n_heads=3: must divide d_model=128"):
         load_config("nanda-modadd", overrides={"model.n_heads": "3"})

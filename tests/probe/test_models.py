@@ -4,7 +4,7 @@ from transformer_lens import HookedRootModule
 
 from probe.models import build_model
 from probe.tasks import make_task
-from train.config import load_config
+from probe.train.config import load_config
 
 TL_HOOKS = ["hook_embed", "hook_pos_embed", "blocks.0.hook_resid_pre", "blocks.0.attn.hook_q", "blocks.0.attn.hook_k",
             "blocks.0.attn.hook_v", "blocks.0.attn.hook_attn_scores", "blocks.0.attn.hook_pattern",

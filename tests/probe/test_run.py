@@ -63,7 +63,7 @@ def test_step_not_saved_is_a_clear_error(toy_run):
 def test_plain_h5py_can_read_the_run(toy_run):
     with h5py.File(toy_run / "run.h5", "r") as f:
         cfg = json.loads(f.attrs["config"])
-        assert cfg["task"] == "nonmod-add" and f.attrs["schema_version"] == 1
+        assert cfg["task"] == "nonmod-add" and f.attrs["schema_version"] == 2
         steps = f["checkpoints/steps"][:]
         emb = f["checkpoints/params/embed.W_E"][:]
         assert emb.shape == (len(steps), 10, 1)

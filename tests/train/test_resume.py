@@ -11,8 +11,8 @@ import pytest
 
 import probe
 from probe.runfile import RunFile, run_file_path
-from train.config import load_config
-from train.loop import resume, train
+from probe.train.config import load_config
+from probe.train.loop import resume, train
 
 KILL_SETS = ["steps=1500", "model.decoder=32,32", "checkpoint.schedule=every", "checkpoint.every=3",
              "checkpoint.metrics_every=1"]
@@ -35,7 +35,7 @@ def _assert_identical(a, b):
 def test_interrupted_run_resumes_bit_identical(tmp_path, tiny_toy_config):
     """In-process: stop after an exception mid-run, resume, compare with an uninterrupted run."""
     train(tiny_toy_config, tmp_path / "full", progress=False)
-    import train.loop as loop
+    import probe.train.loop as loop
 
     original = loop.Trainer.lr_factor
     calls = {"n": 0}
@@ -95,7 +95,7 @@ def test_kill_minus_nine_then_resume(tmp_path):
         steps = rf.steps
         assert len(steps) >= 1 and np.all(np.diff(steps) > 0)
         for name in rf.tensor_names:
-            assert np.isfinite(rf.tensor_series(name)[: len(steps)]).all()
+            assert np.isfinite(rf.read(rf.series_dataset(name), slice(0, len(steps)))).all()
         assert rf.resume_state() is not None
         rf.close()
     assert kills >= 1

@@ -7,47 +7,29 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from analyses import parallelograms as pg
-from analyses.effective import effective_theory
-from analyses.fourier import frequency_norms, frequency_plane
-from analyses.registry import Param, metric
+from probe.analyses import parallelograms as pg
+from probe.analyses.applies import abelian, modular_add, table_task
+from probe.analyses.effective import effective_theory
+from probe.analyses.passes import check_position, hook_activations
+from probe.analyses.registry import Param, metric, positive
+from probe.analyses.representations import symbol_angles
 from probe.errors import ProbeError
-from probe.tasks import Task
 
 if TYPE_CHECKING:
-    from analyses.runner import CheckpointData, Context
+    from probe.analyses.context import Context
+    from probe.run import Checkpoint
 
 MODULAR_NOTE = ("modular task: with sum aggregation the relations E_i + E_j = E_m + E_n for i + j = m + n "
                 "(mod p) admit only the collapsed solution, so Euclidean parallelograms on raw embeddings "
                 "measure little and the Alexander bound is vacuous; use rqi_circular or rqi --hook")
 
 
-def _positive(x: float) -> str | None:
-    return None if np.isfinite(x) and x > 0 else "must be a positive number"
-
-
-DELTA = Param("delta", float, 0.01, "parallelogram tolerance delta (Liu App. E uses 0.01)", check=_positive)
+DELTA = Param("delta", float, 0.01, "parallelogram tolerance delta (Liu App. E uses 0.01)", check=positive)
 CONVENTION = Param("convention", str, "liu", "normalisation and test: 'liu' (paper, default) or "
                    "'grokking-squared' (per-dimension std, mean squared residual < delta)",
                    choices=pg.CONVENTIONS)
 HOOK = Param("hook", str, None, "TransformerLens hook to read activations h(a,b) at (default: the embeddings)")
 POSITION = Param("position", int, -1, "token position of transformer activations (default: the last)")
-
-
-def _table_task(task: Task) -> str | None:
-    return None if task.is_table else "it needs an operation table (pairs of symbols)"
-
-
-def _abelian(task: Task) -> str | None:
-    if not task.is_table:
-        return "it needs an operation table (pairs of symbols)"
-    if not task.commutative:
-        return "it assumes an abelian operation (sum aggregation, Liu Sec. 3)"
-    return None
-
-
-def _modular_add(task: Task) -> str | None:
-    return None if task.name == "add" and task.modulus else "circular parallelograms are defined for modular addition"
 
 
 def _hook_needs(params: dict[str, Any]) -> frozenset[str]:
@@ -57,62 +39,47 @@ def _hook_needs(params: dict[str, Any]) -> frozenset[str]:
 # --------------------------------------------------------------------------------------------------
 # shared pieces
 # --------------------------------------------------------------------------------------------------
-def hook_activations(data: CheckpointData, ctx: Context, hook: str, position: int) -> np.ndarray:
-    """Activations at ``hook`` for every sample of the task, ``[N, D]`` (last position by default)."""
-    import torch
-
-    model = data.model()
-    if hook not in model.hook_dict:
-        raise ProbeError(f"unknown hook {hook!r} (valid: {', '.join(model.hook_dict)})")
-
-    def run() -> np.ndarray:
-        x = ctx.model_inputs(model)
-        with torch.no_grad():
-            _, cache = model.run_with_cache(x, names_filter=[hook])
-        act = cache[hook].double().cpu().numpy()
-        if getattr(model, "n_ctx", None) is not None and act.ndim >= 3:
-            axis = 2 if hook.endswith(("hook_pattern", "hook_attn_scores")) else 1
-            act = np.take(act, position, axis=axis)
-        return act.reshape(act.shape[0], -1)
-
-    # one forward pass per checkpoint, shared by rqi, rqi_curve and acc_hat at the same hook
-    return ctx.memo_step(("hook", hook, position), data.index, run)
+def p0_of(ctx: Context) -> pg.Parallelograms:
+    """The permissible parallelogram set P0 of the series' task, built once per series."""
+    return ctx.memo("p0", lambda: pg.Parallelograms.from_labels(ctx.task.labels))
 
 
-def distances(data: CheckpointData, ctx: Context, convention: str = "liu", hook: str | None = None,
+def distances(ckpt: Checkpoint, ctx: Context, convention: str = "liu", hook: str | None = None,
               position: int = -1) -> tuple[pg.PairDistances, bool]:
     """Squared distances over ``P0`` for this checkpoint's representation (embeddings, or activations
     at ``hook``), and whether the test is the grokking-squared mean-square one."""
+    if not hook:
+        check_position(ctx, position)
     if hook:
         if convention != "liu":
             raise ProbeError("--convention grokking-squared applies to embeddings, not to --hook activations")
         ctx.note("hook activations normalised over samples by sigma_h / sqrt(2) (equals Liu's embedding "
                  "normalisation for h = E_a + E_b over the full ordered table)")
-        acts = pg.normalize_activations(hook_activations(data, ctx, hook, position))
-        return pg.pair_distances(acts, ctx.p0), False
+        acts = pg.normalize_activations(hook_activations(ckpt, ctx, hook, position))
+        return pg.pair_distances(acts, p0_of(ctx)), False
     if ctx.task.modulus:
         ctx.note(MODULAR_NOTE)
-    norm = pg.normalize(data.require_embeddings(), convention)
+    norm = pg.normalize(ckpt.embeddings(), convention)
     mean_square = convention == "grokking-squared"
     if norm.ndim == 2:  # sum aggregation: distances from the symbol Gram matrix
-        return pg.pair_distances_sum(norm, ctx.task.inputs, ctx.p0, device=ctx.array_device), mean_square
-    return pg.pair_distances(pg.sample_vectors(norm, ctx.task.inputs), ctx.p0), mean_square
+        return pg.pair_distances_sum(norm, ctx.task.inputs, p0_of(ctx), device=ctx.array_device), mean_square
+    return pg.pair_distances(pg.sample_vectors(norm, ctx.task.inputs), p0_of(ctx)), mean_square
 
 
-def formed_mask(data: CheckpointData, ctx: Context, delta: float, convention: str = "liu",
+def formed_mask(ckpt: Checkpoint, ctx: Context, delta: float, convention: str = "liu",
                 hook: str | None = None, position: int = -1) -> np.ndarray:
-    dist, mean_square = distances(data, ctx, convention, hook, position)
+    dist, mean_square = distances(ckpt, ctx, convention, hook, position)
     return dist.within(delta, mean_square)
 
 
 def _require_p0(ctx: Context) -> None:
-    if len(ctx.p0) == 0:
+    if len(p0_of(ctx)) == 0:
         raise ProbeError(f"task {ctx.task.describe()} has no parallelograms (no two samples share a label)")
 
 
 def alexander_bound(ctx: Context) -> pg.AlexanderBound:
     def make() -> pg.AlexanderBound:
-        return pg.alexander(ctx.task.inputs, ctx.p0, ctx.split.train, ctx.split.val, ctx.task.n_symbols)
+        return pg.alexander(ctx.task.inputs, p0_of(ctx), ctx.split.train, ctx.split.val, ctx.task.n_symbols)
 
     if ctx.task.modulus:
         ctx.note(MODULAR_NOTE)
@@ -124,11 +91,11 @@ def alexander_bound(ctx: Context) -> pg.AlexanderBound:
 # --------------------------------------------------------------------------------------------------
 @metric("rqi", "representation quality index |P(R)|/|P0| (Liu eq. 3); --hook for activations",
         needs=("embeddings",), tasks="operation tables (matrix embeddings: product parallelograms)",
-        direction="higher", params=(DELTA, CONVENTION, HOOK, POSITION), applies=_table_task, needs_for=_hook_needs)
-def rqi(data: CheckpointData, ctx: Context, delta: float, convention: str, hook: str | None,
+        direction="higher", params=(DELTA, CONVENTION, HOOK, POSITION), applies=table_task, needs_for=_hook_needs)
+def rqi(ckpt: Checkpoint, ctx: Context, delta: float, convention: str, hook: str | None,
         position: int) -> dict[str, float]:
     _require_p0(ctx)
-    mask = formed_mask(data, ctx, delta, convention, hook, position)
+    mask = formed_mask(ckpt, ctx, delta, convention, hook, position)
     return {"rqi": float(mask.mean()), "parallelograms": float(mask.sum())}
 
 
@@ -149,11 +116,11 @@ DELTAS = Param("deltas", str, "0.001,0.002,0.005,0.01,0.02,0.05,0.1,0.2,0.5,1",
 
 @metric("rqi_curve", "RQI as a function of delta (removes the arbitrariness of one threshold)",
         needs=("embeddings",), tasks="operation tables", direction="higher",
-        params=(DELTAS, CONVENTION, HOOK, POSITION), applies=_table_task, needs_for=_hook_needs)
-def rqi_curve(data: CheckpointData, ctx: Context, deltas: str, convention: str, hook: str | None,
+        params=(DELTAS, CONVENTION, HOOK, POSITION), applies=table_task, needs_for=_hook_needs)
+def rqi_curve(ckpt: Checkpoint, ctx: Context, deltas: str, convention: str, hook: str | None,
               position: int) -> dict[str, float]:
     _require_p0(ctx)
-    dist, mean_square = distances(data, ctx, convention, hook, position)  # once, for every delta
+    dist, mean_square = distances(ckpt, ctx, convention, hook, position)  # once, for every delta
     return {f"rqi@{d:g}": float(dist.within(d, mean_square).mean()) for d in _delta_grid(deltas)}
 
 
@@ -161,34 +128,18 @@ PLANE = Param("plane", str, "freq", "plane of the angles: 'freq' (a key frequenc
               "'pca' (the top two principal components)", choices=("freq", "pca"))
 FREQ = Param("freq", int, None, "frequency k of the plane (default: the largest Fourier norm of the "
              "embeddings at each checkpoint)", check=lambda k: None if k >= 1 else "must be >= 1")
-CIRC_DELTA = Param("circ_delta", float, 0.1, "angular tolerance in radians", check=_positive)
-
-
-def symbol_angles(emb: np.ndarray, p: int, plane: str, freq: int | None) -> tuple[np.ndarray, int]:
-    """Angles of the symbols on a key-frequency plane or on the top-2 PC plane (``k = 0`` for PCA)."""
-    e = np.asarray(emb, dtype=np.float64).reshape(emb.shape[0], -1)
-    e = e - e.mean(axis=0)
-    if plane == "pca":
-        _, _, vt = np.linalg.svd(e, full_matrices=False)
-        xy = e @ vt[:2].T
-        k = 0
-    else:
-        if freq is not None and freq > p // 2:
-            raise ProbeError(f"--freq must be in 1..{p // 2} for p = {p}, got {freq}")
-        k = int(freq) if freq is not None else int(np.argmax(frequency_norms(e, p))) + 1
-        xy = e @ frequency_plane(e, k)
-    return np.arctan2(xy[:, 1], xy[:, 0]), k
+CIRC_DELTA = Param("circ_delta", float, 0.1, "angular tolerance in radians", check=positive)
 
 
 @metric("rqi_circular", "fraction of P0 that are circular parallelograms: theta_i + theta_j - theta_m - "
         "theta_n = 0 (mod 2 pi) on a key-frequency or top-PC plane (Liu App. H, 2x2 rotations)",
         needs=("embeddings",), tasks="modular addition", direction="higher",
-        params=(CIRC_DELTA, PLANE, FREQ), applies=_modular_add)
-def rqi_circular(data: CheckpointData, ctx: Context, circ_delta: float, plane: str,
+        params=(CIRC_DELTA, PLANE, FREQ), applies=modular_add)
+def rqi_circular(ckpt: Checkpoint, ctx: Context, circ_delta: float, plane: str,
                  freq: int | None) -> dict[str, float]:
     _require_p0(ctx)
-    theta, k = symbol_angles(data.require_embeddings(), int(ctx.task.modulus or 0), plane, freq)
-    x, p0 = ctx.task.inputs, ctx.p0
+    theta, k = symbol_angles(ckpt.embeddings(), int(ctx.task.modulus or 0), plane, freq)
+    x, p0 = ctx.task.inputs, p0_of(ctx)
     r = theta[x[p0.first, 0]] + theta[x[p0.first, 1]] - theta[x[p0.second, 0]] - theta[x[p0.second, 1]]
     r = np.angle(np.exp(1j * r))  # wrap to (-pi, pi]
     return {"rqi_circular": float((np.abs(r) <= circ_delta).mean()), "plane_freq": float(k)}
@@ -196,17 +147,17 @@ def rqi_circular(data: CheckpointData, ctx: Context, circ_delta: float, plane: s
 
 @metric("acc_hat", "predicted accuracy |D-bar|/|D0| from the parallelograms formed (Liu App. D eq. 13), "
         "and its test-only variant", needs=("embeddings", "split"), tasks="operation tables",
-        direction="higher", params=(DELTA, CONVENTION, HOOK, POSITION), applies=_table_task, needs_for=_hook_needs)
-def acc_hat(data: CheckpointData, ctx: Context, delta: float, convention: str, hook: str | None,
+        direction="higher", params=(DELTA, CONVENTION, HOOK, POSITION), applies=table_task, needs_for=_hook_needs)
+def acc_hat(ckpt: Checkpoint, ctx: Context, delta: float, convention: str, hook: str | None,
             position: int) -> dict[str, float]:
-    mask = formed_mask(data, ctx, delta, convention, hook, position)
-    test = pg.acc_hat(ctx.p0, mask, ctx.split.train, ctx.split.val) if len(ctx.split.val) else float("nan")
-    return {"acc_hat": pg.acc_hat(ctx.p0, mask, ctx.split.train), "acc_hat_test": test}
+    mask = formed_mask(ckpt, ctx, delta, convention, hook, position)
+    test = pg.acc_hat(p0_of(ctx), mask, ctx.split.train, ctx.split.val) if len(ctx.split.val) else float("nan")
+    return {"acc_hat": pg.acc_hat(p0_of(ctx), mask, ctx.split.train), "acc_hat_test": test}
 
 
 @metric("rqi_bar", "Alexander-principle upper bound on RQI, |P(D)|/|P0| (Liu App. E eq. 16); split only",
-        needs=("split",), tasks="abelian operation tables", scope="split", direction="higher", applies=_abelian)
-def rqi_bar(data: None, ctx: Context) -> dict[str, float]:
+        needs=("split",), tasks="abelian operation tables", scope="split", direction="higher", applies=abelian)
+def rqi_bar(ckpt: None, ctx: Context) -> dict[str, float]:
     _require_p0(ctx)
     b = alexander_bound(ctx)
     return {"rqi_bar": b.rqi_bar, "implied_parallelograms": float(b.implied.sum()),
@@ -215,43 +166,43 @@ def rqi_bar(data: None, ctx: Context) -> dict[str, float]:
 
 @metric("acc_bar", "Alexander-principle upper bound on Acc-hat (Liu App. E eq. 17), all and test-only; "
         "split only", needs=("split",), tasks="abelian operation tables", scope="split", direction="higher",
-        applies=_abelian)
-def acc_bar(data: None, ctx: Context) -> dict[str, float]:
+        applies=abelian)
+def acc_bar(ckpt: None, ctx: Context) -> dict[str, float]:
     b = alexander_bound(ctx)
     return {"acc_bar": b.acc_bar, "acc_bar_test": b.acc_bar_test}
 
 
 @metric("alexander_violations", "parallelograms formed at a checkpoint that the training data do not "
         "imply (not in P(D), Liu App. E eq. 15)", needs=("embeddings", "split"), tasks="abelian operation tables",
-        direction="lower", params=(DELTA, CONVENTION), applies=_abelian)
-def alexander_violations(data: CheckpointData, ctx: Context, delta: float, convention: str) -> dict[str, float]:
+        direction="lower", params=(DELTA, CONVENTION), applies=abelian)
+def alexander_violations(ckpt: Checkpoint, ctx: Context, delta: float, convention: str) -> dict[str, float]:
     _require_p0(ctx)
     b = alexander_bound(ctx)
-    mask = formed_mask(data, ctx, delta, convention)
+    mask = formed_mask(ckpt, ctx, delta, convention)
     return {"alexander_violations": float(np.sum(mask & ~b.implied))}
 
 
 @metric("dof", "degrees of freedom of the ground states: nullity of A(P0(D)); 2 = unique linear "
         "representation (Liu Sec. 3.2); split only", needs=("split",), tasks="abelian operation tables",
-        scope="split", applies=_abelian)
-def dof(data: None, ctx: Context) -> dict[str, float]:
+        scope="split", applies=abelian)
+def dof(ckpt: None, ctx: Context) -> dict[str, float]:
     if ctx.task.modulus:
         ctx.note(MODULAR_NOTE)
-    th = ctx.memo("effective", lambda: effective_theory(ctx.task, ctx.split.train, ctx.p0))
+    th = ctx.memo("effective", lambda: effective_theory(ctx.task, ctx.split.train, p0_of(ctx)))
     return {"dof": float(th.dof)}
 
 
 ETA = Param("eta", float, None, "embedding learning rate for the predicted grokking steps "
-            "(default: the run's embed_lr, else lr)", check=_positive)
+            "(default: the run's embed_lr, else lr)", check=positive)
 
 
 @metric("lambda3", "grokking rate: third-smallest eigenvalue of H = A_D^T A_D, and predicted grokking "
         "steps 1/(lambda3 eta) (Liu Sec. 3.2, Fig. 5); split only", needs=("split",),
-        tasks="abelian operation tables", scope="split", direction="higher", params=(ETA,), applies=_abelian)
-def lambda3(data: None, ctx: Context, eta: float | None) -> dict[str, float]:
+        tasks="abelian operation tables", scope="split", direction="higher", params=(ETA,), applies=abelian)
+def lambda3(ckpt: None, ctx: Context, eta: float | None) -> dict[str, float]:
     if ctx.task.modulus:
         ctx.note(MODULAR_NOTE)
-    th = ctx.memo("effective", lambda: effective_theory(ctx.task, ctx.split.train, ctx.p0))
+    th = ctx.memo("effective", lambda: effective_theory(ctx.task, ctx.split.train, p0_of(ctx)))
     rate = eta if eta is not None else ctx.embed_lr
     if rate is None:
         raise ProbeError("lambda3: give --eta (the embedding learning rate) for plain arrays")

@@ -1,11 +1,11 @@
 import numpy as np
 
 from probe.config import CheckpointConfig
-from train.schedule import Schedule, geometric_steps
+from probe.schedules import geometric_steps, make_schedule
 
 
 def test_every():
-    s = Schedule(CheckpointConfig(schedule="every", every=10), 35)
+    s = make_schedule(CheckpointConfig(schedule="every", every=10), 35)
     assert [k for k in range(36) if s.due(k, None)] == [0, 10, 20, 30, 35]
 
 
@@ -19,7 +19,7 @@ def test_geometric_is_log_spaced_and_includes_ends():
 
 def test_adaptive_is_dense_when_metrics_move():
     cfg = CheckpointConfig(schedule="adaptive", min_every=1, max_every=100, threshold=0.05)
-    s = Schedule(cfg, 1000)
+    s = make_schedule(cfg, 1000)
     flat = {"train_acc": 1.0, "val_acc": 0.1, "train_loss": 1e-6, "val_loss": 5.0}
     written = []
     for step in range(0, 1001):
@@ -39,7 +39,7 @@ def test_adaptive_is_dense_when_metrics_move():
 
 
 def test_adaptive_ignores_loss_jitter_below_floor():
-    s = Schedule(CheckpointConfig(schedule="adaptive", min_every=1, max_every=1000, threshold=0.02), 10000)
+    s = make_schedule(CheckpointConfig(schedule="adaptive", min_every=1, max_every=1000, threshold=0.02), 10000)
     base = {"train_acc": 1.0, "val_acc": 1.0, "val_loss": 1e-7}
     s.record(0, {**base, "train_loss": 1e-8})
     assert not s.due(5, {**base, "train_loss": 1e-6})

@@ -1,0 +1,141 @@
+"""Registered PCA metrics (Liu et al. 2022 Sec. 4.2, App. K, Fig. 7, Fig. 22): explained variance,
+effective dimension, PCA-projection accuracy and lottery-ticket axes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from probe.analyses.applies import table_task
+from probe.analyses.families.fourier import REFERENCE
+from probe.analyses.passes import clean_pass
+from probe.analyses.registry import Param, metric, positive_int
+from probe.analyses.representations import centred, order_quality, principal_axes
+from probe.errors import ProbeError
+
+if TYPE_CHECKING:
+    from probe.analyses.context import Context
+    from probe.run import Checkpoint
+
+
+COMPONENTS = Param("components", int, 8, "number of principal components reported", check=positive_int)
+
+
+@metric("pca_variance", "explained-variance ratios of the symbol embeddings' principal components",
+        needs=("embeddings",), tasks="operation tables", params=(COMPONENTS,), applies=table_task)
+def pca_variance(ckpt: "Checkpoint", ctx: "Context", components: int) -> dict[str, float]:
+    ratios, _ = principal_axes(ckpt.embeddings())
+    if components > ratios.shape[0]:
+        raise ProbeError(f"--components {components} is larger than the {ratios.shape[0]} principal components "
+                         f"the embeddings have")
+    return {f"var_pc{i + 1}": float(r) for i, r in enumerate(ratios[:components])}
+
+
+@metric("effective_dim", "effective dimension exp(-sum r_i log r_i) of the explained-variance ratios "
+        "(Liu et al. Fig. 7 entropy)", needs=("embeddings",), tasks="operation tables", direction="lower",
+        applies=table_task)
+def effective_dim(ckpt: "Checkpoint", ctx: "Context") -> dict[str, float]:
+    ratios, _ = principal_axes(ckpt.embeddings())
+    r = ratios[ratios > 0]
+    entropy = float(-np.sum(r * np.log(r)))
+    return {"effective_dim": float(np.exp(entropy)), "pca_entropy": entropy}
+
+
+def _counts(text: str, d: int) -> list[int]:
+    out = []
+    for part in str(text).split(","):
+        part = part.strip()
+        if part == "all":
+            out.append(d)
+            continue
+        try:
+            n = int(part)
+        except ValueError:
+            raise ProbeError(f"--n-components: {part!r} is not a count (use e.g. 1,2,4,all)") from None
+        if not 1 <= n <= d:
+            raise ProbeError(f"--n-components: {n} is outside 1..{d} (the embedding dimension)")
+        out.append(n)
+    return sorted(set(out))
+
+
+N_COMPONENTS = Param("n_components", str, "1,2,4,8,16,32,all", "numbers n of principal components to project onto")
+
+
+@metric("pca_projection_accuracy", "train/test accuracy with the embeddings replaced, through hook_embed, by "
+        "their projection on the first n PCs of the current and of the final checkpoint (Liu et al. App. K, "
+        "Fig. 22)", needs=("embeddings", "forward", "split"), tasks="operation tables", direction="higher",
+        params=(N_COMPONENTS, REFERENCE), applies=table_task)
+def pca_projection_accuracy(ckpt: "Checkpoint", ctx: "Context", n_components: str,
+                            reference: str) -> dict[str, float]:
+    import torch
+
+    model = ckpt.model()
+    emb = ckpt.embeddings()
+    if emb.ndim != 2:
+        raise ProbeError("projection accuracy needs vector embeddings")
+    d = emb.shape[1]
+    counts = _counts(n_components, min(d, emb.shape[0]) if "all" not in n_components else d)
+    counts = [min(n, d) for n in counts]
+    x = ctx.model_inputs(model)
+    y = torch.as_tensor(ctx.task.labels, device=ctx.device)
+    w_e = model.embed.W_E.detach()
+    n_sym = ctx.task.n_symbols
+    train = torch.as_tensor(ctx.split.train, device=ctx.device)
+    val = torch.as_tensor(ctx.split.val, device=ctx.device)
+    mu = emb.mean(axis=0)
+    bases = {"cur": principal_axes(emb)[1], "final": principal_axes(ctx.embeddings_at(reference))[1]}
+    out: dict[str, float] = {}
+    clean = None
+    for tag, vt in bases.items():
+        for n in counts:
+            if n >= vt.shape[0] and vt.shape[0] == d:
+                # all d components span the whole space: the projection is the identity, so the
+                # accuracy is the model's own (from the shared clean pass)
+                if clean is None:
+                    logits = torch.as_tensor(clean_pass(ckpt, ctx)[2], device=ctx.device)
+                    clean = (model.predict(logits.to(torch.float32)) == y).double()
+                out[f"train_acc_{tag}_{n}"] = float(clean[train].mean())
+                out[f"test_acc_{tag}_{n}"] = float(clean[val].mean()) if len(val) else float("nan")
+                continue
+            v = vt[:n]  # [n, d]
+            proj = mu + (emb - mu) @ v.T @ v
+            table = w_e.clone()
+            table[:n_sym] = torch.as_tensor(proj, dtype=table.dtype, device=table.device)
+
+            def replace(act: torch.Tensor, hook: Any, table: torch.Tensor = table) -> torch.Tensor:
+                return table[x]
+
+            with torch.no_grad(), model.hooks(fwd_hooks=[("hook_embed", replace)]):
+                pred = model.predict(model.answer(x))
+            correct = (pred == y).double()
+            out[f"train_acc_{tag}_{n}"] = float(correct[train].mean())
+            out[f"test_acc_{tag}_{n}"] = float(correct[val].mean()) if len(val) else float("nan")
+    return out
+
+
+@metric("lottery_ticket", "share of the embedding variance along the final top-k principal axes and how well "
+        "symbols are ordered along them, each next to a random-direction baseline (Liu et al. App. K)",
+        needs=("embeddings",), tasks="operation tables", direction="higher",
+        params=(Param("k", int, 2, "number of final principal axes", check=positive_int), REFERENCE,
+                Param("baseline_draws", int, 32, "random k-frames in the baseline", check=positive_int)),
+        applies=table_task)
+def lottery_ticket(ckpt: "Checkpoint", ctx: "Context", k: int, reference: str, baseline_draws: int) -> dict[str, float]:
+    e = centred(ckpt.embeddings())
+    d = e.shape[1]
+    if k > d:
+        raise ProbeError(f"--k {k} is larger than the embedding dimension {d}")
+    axes = ctx.memo(("final_axes", reference), lambda: principal_axes(ctx.embeddings_at(reference))[1])[:k]
+    total = float(np.sum(e * e))
+
+    def frames() -> list[np.ndarray]:
+        rng = np.random.default_rng(0)
+        return [np.linalg.qr(rng.normal(size=(d, k)))[0].T for _ in range(baseline_draws)]
+
+    rand = ctx.memo(("random_frames", k, baseline_draws, d), lambda: np.stack(frames()))  # [B, k, d]
+    share = float(np.sum((e @ axes.T) ** 2) / total)
+    proj = np.einsum("nd,bkd->bnk", e, rand)  # [B, n, k]
+    rand_share = float(np.mean(np.sum(proj**2, axis=(1, 2)) / total))
+    order = float(order_quality(e @ axes.T, ctx.task))
+    rand_order = float(np.mean(order_quality(proj, ctx.task)))
+    return {"lt_variance_share": share, "lt_random_share": rand_share, "lt_order": order, "lt_random_order": rand_order}

@@ -1,0 +1,132 @@
+"""The figure registry: ``probe plot RUN --figure NAME``. Each figure computes what it shows through
+:func:`probe.analyses.runner.compute` and draws it with :mod:`probe.analyses.plots`; adding a
+figure is one registered function here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+
+from probe.analyses import plots
+from probe.analyses.runner import compute
+from probe.errors import ProbeError
+from probe.registry import Registry
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from probe.run import Run
+
+
+@dataclass(frozen=True)
+class FigureRequest:
+    """What a figure is asked to show: metrics, checkpoints, metric parameters, animation speed."""
+
+    out: str
+    metrics: tuple[str, ...] = ()
+    steps: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+    fps: int = 8
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.fps < 1:
+            raise ProbeError(f"must be >= 1 frame per second, got {self.fps}", param="fps")
+
+    def only(self, *names: str) -> dict[str, Any]:
+        return {k: v for k, v in self.params.items() if k in names}
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    description: str
+    draw: Callable[["Run", FigureRequest], "pd.DataFrame | None"]
+
+
+FIGURES: Registry[Figure] = Registry("figure")
+
+
+def figure(name: str, description: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        FIGURES.add(name, Figure(name, description, fn))
+        return fn
+
+    return wrap
+
+
+def make_figure(name: str, run: "Run", request: FigureRequest) -> "pd.DataFrame | None":
+    """Draw figure ``name`` of ``run`` into ``request.out``; returns the table it showed (notes in attrs)."""
+    return FIGURES.get(name).draw(run, request)
+
+
+@figure("metric", "the metrics over log steps, with train/val accuracy")
+def _metric(run: "Run", req: FigureRequest) -> "pd.DataFrame":
+    if not req.metrics:
+        raise ProbeError("--figure metric needs at least one metric (or choose another figure)", param="metric")
+    plots.check_figure_path(req.out)
+    df = compute(run, list(req.metrics), steps=req.steps or "all", progress=req.progress, **req.params)
+    cols = [m for m in req.metrics if m in df.columns] or [c for c in df.columns if c != "step"]
+    numeric = [c for c in cols if np.issubdtype(df[c].dtype, np.number)]
+    plots.save(plots.metric_over_time(df, numeric, run=run), req.out)
+    return df
+
+
+def _spread(steps: np.ndarray) -> str:
+    picks = sorted({0, len(steps) // 4, len(steps) // 2, (3 * len(steps)) // 4, len(steps) - 1})
+    return ",".join(str(int(steps[i])) for i in picks)
+
+
+def _pca_coords(run: "Run", req: FigureRequest, steps: str) -> tuple[np.ndarray, "pd.DataFrame"]:
+    df = compute(run, "pca2d", steps=steps, progress=req.progress, **req.only("axes", "reference"))
+    n = run.task.n_symbols
+    coords = np.stack([np.stack([df[f"pca2d_x{k}"], df[f"pca2d_y{k}"]], 1) for k in range(n)], 1)  # [T, n, 2]
+    return coords, df
+
+
+@figure("pca", "embeddings on PC1/PC2 at a few steps (--axes refit|final)")
+def _pca(run: "Run", req: FigureRequest) -> "pd.DataFrame":
+    plots.check_figure_path(req.out)
+    coords, df = _pca_coords(run, req, req.steps or _spread(run.steps))
+    plots.save(plots.pca_scatter(list(coords), df["step"].tolist(), req.params.get("axes", "refit"),
+                                 title=run.dir.name), req.out)
+    return df
+
+
+@figure("animation", "the PCA picture over the whole series (.gif or .mp4)")
+def _animation(run: "Run", req: FigureRequest) -> "pd.DataFrame":
+    if len(run.steps) < 2:
+        raise ProbeError("an animation needs a run with at least two checkpoints")
+    plots.check_animation_path(req.out)
+    coords, df = _pca_coords(run, req, req.steps or "all")
+    plots.animate_pca(coords, df["step"].to_numpy(), req.out, req.params.get("axes", "refit"), fps=req.fps)
+    return df
+
+
+@figure("fourier", "W_E and W_U norms per frequency at one step, key frequencies marked (Nanda et al.)")
+def _fourier(run: "Run", req: FigureRequest) -> "pd.DataFrame":
+    plots.check_figure_path(req.out)
+    step = req.steps or "last"
+    kf = compute(run, "key_freqs", steps=step, progress=req.progress, **req.only("key_threshold", "reference"))
+    if len(kf) != 1:
+        raise ProbeError("--figure fourier shows one checkpoint: give one step", param="steps")
+    fn = compute(run, "fourier_norms", steps=step, progress=req.progress, parts="we,wu")
+    p = run.task.n_symbols
+    norms = {part: np.array([fn[f"{part}_{k}"].iloc[0] for k in range(1, p // 2 + 1)]) for part in ("we", "wu")}
+    keys = [int(k) for k in str(kf["key_freqs"].iloc[0]).split(",") if k]
+    plots.save(plots.fourier_bars({"W_E": norms["we"], "W_U": norms["wu"]}, keys, int(kf["step"].iloc[0])), req.out)
+    return kf
+
+
+@figure("projection", "accuracy against the number of principal components kept, at one step (Liu Fig. 22)")
+def _projection(run: "Run", req: FigureRequest) -> "pd.DataFrame":
+    plots.check_figure_path(req.out)
+    df = compute(run, "pca_projection_accuracy", steps=req.steps or "last", progress=req.progress,
+                 **req.only("n_components", "reference"))
+    if len(df) != 1:
+        raise ProbeError("--figure projection shows one checkpoint: give one step", param="steps")
+    plots.save(plots.projection_curves(df.iloc[0], int(df["step"].iloc[0])), req.out)
+    return df

@@ -1,0 +1,135 @@
+"""Pure array maths of the representation analyses: principal axes, lottery-ticket order, clock vs
+pizza measures (Zhong et al. 2023), symbol angles on a plane, key-frequency projections of neuron
+activations (Nanda et al. 2023 Sec. 5.1). No model, no run: arrays in, numbers out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from probe.analyses import fourier as fr
+from probe.errors import ProbeError
+from probe.tasks import Task
+
+
+def centred(emb: np.ndarray) -> np.ndarray:
+    e = np.asarray(emb, dtype=np.float64).reshape(emb.shape[0], -1)
+    return e - e.mean(axis=0)
+
+
+def principal_axes(emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Explained-variance ratios and principal axes (rows) of the symbol embeddings."""
+    e = centred(emb)
+    _, s, vt = np.linalg.svd(e, full_matrices=False)
+    var = s * s
+    total = var.sum()
+    if total <= 0:
+        raise ProbeError("embeddings are all equal; PCA is undefined")
+    return var / total, vt
+
+
+def grid(values: np.ndarray, task: Task) -> np.ndarray:
+    """Rows indexed by sample -> ``[p, p, ...]`` indexed by (a, b)."""
+    p = int(task.modulus or 0)
+    out = np.zeros((p, p) + values.shape[1:], dtype=values.dtype)
+    out[task.inputs[:, 0], task.inputs[:, 1]] = values
+    return out
+
+
+def order_quality(coords: np.ndarray, task: Task) -> np.ndarray | float:
+    """How well the symbols are ordered along the axes: circular order for modular tasks (the largest
+    normalised Fourier coefficient of the angles ``|mean_a exp(i(theta_a -/+ 2 pi k a / p))|``), linear
+    order otherwise (|Spearman correlation| of the first coordinate with the symbol's value).
+    ``coords [..., n, k]``; leading axes are batched."""
+    c = np.asarray(coords, dtype=np.float64)
+    n = c.shape[-2]
+    if task.modulus:
+        z = c[..., 0] + 1j * (c[..., 1] if c.shape[-1] > 1 else 0.0)
+        u = np.exp(1j * np.angle(z))  # [..., n]
+        a = np.arange(n)
+        ks = np.arange(1, n // 2 + 1)
+        w = np.exp(-2j * np.pi * ks[:, None] * a[None, :] / n)  # [K, n]
+        plus = np.abs(u @ w.T) / n
+        minus = np.abs(u @ w.conj().T) / n
+        out = np.maximum(plus.max(axis=-1), minus.max(axis=-1))
+    else:
+        ranks = np.argsort(np.argsort(c[..., 0], axis=-1), axis=-1).astype(np.float64)
+        r = ranks - ranks.mean(axis=-1, keepdims=True)
+        v = np.arange(n) - (n - 1) / 2
+        out = np.abs(r @ v) / (np.linalg.norm(r, axis=-1) * np.linalg.norm(v))
+    return float(out) if np.ndim(out) == 0 else out
+
+
+def circularity_of(emb: np.ndarray, p: int, pcs: int = 2) -> float:
+    """Circularity of the top principal components: for the plane of PCs (1,2), (3,4), ...,
+    ``max_k |sum_a z_a e^{-2 pi i k a/p}|^2 / (p sum_a |z_a|^2)`` with ``z = x + i y``; 1 for a perfect
+    circle traversed at one frequency. The mean over the first ``pcs / 2`` planes."""
+    e = centred(emb)
+    _, vt = principal_axes(emb)
+    a = np.arange(p)
+    ks = np.arange(1, p)
+    basis = np.exp(-2j * np.pi * ks[:, None] * a[None, :] / p)
+    vals = []
+    for i in range(0, min(pcs, vt.shape[0]) - 1, 2):
+        z = e @ vt[i] + 1j * (e @ vt[i + 1])
+        denom = p * np.sum(np.abs(z) ** 2)
+        vals.append(float(np.max(np.abs(basis @ z) ** 2) / denom) if denom > 0 else float("nan"))
+    return float(np.mean(vals))
+
+
+def distance_irrelevance_of(correct_logits: np.ndarray) -> float:
+    """Zhong et al.: ``mean_d std{L[a, b] : a - b = d (mod p)} / std(L)`` on the ``p x p`` table of
+    correct-label logits; near 1 when the logit ignores the distance a - b (clock), small when it is a
+    function of it (pizza)."""
+    table = np.asarray(correct_logits, dtype=np.float64)
+    p = table.shape[0]
+    a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+    diff = (a - b) % p
+    total = table.std()
+    if total == 0:
+        return float("nan")
+    return float(np.mean([table[diff == d].std() for d in range(p)]) / total)
+
+
+def gradient_symmetricity_of(grad_a: np.ndarray, grad_b: np.ndarray) -> float:
+    """Zhong et al.: mean cosine similarity of the gradients of the output logit with respect to the
+    two input embeddings, over sampled (a, b, c). ``[S, d]`` each."""
+    num = np.sum(grad_a * grad_b, axis=1)
+    den = np.linalg.norm(grad_a, axis=1) * np.linalg.norm(grad_b, axis=1)
+    ok = den > 0
+    return float(np.mean(num[ok] / den[ok])) if ok.any() else float("nan")
+
+
+def symbol_angles(emb: np.ndarray, p: int, plane: str, freq: int | None) -> tuple[np.ndarray, int]:
+    """Angles of the symbols on a key-frequency plane or on the top-2 PC plane (``k = 0`` for PCA)."""
+    e = np.asarray(emb, dtype=np.float64).reshape(emb.shape[0], -1)
+    e = e - e.mean(axis=0)
+    if plane == "pca":
+        _, _, vt = np.linalg.svd(e, full_matrices=False)
+        xy = e @ vt[:2].T
+        k = 0
+    else:
+        if freq is not None and freq > p // 2:
+            raise ProbeError(f"must be in 1..{p // 2} for p = {p}, got {freq}", param="freq")
+        k = int(freq) if freq is not None else int(np.argmax(fr.frequency_norms(e, p))) + 1
+        xy = e @ fr.frequency_plane(e, k)
+    return np.arctan2(xy[:, 1], xy[:, 0]), k
+
+
+def restricted_activations(act_grid: np.ndarray, p: int, keys: list[int]) -> np.ndarray:
+    """Neuron activations on the ``p x p`` grid restricted to their key-frequency components:
+    ``P_R A P_R`` with ``P_R`` the projector on ``{const, cos k, sin k : k key}`` applied to the a and
+    b axes (every product of key-frequency terms in a and b is kept). ``[p, p, n] -> [p, p, n]``."""
+    basis, _ = fr.fourier_basis(p)
+    rows = [0] + [r for k in keys for r in (2 * k - 1, 2 * k) if r < p]
+    b_r = basis[rows]  # [r, p]: P_R = b_r^T b_r, applied as two thin products on each side
+    coef = np.einsum("ia,abn,jb->ijn", b_r, act_grid, b_r, optimize=True)  # [r, r, n]
+    return np.einsum("ia,ijn,jb->abn", b_r, coef, b_r, optimize=True)
+
+
+def excluded_activations(act: np.ndarray, inputs: np.ndarray, p: int, keys: list[int]) -> np.ndarray:
+    """Activations ``[N, n]`` with the directions ``cos(w_k(a+b))``, ``sin(w_k(a+b))`` removed
+    (Nanda et al. Sec. 5.1); rows are samples ``(a, b)`` of the full ordered table."""
+    order = inputs[:, 0] * p + inputs[:, 1]  # sample -> grid row
+    q = fr.sum_directions(p, keys)[order]  # [N, 2K], orthonormal over the full grid
+    return act - q @ (q.T @ act)

@@ -1,0 +1,28 @@
+"""The one device resolver: ``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
+
+from __future__ import annotations
+
+from probe.errors import ProbeError, valid
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
+
+
+def check_device_name(name: str) -> None:
+    """Validate a device name without touching torch (configs call this)."""
+    ok = name in ("auto", "cpu", "cuda") or (name.startswith("cuda:") and name[5:].isdigit())
+    if not ok:
+        raise ProbeError(f"unknown device {name!r}{valid(DEVICE_CHOICES)}", param="device")
+
+
+def resolve_device(name: str) -> str:
+    """The torch device for ``name``; asking for CUDA where there is none is an error."""
+    check_device_name(name)
+    if name == "cpu":
+        return name
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        raise ProbeError(f"device {name!r} requested but CUDA is not available", param="device")
+    return name
