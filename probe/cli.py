@@ -15,7 +15,7 @@ import os
 import sys
 from typing import Any, Callable, NoReturn, Sequence
 
-from probe.errors import ProbeError
+from probe.errors import ProbeError, RunWriteError
 
 Command = Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, Command] = {}
@@ -155,6 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 0
         return int(COMMANDS[args.command](args) or 0)
+    except RunWriteError as exc:
+        print(f"probe: error: {exc.for_cli()}", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(2)  # the HDF5 library must not tear down a file whose writes failed
     except ProbeError as exc:
         print(f"probe: error: {exc.for_cli()}", file=sys.stderr)
         return 2

@@ -78,6 +78,10 @@ class ModelConfig:
         """About how many weights the model has (vocabulary rows left out)."""
         return 0
 
+    def buffer_shapes(self, n_classes: int) -> dict[str, tuple[int, ...]]:
+        """Fixed (untrained) tensors the model keeps and a run stores under ``static/``."""
+        return {}
+
     def _check_size(self) -> None:
         n = self.param_estimate()
         _check(n <= MAX_PARAMS, "model", self.kind, f"about {n:,} weights, more than the {MAX_PARAMS:,} probe "
@@ -175,6 +179,9 @@ class ToyConfig(ModelConfig):
     @property
     def neuron_hook(self) -> str | None:
         return f"decoder.{len(self.decoder) - 1}.hook_post" if self.decoder else None
+
+    def buffer_shapes(self, n_classes: int) -> dict[str, tuple[int, ...]]:
+        return {"targets": (n_classes, self.d_out)} if self.objective == "mse_targets" else {}
 
     def param_estimate(self) -> int:
         dims = (self.d_embed ** (2 if self.aggregation == "matrix" else 1), *self.decoder, self.d_out)

@@ -35,3 +35,9 @@ class ProbeError(Exception):
 def valid(choices: Iterable[object]) -> str:
     """``' (valid: a, b, c)'``: the one way every error lists the accepted choices."""
     return f" (valid: {', '.join(str(c) for c in choices)})"
+
+
+class RunWriteError(ProbeError):
+    """Writing a run file failed (disk full, I/O error). What was committed is intact, but the HDF5
+    library's state for that file is not: the command line exits at once, as a kill would, rather
+    than let the library tear the file down."""

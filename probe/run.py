@@ -165,10 +165,17 @@ class Run:
         try:
             self.config = TrainConfig.from_dict(self._file.config)
             self.task = stored_task(self._file)
+            self._check_static()
         except ProbeError as exc:
             self._file.close()
             raise ProbeError(f"{self.path} is damaged: {exc}") from None
         self._model: "ProbeModel | None" = None
+
+    def _check_static(self) -> None:
+        expected = self.config.model.buffer_shapes(self.task.n_classes)
+        stored = {k: tuple(v.shape) for k, v in self._file.f["static"].items()}
+        if stored != expected:
+            raise ProbeError(f"static tensors {stored} differ from what the model keeps {expected} (targets)")
 
     # lifecycle ---------------------------------------------------------------------------------
     def close(self) -> None:

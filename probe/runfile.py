@@ -36,7 +36,7 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
-from probe.errors import ProbeError
+from probe.errors import ProbeError, RunWriteError
 
 RUN_FILENAME = "run.h5"
 FORMAT_NAME = "probe-run"
@@ -290,11 +290,7 @@ class RunWriter:
         concurrent readers never block this)."""
         if not self.f.id.valid:
             return
-        if self._broken:  # a failed write (disk full): flushing again would fail the same way
-            try:
-                self.f.close()
-            except Exception:  # noqa: BLE001 - the file's committed part is intact; nothing more to save
-                pass
+        if self._broken:  # a failed write (disk full): leave the file as a kill would (committed part intact)
             return
         self.flush_metrics()
         if finished:
@@ -336,7 +332,7 @@ def _writing(path: Path, writer: RunWriter | None = None) -> Iterator[None]:
     except (OSError, RuntimeError, ValueError) as exc:
         if writer is not None:
             writer._broken = True
-        raise ProbeError(f"cannot write {path}: {_reason(exc)}; the checkpoints already committed are intact: "
+        raise RunWriteError(f"cannot write {path}: {_reason(exc)}; the checkpoints already committed are intact: "
                          f"free space and continue with 'probe train --resume {path.parent}'") from None
 
 

@@ -321,12 +321,12 @@ def resume(run_dir: str | Path, steps: int | None = None, progress: bool = True)
         if steps is not None:
             cfg = dataclasses.replace(cfg, steps=steps)
         return train(cfg, run_dir, progress=progress)
-    rf = RunFile(path)
+    from probe.run import Run
+
+    run = Run(path)  # the same validation every reader applies: a damaged file is refused unchanged
+    rf = run.file
     try:
-        try:
-            cfg = TrainConfig.from_dict(rf.config)
-        except ProbeError as exc:
-            raise ProbeError(f"{path} holds an invalid config: {exc}") from None
+        cfg, task = run.config, run.task
         if steps is not None:
             if steps < 1:
                 raise ProbeError(f"must be >= 1, got {steps}", param="steps")
@@ -335,12 +335,6 @@ def resume(run_dir: str | Path, steps: int | None = None, progress: bool = True)
                 raise ProbeError(f"{steps} is before the last checkpoint (step {last}); nothing to resume",
                                  param="steps")
             cfg = dataclasses.replace(cfg, steps=steps)
-        from probe.run import stored_task
-
-        try:
-            task = stored_task(rf)
-        except ProbeError as exc:
-            raise ProbeError(f"{path} is damaged: {exc}") from None
         state = rf.resume_state()
         if state is not None and state.step >= cfg.steps and rf.finished:
             raise ProbeError(f"{run_dir} already finished at step {state.step}; pass --steps N to train further")

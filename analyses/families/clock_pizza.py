@@ -10,6 +10,7 @@ import numpy as np
 from probe.analyses.applies import modular, modular_add_grid
 from probe.analyses.passes import clean_pass
 from probe.analyses.registry import Param, metric, positive_int
+from probe.errors import ProbeError
 from probe.analyses.representations import circularity_of, distance_irrelevance_of, gradient_symmetricity_of, grid
 
 if TYPE_CHECKING:
@@ -23,7 +24,12 @@ if TYPE_CHECKING:
                       check=lambda n: None if n >= 2 and n % 2 == 0 else "must be an even number >= 2"),),
         applies=modular)
 def circularity(ckpt: "Checkpoint", ctx: "Context", pcs: int) -> dict[str, float]:
-    return {"circularity": circularity_of(ckpt.embeddings(), int(ctx.task.modulus or 0), pcs)}
+    emb = ckpt.embeddings()
+    available = min(emb.shape[0], int(np.prod(emb.shape[1:])))
+    if pcs > available:
+        raise ProbeError(f"{pcs} is more than the {available} principal components the embeddings have "
+                         f"({emb.shape[0]} symbols, dimension {int(np.prod(emb.shape[1:]))})", param="pcs")
+    return {"circularity": circularity_of(emb, int(ctx.task.modulus or 0), pcs)}
 
 
 @metric("distance_irrelevance", "Zhong et al.'s distance irrelevance of the correct-label logits (1: clock-like, "
