@@ -5,7 +5,7 @@ labels, and embeddings ``[n_symbols, d]`` (``[n_symbols, d, d]`` for matrix embe
 activations ``[n_samples, d]``. No run on disk is needed, so the functions can be scripted on any
 checkpoints.
 
-Definitions (DESIGN.md "Metric definitions"):
+Definitions (docs/design.md, "Metric definitions"; details in docs/metrics.md):
 
 * ``P0`` (Liu eq. 1): unordered pairs of distinct samples ``{s, t}`` with the same label. The samples
   are the task's own (unordered pairs ``i <= j`` for Liu's non-modular addition).

@@ -96,7 +96,8 @@ def bench_alexander(name: str, p: int, frac: float, n_sample: int) -> None:
 
 
 MEMORY_CHILD = """
-import resource, sys, analyses, probe
+import resource, sys, probe
+from probe import analyses
 run = probe.load_run(sys.argv[1])
 df = analyses.compute(run, ["rqi", "acc_hat", "alexander_violations"], cache=False)
 print(len(df), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -39,7 +39,8 @@ FORWARD = ["fourier_norms", "restricted_loss", "excluded_loss", "pca_projection_
 PARAMS = {"n_components": "1,2,4,8,16,32,all"}
 
 CHILD = """
-import resource, sys, time, analyses, probe
+import resource, sys, time, probe
+from probe import analyses
 run = probe.load_run(sys.argv[1])
 n = int(sys.argv[2])
 steps = ",".join(str(int(s)) for s in run.steps[:n])

@@ -1,6 +1,6 @@
 """Presets reproducing each paper's setup, YAML config files and ``--set key=value`` overrides.
 
-Numbers follow DESIGN.md's reference configurations: Liu et al. (2022) Sec. 4 / App. G for the
+Numbers follow the reference configurations in docs/design.md: Liu et al. (2022) Sec. 4 / App. G for the
 toy model (p=10 addition, 45/10 split; S3 with 24/12, matrix embeddings App. H), Nanda et al.
 (2023) for the one-layer transformer, Power et al. (2022) for the two-layer transformer on
 division, Kitouni's two-layer MLP (p=53), and Omnigrok / Liu et al. App. J for digits.
