@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import h5py
-import numpy as np
 
 import probe
 from probe.train.config import load_config

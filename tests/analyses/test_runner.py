@@ -10,7 +10,7 @@ import pytest
 
 from probe import analyses
 import probe
-from probe.analyses.registry import METRICS, Metric, load
+from probe.analyses.registry import Metric, load
 from probe.run import select_steps
 from probe.errors import ProbeError
 from probe.tasks import make_split, make_task

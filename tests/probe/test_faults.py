@@ -20,7 +20,7 @@ import pytest
 
 import probe
 from probe.cli import main
-from probe.runfile import RunFile, run_file_path
+from probe.runfile import run_file_path
 
 TOY = ["--preset", "liu-toy-add", "--set", "steps=300", "--set", "model.decoder=32,32", "--set",
        "checkpoint.schedule=every", "--set", "checkpoint.every=10", "--set", "checkpoint.metrics_every=5"]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from probe.errors import ProbeError
-from probe.tasks import TASK_NAMES, TASKS, make_split, make_task, read_group_csv
+from probe.tasks import TASKS, make_split, make_task, read_group_csv
 
 
 def test_modular_addition_table_and_sizes():
