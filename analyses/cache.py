@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from probe.analyses.sources import Source, key_of
+from probe.analyses.sources import Source
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     from probe.analyses.registry import Metric
 
 CACHE_VERSION = 2
+
+
+def key_of(parts: dict[str, Any]) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 def cache_path(src: Source, metric: "Metric", params: dict[str, Any], idx: np.ndarray) -> Path | None:

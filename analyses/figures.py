@@ -33,8 +33,7 @@ class FigureRequest:
     progress: bool = False
 
     def __post_init__(self) -> None:
-        if self.fps < 1:
-            raise ProbeError(f"must be >= 1 frame per second, got {self.fps}", param="fps")
+        plots.check_fps(self.fps)  # before any metric is computed
 
     def only(self, *names: str) -> dict[str, Any]:
         return {k: v for k, v in self.params.items() if k in names}

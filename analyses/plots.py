@@ -176,14 +176,18 @@ def check_animation_path(out: str) -> None:
         raise ProbeError(f"cannot write {out}: directory {path.parent} does not exist")
 
 
+def check_fps(fps: int) -> None:
+    if fps < 1:
+        raise ProbeError(f"must be >= 1 frame per second, got {fps}", param="fps")
+
+
 def animate_pca(coords: np.ndarray, steps: np.ndarray, out: str, axes: str, fps: int = 8) -> None:
     """An animation of the embeddings on two principal components over the series (GIF or MP4)."""
     plt = _plt()
     from matplotlib import animation
 
     check_animation_path(out)
-    if fps < 1:
-        raise ProbeError(f"must be >= 1 frame per second, got {fps}", param="fps")
+    check_fps(fps)
     path = Path(out)
     suffix = path.suffix.lower()
     if len(steps) < 2:

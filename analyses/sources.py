@@ -6,7 +6,6 @@ A source knows its task, split and steps and reads embeddings, tensors and model
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -63,6 +62,7 @@ class RunSource(Source):
         self.steps = np.asarray(run.steps)
         self.config = run.config
         self.embed_lr = run.config.resolved_embed_lr
+        self._content_keys: dict[bytes, str] = {}
 
     def read_embeddings(self, indices: np.ndarray) -> np.ndarray | None:
         return self.run.read_embeddings(indices)
@@ -74,7 +74,11 @@ class RunSource(Source):
         return self.run.read_tensor(index, name)
 
     def content_key(self, indices: np.ndarray) -> str:
-        return self.run.content_key(indices)
+        """Computed once per selection: every metric of one ``compute`` call keys its cache with it."""
+        key = np.asarray(indices, dtype=np.int64).tobytes()
+        if key not in self._content_keys:
+            self._content_keys[key] = self.run.content_key(indices)
+        return self._content_keys[key]
 
     @property
     def cache_dir(self) -> Path:
@@ -117,9 +121,3 @@ def as_source(source: Any, task: Task | None = None, split: Split | None = None,
     if task is None:
         raise ProbeError("analysing plain arrays needs task= (and split= for split-dependent metrics)")
     return ArraySource(source, task, split, **kw)
-
-
-def key_of(parts: dict[str, Any]) -> str:
-    import json
-
-    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]

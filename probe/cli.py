@@ -34,16 +34,6 @@ class _Parser(argparse.ArgumentParser):
         raise ProbeError(f"{message} (see '{self.prog} --help')")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     from probe.analyses.figures import FIGURES
     from probe.analyses.registry import all_metrics, all_params
@@ -60,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="override a config value, e.g. --set lr=1e-3 --set model.d_model=64 (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    p.add_argument("--steps", type=_positive_int, help="with --resume: train to this many steps in total")
+    p.add_argument("--steps", type=int, help="with --resume: train to this many steps in total")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
@@ -111,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="figure file (.png, .pdf, .svg; .gif or .mp4 for the animation)")
     p.add_argument("--steps", default=None, help="checkpoints to show (default: all; pca: first, a middle one, "
                    "last; fourier and projection: last)")
-    p.add_argument("--fps", type=_positive_int, default=8, help="animation frames per second")
+    p.add_argument("--fps", type=int, default=8, help="animation frames per second")
     p.add_argument("--no-progress", action="store_true")
     metric_options(p)
 
@@ -121,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--task", default="add", help="'add' = Liu's (non-modular) addition, the default; or an "
                    "abelian probe task (nonmod-add, mod-add for modular addition, mul, x2+y2, ...)")
     t.add_argument("--p", type=int, default=10)
-    t.add_argument("--trials", type=_positive_int, default=100, help="random splits per training-set size")
+    t.add_argument("--trials", type=int, default=100, help="random splits per training-set size")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--format", default="table", choices=("table", "csv", "json"))
     t.add_argument("--out")

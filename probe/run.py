@@ -203,10 +203,9 @@ class Run:
         """The underlying :class:`RunFile` (h5py access via ``run.file.f``)."""
         return self._file
 
-    @cached_property
+    @property
     def split(self) -> Split:
-        f = self._file
-        return Split(train=f.read(f.f["split/train"]).astype(np.int64), val=f.read(f.f["split/val"]).astype(np.int64))
+        return self._file.split
 
     @property
     def steps(self) -> np.ndarray:
@@ -305,6 +304,10 @@ class Run:
 
     def static(self) -> dict[str, np.ndarray]:
         """Fixed tensors that are not trained (e.g. the toy model's regression targets)."""
+        return self._static
+
+    @cached_property
+    def _static(self) -> dict[str, np.ndarray]:  # read once: every checkpoint's model reuses them
         return self._file.static()
 
     def content_key(self, indices: np.ndarray) -> str:
@@ -316,7 +319,7 @@ class Run:
         f = self._file
         for key in ("config", "task", "parameters"):
             h.update(str(f.f.attrs[key]).encode())
-        for arr in (f.read(f.f["task/labels"]), self.split.train, self.split.val, self.steps[idx]):
+        for arr in (self.task.labels, self.split.train, self.split.val, self.steps[idx]):
             h.update(np.ascontiguousarray(arr).tobytes())
         for arr in self.static().values():
             h.update(np.ascontiguousarray(arr).tobytes())
@@ -366,9 +369,7 @@ class Run:
                                      f"needs {tuple(param.shape)}")
                 param.copy_(torch.from_numpy(row).to(param.device))
             for name, buf in model.named_buffers():
-                if name in static:
-                    if tuple(static[name].shape) != tuple(buf.shape):
-                        raise ProbeError(f"{self.path} is damaged: static/{name} has shape {static[name].shape}")
+                if name in static:  # shapes were checked against the model's declaration at opening
                     buf.copy_(torch.from_numpy(static[name]).to(buf.device))
         return model
 

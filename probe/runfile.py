@@ -37,6 +37,7 @@ import h5py
 import numpy as np
 
 from probe.errors import ProbeError, RunWriteError
+from probe.tasks import Split
 
 RUN_FILENAME = "run.h5"
 FORMAT_NAME = "probe-run"
@@ -399,11 +400,13 @@ class RunFile:
         if inputs.shape[0] != n or n > MAX_SAMPLES:
             raise self.damaged(f"task/inputs has {inputs.shape[0]} rows and task/labels {n} (at most {MAX_SAMPLES})")
         self.n_samples = n
-        for key in ("split/train", "split/val"):
-            ds = self._require(key, ndim=1, integer=True)
-            idx = self.read(ds)
+        split = {}
+        for key in ("train", "val"):
+            idx = self.read(self._require(f"split/{key}", ndim=1, integer=True)).astype(np.int64)
             if idx.size and (idx.min() < 0 or idx.max() >= n):
-                raise self.damaged(f"{key} holds indices outside 0..{n - 1}")
+                raise self.damaged(f"split/{key} holds indices outside 0..{n - 1}")
+            split[key] = idx
+        self.split = Split(**split)  # read and checked once, here
         steps_ds = self._require("checkpoints/steps", ndim=1, integer=True)
         self._steps = self.read(steps_ds)
         if np.any(np.diff(self._steps) <= 0) or (self._steps.size and self._steps[0] < 0):
