@@ -151,19 +151,19 @@ class PairDistances:
 
     ``d2`` comes from Gram matrices; ``scale`` (``|v_s|^2 + |v_t|^2``) bounds its rounding error, and
     ``diff(q)`` recomputes the difference vectors of pairs ``q`` directly for the exact recheck.
+    When several quadruples share one distance (sum aggregation is symmetric in the operands, see
+    :meth:`Parallelograms.sum_classes`), ``d2`` holds one entry per distinct pair, ``expand`` maps every
+    quadruple of ``P0`` to its entry and ``weight`` counts the quadruples of each entry.
     """
 
     d2: np.ndarray
     scale: np.ndarray
     dim: int
     diff: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    expand: np.ndarray | None = field(default=None, repr=False)
+    weight: np.ndarray | None = field(default=None, repr=False)
 
-    def within(self, delta: float, mean_square: bool = False) -> np.ndarray:
-        """Mask over ``P0``: ``|v_s - v_t| <= delta`` (or, ``mean_square``, ``mean_dim (v_s - v_t)^2 < delta``).
-
-        Pairs within rounding error of the threshold are recomputed from their difference vector, so
-        the mask equals :func:`formed_reference` exactly.
-        """
+    def _distinct(self, delta: float, mean_square: bool) -> np.ndarray:
         bound = delta * self.dim if mean_square else delta * delta
         # rounding error of |a|^2 + |b|^2 - 2 a.b is at most a few ulps of the larger squared norm
         slack = 64 * np.finfo(np.float64).eps * (self.scale + bound)
@@ -172,6 +172,25 @@ class PairDistances:
         if unsure.size:
             mask[unsure] = _exact(self.diff(unsure), delta, mean_square)
         return mask
+
+    def within(self, delta: float, mean_square: bool = False) -> np.ndarray:
+        """Mask over ``P0``: ``|v_s - v_t| <= delta`` (or, ``mean_square``, ``mean_dim (v_s - v_t)^2 < delta``).
+
+        Pairs within rounding error of the threshold are recomputed from their difference vector, so
+        the mask equals :func:`formed_reference` exactly.
+        """
+        mask = self._distinct(delta, mean_square)
+        return mask if self.expand is None else mask[self.expand]
+
+    def count(self, delta: float, mean_square: bool = False) -> int:
+        """``|P(R)|``: the number of quadruples of ``P0`` that :meth:`within` accepts."""
+        mask = self._distinct(delta, mean_square)
+        return int(mask.sum()) if self.weight is None else int(self.weight[mask].sum())
+
+    @property
+    def total(self) -> int:
+        """``|P0|``."""
+        return int(self.d2.shape[0] if self.weight is None else self.weight.sum())
 
 
 def pair_distances(vectors: np.ndarray, p0: Parallelograms) -> PairDistances:
@@ -194,29 +213,68 @@ def pair_distances(vectors: np.ndarray, p0: Parallelograms) -> PairDistances:
                          diff=lambda q: v[p0.first[q]] - v[p0.second[q]])
 
 
+@dataclass(frozen=True)
+class SumClasses:
+    """Quadruples of ``P0`` that share one distance under sum aggregation (``v_(a,b) = v_(b,a)``).
+
+    ``rep``: one quadruple per distinct pair of unordered operand sets; ``expand[q]``: the entry of
+    quadruple ``q``; ``weight``: quadruples per entry. Ordered tables have about four quadruples per
+    entry ({(a,b),(c,d)}, {(b,a),(c,d)}, {(a,b),(d,c)}, {(b,a),(d,c)}), so distances are computed
+    once per entry. The four are equal in floating point too (addition commutes exactly).
+    """
+
+    rep: np.ndarray
+    expand: np.ndarray
+    weight: np.ndarray
+    symbols: tuple[np.ndarray, ...] = field(repr=False)  # (a, b, c, d) of the representatives
+    gather: tuple[np.ndarray, ...] = field(repr=False)  # flat Gram indices of the representatives
+
+
+def sum_classes(inputs: np.ndarray, p0: Parallelograms) -> SumClasses:
+    """:class:`SumClasses` of ``P0`` for a task's inputs (memoised on ``p0``)."""
+    key = ("sum_classes", id(inputs))
+    if key not in p0._memo:
+        x = np.asarray(inputs, dtype=np.int64)
+        n = int(x.max()) + 1 if x.size else 1
+        unordered = np.minimum(x[:, 0], x[:, 1]) * n + np.maximum(x[:, 0], x[:, 1])  # [N]
+        k1, k2 = unordered[p0.first], unordered[p0.second]
+        pair = np.minimum(k1, k2) * (n * n) + np.maximum(k1, k2)
+        _, rep, expand, weight = np.unique(pair, return_index=True, return_inverse=True, return_counts=True)
+        sa, sb, ta, tb = (s[rep] for s in p0.symbols(inputs))
+        p = n
+        gather = (sa * p + ta, sa * p + tb, sb * p + ta, sb * p + tb, sa * p + sa, sb * p + sb, sa * p + sb,
+                  ta * p + ta, tb * p + tb, ta * p + tb)
+        p0._memo[key] = SumClasses(rep=rep, expand=expand.reshape(-1), weight=weight, symbols=(sa, sb, ta, tb),
+                                   gather=gather)
+    return p0._memo[key]
+
+
 def pair_distances_sum(normalized: np.ndarray, inputs: np.ndarray, p0: Parallelograms,
                        device: str | None = None) -> PairDistances:
     """:class:`PairDistances` for sum aggregation ``v_(a,b) = E~_a + E~_b`` without building the vectors.
 
     With the symbol Gram matrix ``G = E~ E~^T`` (``p x p``), ``|v_s - v_t|^2 = |v_s|^2 + |v_t|^2 -
-    2 (G_ac + G_ad + G_bc + G_bd)``: a handful of gathers per quadruple instead of ``d`` flops.
-    ``device`` (``"cuda"``, ...) computes the distances with torch on that device, in float64.
+    2 (G_ac + G_ad + G_bc + G_bd)``: a handful of gathers per quadruple instead of ``d`` flops, and
+    only once per :class:`SumClasses` entry. ``device`` (``"cuda"``, ...) computes the distances with
+    torch on that device, in float64.
     """
     e = np.asarray(normalized, dtype=np.float64)
-    sa, sb, ta, tb = p0.symbols(inputs)
+    x = np.asarray(inputs)
+    if int(x.max()) + 1 > e.shape[0]:
+        raise ProbeError(f"the task uses {int(x.max()) + 1} symbols, the embeddings have {e.shape[0]}")
+    sc = sum_classes(inputs, p0)
+    p = int(x.max()) + 1
     if device is not None:
-        d2, base = _sum_distances_torch(e, inputs, p0, device)
+        d2, base = _sum_distances_torch(e[:p], sc, device)
     else:
-        g = e @ e.T
-        p = g.shape[0]
-        a, b = inputs[:, 0], inputs[:, 1]
-        sq = g[a, a] + g[b, b] + 2.0 * g[a, b]  # [N]
-        gf = g.ravel()
-        cross = gf[sa * p + ta] + gf[sa * p + tb] + gf[sb * p + ta] + gf[sb * p + tb]
-        base = sq[p0.first] + sq[p0.second]
-        d2 = base - 2.0 * cross
+        g = (e[:p] @ e[:p].T).ravel()
+        ac, ad, bc, bd, aa, bb, ab, cc, dd, cd = (g[i] for i in sc.gather)
+        base = (aa + bb + 2.0 * ab) + (cc + dd + 2.0 * cd)
+        d2 = base - 2.0 * (ac + ad + bc + bd)
+    sa, sb, ta, tb = sc.symbols
     return PairDistances(d2=d2, scale=base, dim=e.shape[1],
-                         diff=lambda q: (e[sa[q]] + e[sb[q]]) - (e[ta[q]] + e[tb[q]]))
+                         diff=lambda q: (e[sa[q]] + e[sb[q]]) - (e[ta[q]] + e[tb[q]]),
+                         expand=sc.expand, weight=sc.weight)
 
 
 def formed(vectors: np.ndarray, p0: Parallelograms, delta: float, *, mean_square: bool = False) -> np.ndarray:
@@ -231,28 +289,18 @@ def formed_sum(normalized: np.ndarray, inputs: np.ndarray, p0: Parallelograms, d
     return pair_distances_sum(normalized, inputs, p0, device).within(delta, mean_square)
 
 
-def _sum_distances_torch(e: np.ndarray, inputs: np.ndarray, p0: Parallelograms,
-                         device: str) -> tuple[np.ndarray, np.ndarray]:
+def _sum_distances_torch(e: np.ndarray, sc: SumClasses, device: str) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
-    def dev(x: np.ndarray) -> "torch.Tensor":
-        return torch.as_tensor(x, device=device)
-
     key = ("torch", str(device))
-    if p0._memo.get(key + ("inputs",)) != id(inputs):
-        x = dev(np.asarray(inputs))
-        p0._memo[key] = (x, dev(p0.first), dev(p0.second), *(dev(t) for t in p0.symbols(inputs)))
-        p0._memo[key + ("inputs",)] = id(inputs)
-    x, first, second, sa, sb, ta, tb = p0._memo[key]
-    et = dev(e)
-    g = et @ et.T
-    p = g.shape[0]
-    a, b = x[:, 0], x[:, 1]
-    sq = g[a, a] + g[b, b] + 2.0 * g[a, b]
-    gf = g.reshape(-1)
-    cross = gf[sa * p + ta] + gf[sa * p + tb] + gf[sb * p + ta] + gf[sb * p + tb]
-    base = sq[first] + sq[second]
-    return (base - 2.0 * cross).cpu().numpy(), base.cpu().numpy()
+    if sc.__dict__.get("_torch_key") != key:  # index tensors moved to the device once
+        object.__setattr__(sc, "_torch", [torch.as_tensor(i, device=device) for i in sc.gather])
+        object.__setattr__(sc, "_torch_key", key)
+    et = torch.as_tensor(e, device=device)
+    g = (et @ et.T).reshape(-1)
+    ac, ad, bc, bd, aa, bb, ab, cc, dd, cd = (g[i] for i in sc.__dict__["_torch"])
+    base = (aa + bb + 2.0 * ab) + (cc + dd + 2.0 * cd)
+    return (base - 2.0 * (ac + ad + bc + bd)).cpu().numpy(), base.cpu().numpy()
 
 
 def _exact(diff: np.ndarray, delta: float, mean_square: bool) -> np.ndarray:
@@ -290,9 +338,9 @@ def rqi(embeddings: np.ndarray, inputs: np.ndarray, labels: np.ndarray, delta: f
         raise ProbeError("the task has no parallelograms (no two samples share a label)")
     norm = normalize(embeddings, convention)
     ms = convention == "grokking-squared"
-    if norm.ndim == 2:
-        return float(formed_sum(norm, np.asarray(inputs), p0, delta, mean_square=ms).mean())
-    return float(formed(sample_vectors(norm, np.asarray(inputs)), p0, delta, mean_square=ms).mean())
+    x = np.asarray(inputs)
+    dist = pair_distances_sum(norm, x, p0) if norm.ndim == 2 else pair_distances(sample_vectors(norm, x), p0)
+    return dist.count(delta, ms) / len(p0)
 
 
 def augmented(p0: Parallelograms, mask: np.ndarray, train: np.ndarray) -> np.ndarray:

@@ -12,7 +12,7 @@
 3. Memory: ``probe analyze`` semantics (rqi + acc_hat + alexander_violations) over a 2,000-checkpoint
    run of p=97 d=128 embeddings, in a fresh process; prints its peak RSS (requirement: < 1.5 GB).
 
-    python benchmarks/parallelograms.py [--checkpoints 500] [--reference-checkpoints 3]
+    python benchmarks/parallelograms.py [--checkpoints 500] [--reference-checkpoints 5]
 """
 
 from __future__ import annotations
@@ -33,18 +33,21 @@ from probe.tasks import make_split, make_task
 
 
 def series(p: int, d: int, t: int, seed: int = 0) -> np.ndarray:
+    """Random embeddings relaxing onto a line ``E_k = k u``: each symbol's random part (its own scale,
+    log-uniform over three decades) shrinks a thousandfold over the series, so symbols settle one by
+    one and RQI climbs from 0.01 to 0.66 with every count in between."""
     rng = np.random.default_rng(seed)
-    start = rng.normal(size=(p, d))
+    start = rng.normal(size=(p, d)) * 10.0 ** rng.uniform(-3, 0, size=(p, 1))
     line = np.arange(p)[:, None] * rng.normal(size=(1, d)) / p
     alpha = np.linspace(0, 1, t)[:, None, None]
-    noise = rng.normal(size=(t, p, d)) * (1e-4 + 0.05 * (1 - alpha)) / np.sqrt(d)
-    return (1 - alpha) * start + alpha * line + noise
+    return 10.0 ** (-3 * alpha) * start + line + rng.normal(size=(t, p, d)) * 1e-5
 
 
 def bench_rqi(n_ckpt: int, n_ref: int) -> None:
     p, d = 97, 128
     task = make_task("add", p=p)
     emb = series(p, d, n_ckpt)
+    analyses.compute(emb[:2], "rqi", task=task, delta=0.01)  # one-time imports (torch, pandas) outside the timing
     t0 = time.perf_counter()
     df = analyses.compute(emb, "rqi", task=task, delta=0.01, progress=True)
     fast = time.perf_counter() - t0
@@ -63,7 +66,7 @@ def bench_rqi(n_ckpt: int, n_ref: int) -> None:
           f"(on {len(picks)} checkpoints)")
     print(f"      counts on checkpoints {picks.tolist()}: probe {fast_counts} reference {ref_counts} -> "
           f"{'identical' if fast_counts == ref_counts else 'DIFFERENT'}")
-    print(f"      speed-up: {ref / per:.0f}x (required >= 100x)")
+    print(f"      speed-up: {ref / per:.0f}x (required >= 300x)")
 
 
 def bench_alexander(name: str, p: int, frac: float, n_sample: int) -> None:
@@ -128,7 +131,7 @@ def bench_memory(n_ckpt: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoints", type=int, default=500)
-    ap.add_argument("--reference-checkpoints", type=int, default=3)
+    ap.add_argument("--reference-checkpoints", type=int, default=5)
     ap.add_argument("--memory-checkpoints", type=int, default=2000)
     args = ap.parse_args()
     bench_rqi(args.checkpoints, args.reference_checkpoints)

@@ -106,7 +106,6 @@ def main() -> None:
         run = probe.load_run(run_dir)
         n = min(args.checkpoints, len(run.steps))
         all_steps = run.steps[:n]
-        steps = ",".join(str(int(s)) for s in all_steps)
         names = EMBEDDING_ONLY + FORWARD
         print(f"run {run_dir}: {run.task.describe()}, {len(run.steps)} checkpoints; analysing the first {n}")
 

@@ -280,9 +280,10 @@ class Run:
         lo, hi = int(idx.min()), int(idx.max()) + 1
         contiguous = np.array_equal(idx, np.arange(lo, hi))
         where = f"steps {int(self.steps[lo])}..{int(self.steps[hi - 1])}"
-        with self._file._reading(f"{ds.name.lstrip('/')} at {where}"):
-            if contiguous:
-                return np.asarray(ds[lo:hi])
+        what = f"{ds.name.lstrip('/')} at {where}"
+        if contiguous:
+            return self._file.read_rows(ds, lo, hi, what)
+        with self._file._reading(what):
             order = np.argsort(idx, kind="stable")
             uniq, inverse = np.unique(idx[order], return_inverse=True)
             block = np.asarray(ds[uniq])

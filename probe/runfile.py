@@ -13,7 +13,12 @@ string attribute.
 Integrity. Every dataset is chunked with HDF5's Fletcher-32 checksum filter, and each checkpoint
 records a BLAKE2 digest of its tensors (``checkpoints/digest``), which keys the analysis cache by
 content. The file's metadata carries HDF5's own checksums (``libver="latest"``). A read that fails a
-checksum becomes one :class:`ProbeError` naming the dataset and the step.
+checksum becomes one :class:`ProbeError` naming the dataset and the step. Checksums are verified
+once per file state: after a series has been read through the filter without error, the rows read
+are recorded in ``RUN_DIR/analysis/verified.json`` against the file's identity (device, inode,
+size, modification and change times); later reads of those rows of an unchanged, finished file
+take the raw chunks and skip the filter (:class:`Verified`). Any write to the file changes its
+change time and voids the record, so edited bytes are always checked.
 
 Validation. :class:`RunFile` checks on opening that every required group, dataset and attribute is
 there with its type and shape, that indices are inside the task table, that steps increase, and
@@ -347,6 +352,78 @@ def _reason(exc: BaseException) -> str:
 # --------------------------------------------------------------------------------------------------
 # reading and validation
 # --------------------------------------------------------------------------------------------------
+class Verified:
+    """Which rows of which series were read through the checksum filter without error, for one
+    state of one finished run file (``RUN_DIR/analysis/verified.json``, docs/run-format.md).
+
+    The record names the file by ``(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)``; a copied,
+    replaced or written file gets a fresh record. Writing the record is best effort (a read-only
+    run directory simply verifies every time)."""
+
+    def __init__(self, path: Path) -> None:
+        self.record = path.parent / "analysis" / "verified.json"
+        self.identity = self._identity(path)
+        self.path = path
+        self.rows: dict[str, list[list[int]]] = {}
+        try:
+            data = json.loads(self.record.read_text())
+            if isinstance(data, dict) and data.get("file") == self.identity and isinstance(data.get("rows"), dict):
+                self.rows = {k: [[int(a), int(b)] for a, b in v] for k, v in data["rows"].items()}
+        except (OSError, ValueError, TypeError):
+            pass
+
+    @staticmethod
+    def _identity(path: Path) -> list[int]:
+        st = path.stat()
+        return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+    def covers(self, name: str, lo: int, hi: int) -> bool:
+        return any(a <= lo and hi <= b for a, b in self.rows.get(name, ()))
+
+    def add(self, name: str, lo: int, hi: int) -> None:
+        try:
+            if self._identity(self.path) != self.identity:  # changed since it was opened: record nothing
+                return
+        except OSError:
+            return
+        spans = sorted(self.rows.get(name, []) + [[lo, hi]])
+        merged: list[list[int]] = []
+        for a, b in spans:
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        self.rows[name] = merged
+        try:
+            self.record.parent.mkdir(exist_ok=True)
+            tmp = self.record.with_name(f".verified-{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"file": self.identity, "rows": self.rows}))
+            os.replace(tmp, self.record)
+        except OSError:
+            pass
+
+
+def _raw_rows(ds: h5py.Dataset, lo: int, hi: int) -> np.ndarray | None:
+    """Rows ``lo:hi`` of a time-chunked series from its raw chunks (filters skipped), or None when
+    the layout is not one this reads (chunks not whole rows, or filters besides Fletcher-32)."""
+    chunks = ds.chunks
+    filters_besides_checksum = ds.compression is not None or ds.shuffle or ds.scaleoffset is not None
+    if chunks is None or tuple(chunks[1:]) != tuple(ds.shape[1:]) or not ds.fletcher32 or filters_besides_checksum:
+        return None
+    k = chunks[0]
+    per_chunk = int(np.prod(chunks))
+    out = np.empty((hi - lo, *ds.shape[1:]), dtype=ds.dtype)
+    zero = (0,) * (len(chunks) - 1)
+    for c in range(lo // k, (hi - 1) // k + 1):
+        mask, raw = ds.id.read_direct_chunk((c * k, *zero))
+        if mask:
+            return None
+        block = np.frombuffer(raw, dtype=ds.dtype, count=per_chunk).reshape(chunks)
+        a, b = max(lo, c * k), min(hi, (c + 1) * k)
+        out[a - lo: b - lo] = block[a - c * k: b - c * k]
+    return out
+
+
 class RunFile:
     """Read-only, validated view of a run file; readable while a writer appends (SWMR)."""
 
@@ -508,6 +585,26 @@ class RunFile:
             yield
         except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
             raise ProbeError(f"cannot read {what} from {self.path}: {_read_reason(exc)}") from None
+
+    def read_rows(self, ds: h5py.Dataset, lo: int, hi: int, what: str) -> np.ndarray:
+        """Rows ``lo:hi`` of a series, checksums verified once per file state (see :class:`Verified`)."""
+        verified = self._verified()
+        name = ds.name.lstrip("/")
+        if verified is not None and verified.covers(name, lo, hi):
+            with self._reading(what):
+                fast = _raw_rows(ds, lo, hi)
+            if fast is not None:
+                return fast
+        with self._reading(what):
+            rows = np.asarray(ds[lo:hi])
+        if verified is not None:
+            verified.add(name, lo, hi)
+        return rows
+
+    def _verified(self) -> Verified | None:
+        if "_verified_record" not in self.__dict__:  # finished runs only: a live run changes under readers
+            self._verified_record = Verified(self.path) if self.version >= 2 and self.finished else None
+        return self._verified_record
 
     def read(self, ds: h5py.Dataset, sel: Any = slice(None), step: int | None = None) -> np.ndarray:
         """``ds[sel]`` with checksum failures turned into one error naming the dataset (and step)."""

@@ -14,7 +14,9 @@ import fnmatch
 import json
 import os
 import shutil
+import signal
 import sys
+import threading
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -214,10 +216,12 @@ class Trainer:
         bar = tqdm(total=total, initial=start, desc="train", unit="step", file=sys.stderr,
                    disable=not self.progress, mininterval=0.5, dynamic_ncols=True)
         finished = False
+        stop = _DeferredInterrupt()
         try:
             step = start
             self.model.train()
             while True:
+                stop.check()
                 rng = self._rng_snapshot()
                 out = loss = None
                 if step < total:
@@ -258,8 +262,34 @@ class Trainer:
                 bar.update(1)
             finished = True
         finally:
+            stop.restore()
             bar.close()
             writer.close(finished=finished)
+
+
+class _DeferredInterrupt:
+    """The first Ctrl-C stops training at the next step boundary (a KeyboardInterrupt raised inside
+    a library call or a finaliser could be swallowed there); a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.pending = False
+        self.previous: Any = None
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):  # leave custom or ignored as is
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.pending = True
+        self.restore()
+
+    def check(self) -> None:
+        if self.pending:
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> Path:

@@ -95,8 +95,9 @@ def alexander_bound(ctx: Context) -> pg.AlexanderBound:
 def rqi(ckpt: Checkpoint, ctx: Context, delta: float, convention: str, hook: str | None,
         position: int) -> dict[str, float]:
     _require_p0(ctx)
-    mask = formed_mask(ckpt, ctx, delta, convention, hook, position)
-    return {"rqi": float(mask.mean()), "parallelograms": float(mask.sum())}
+    dist, mean_square = distances(ckpt, ctx, convention, hook, position)
+    count = dist.count(delta, mean_square)
+    return {"rqi": count / dist.total, "parallelograms": float(count)}
 
 
 def _delta_grid(text: str) -> tuple[float, ...]:
@@ -121,7 +122,7 @@ def rqi_curve(ckpt: Checkpoint, ctx: Context, deltas: str, convention: str, hook
               position: int) -> dict[str, float]:
     _require_p0(ctx)
     dist, mean_square = distances(ckpt, ctx, convention, hook, position)  # once, for every delta
-    return {f"rqi@{d:g}": float(dist.within(d, mean_square).mean()) for d in _delta_grid(deltas)}
+    return {f"rqi@{d:g}": dist.count(d, mean_square) / dist.total for d in _delta_grid(deltas)}
 
 
 PLANE = Param("plane", str, "freq", "plane of the angles: 'freq' (a key frequency of the embeddings) or "

@@ -121,17 +121,19 @@ def test_cache_is_keyed_by_content_and_edited_files_are_recomputed(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     shutil.copytree(SHIPPED / "toy-add", a, ignore=shutil.ignore_patterns("analysis"))
     shutil.copytree(SHIPPED / "modadd-p53", b, ignore=shutil.ignore_patterns("analysis"))
-    first = analyses.compute(probe.load_run(a), "rqi", steps="last")
+    with probe.load_run(a) as run:
+        first = analyses.compute(run, "rqi", steps="last")
     cached = next((a / "analysis").glob("rqi-*.parquet"))
     table = pq.read_table(cached)
     edited = table.set_column(table.column_names.index("rqi"), "rqi", pa.array([0.12]))
     pq.write_table(edited.replace_schema_metadata(table.schema.metadata), cached)
-    with pytest.warns(UserWarning, match="does not match"):
-        again = analyses.compute(probe.load_run(a), "rqi", steps="last")
+    with pytest.warns(UserWarning, match="does not match"), probe.load_run(a) as run:
+        again = analyses.compute(run, "rqi", steps="last")
     assert again["rqi"].iloc[0] == first["rqi"].iloc[0] == 1.0
     # another run copied into a's place, same name, cache directory kept: never served a's result
     keep = a / "analysis"
     shutil.copy(b / "run.h5", a / "run.h5")
     assert keep.exists()
-    other = analyses.compute(probe.load_run(a), "rqi", steps="last")
+    with probe.load_run(a) as run:  # (HDF5 shares one handle per file: the old ones are closed above)
+        other = analyses.compute(run, "rqi", steps="last")
     assert other["rqi"].iloc[0] != first["rqi"].iloc[0]

@@ -285,6 +285,40 @@ def test_flipped_bytes_in_a_checkpoint_chunk_are_a_checksum_error(capsys, small_
     assert _sha(d / "run.h5") == before and not (d / "analysis").exists()
 
 
+def test_checksums_are_verified_once_per_file_state(capsys, small_run, tmp_path, monkeypatch):
+    """A series read through the filter is recorded; the next read of the unchanged file takes the raw
+    chunks (same values); a copy, or any write to the file, voids the record, so flipped bytes are
+    still caught after a verified read."""
+    import probe.runfile as runfile
+
+    d = _copy(small_run, tmp_path)
+    raw_reads = []
+    real = runfile._raw_rows
+    monkeypatch.setattr(runfile, "_raw_rows", lambda *a: raw_reads.append(a[1:]) or real(*a))
+    with probe.load_run(d) as run:
+        first = run.series("embed.W_E")
+    assert raw_reads == [] and (d / "analysis" / "verified.json").exists()
+    with probe.load_run(d) as run:
+        again = run.series("embed.W_E")
+        part = run.series("embed.W_E", slice(1, 3))
+    assert raw_reads == [(0, len(first)), (1, 3)]
+    assert np.array_equal(first, again) and np.array_equal(first[1:3], part)
+    copied = tmp_path / "copied"
+    shutil.copytree(d, copied)
+    with probe.load_run(copied) as run:
+        run.series("embed.W_E")
+    assert len(raw_reads) == 2  # a copy is a new file state: verified again
+    offset, _ = _chunk_offset(d / "run.h5", "checkpoints/params/embed.W_E", 0)
+    with open(d / "run.h5", "r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    err = _one_line_error(capsys, ["analyze", str(d), "--metric", "rqi", "--no-progress", "--force"])
+    assert "checksum" in err and "embed.W_E" in err
+    assert len(raw_reads) == 2
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_fuzzed_files_never_end_in_a_traceback(capsys, small_run, tmp_path, seed):
     """Truncations and random byte flips anywhere: exit 0 (the flip missed what is read) or one line
