@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from probe.analyses.sources import Source
     from probe.config import TrainConfig
+    from probe.run import Checkpoint
 
 
 class Context:
@@ -47,6 +48,13 @@ class Context:
             return emb[0]
 
         return self.memo(("embeddings", index), read)
+
+    def checkpoint_at(self, step: Any) -> "Checkpoint":
+        """Another checkpoint of the series (``"first"``, ``"last"`` or a step)."""
+        from probe.run import Checkpoint
+
+        index = int(select_steps(self.source.steps, str(step))[0])
+        return Checkpoint(self.source, int(self.source.steps[index]), index)
 
     def model_inputs(self, model: Any) -> "torch.Tensor":
         """The task's samples as ``model`` inputs on this context's device (built once)."""

@@ -69,10 +69,35 @@ def phase(steps: np.ndarray, train_acc: np.ndarray, val_acc: np.ndarray, thresho
     return "comprehension" if v - t < delay else "grokking"
 
 
+def representation_measure(run: Run) -> tuple[str, dict[str, Any], str] | None:
+    """The representation measure a summary reports for ``run``'s task: Liu's RQI on the embeddings
+    for non-modular tables, circular RQI on the embeddings for modular addition, and the
+    threshold-free RQI of the readout (``--hook logits``) for other modular tasks. Returns
+    ``(metric, parameters, description)``, or None when none applies."""
+    from probe.analyses.registry import get_metric
+
+    task = run.task
+    has_emb = run.config.model.embed_param is not None
+    if not task.is_table:
+        return None
+    if task.modulus and task.name == "add" and has_emb and get_metric("rqi_circular").applies(task) is None:
+        return "rqi_circular", {}, "circular RQI (embeddings, key-frequency plane of the final checkpoint, pi/10)"
+    if task.modulus:
+        return "rqi", {"hook": "logits"}, "threshold-free RQI of the readout (hook logits)"
+    if has_emb:
+        return "rqi", {}, "RQI (Liu eq. 3, embeddings, delta 0.01)"
+    return "rqi", {"hook": "logits"}, "threshold-free RQI of the readout (hook logits)"
+
+
 def summary(runs: Sequence[Run], progress: bool = False) -> "pd.DataFrame":
-    """One row per run: setup, final accuracies, when validation accuracy passes 90% / 99% and RQI
-    passes 0.95, the learning phase (Liu App. A: 90%, 1,000-step delay, the run's own length as the
-    budget), final RQI, RQI-bar, Acc-hat and Acc-bar (NaN where a metric does not apply)."""
+    """One row per run: setup, final accuracies, when validation accuracy passes 90% / 99% and the
+    task's representation measure passes 0.95, the learning phase (Liu App. A: 90%, 1,000-step delay,
+    the run's own length as the budget), that measure's final value, Acc-hat, and RQI-bar and Acc-bar
+    where the Alexander bound means something.
+
+    Each task gets the measures that suit it (:func:`representation_measure`, named in the column
+    ``rqi_measure``); a value that does not apply is missing and the ``notes`` column says why (one
+    entry ``column: reason`` per note; Markdown and LaTeX turn them into footnote markers)."""
     import pandas as pd
 
     from probe.analyses.registry import get_metric
@@ -82,6 +107,7 @@ def summary(runs: Sequence[Run], progress: bool = False) -> "pd.DataFrame":
         cfg = run.config
         m = run.metrics
         ms = m["step"].to_numpy() if not m.empty else np.array([])
+        notes: list[str] = []
         row: dict[str, Any] = {
             "run": label, "task": run.task.describe(), "model": cfg.model.kind,
             "train_fraction": len(run.split.train) / run.task.n_samples,
@@ -92,18 +118,57 @@ def summary(runs: Sequence[Run], progress: bool = False) -> "pd.DataFrame":
             "step_val_acc_99": first_step(ms, m["val_acc"], 0.99) if len(ms) else math.nan,
             "phase": phase(ms, m["train_acc"].to_numpy(), m["val_acc"].to_numpy()) if len(ms) else "n/a",
         }
-        wanted = {"rqi": None, "acc_hat": None, "rqi_bar": None, "acc_bar": None}
-        for name in wanted:
-            if get_metric(name).applies(run.task) is None and len(run.steps):
-                wanted[name] = compute(run, name, steps="all" if name == "rqi" else "last", progress=progress)
-        r = wanted["rqi"]
-        row["step_rqi_95"] = first_step(r["step"].to_numpy(), r["rqi"].to_numpy(), 0.95) if r is not None else math.nan
-        row["final_rqi"] = float(r["rqi"].iloc[-1]) if r is not None else math.nan
-        row["rqi_bar"] = float(wanted["rqi_bar"]["rqi_bar"].iloc[-1]) if wanted["rqi_bar"] is not None else math.nan
-        row["acc_hat"] = float(wanted["acc_hat"]["acc_hat"].iloc[-1]) if wanted["acc_hat"] is not None else math.nan
-        row["acc_bar"] = float(wanted["acc_bar"]["acc_bar"].iloc[-1]) if wanted["acc_bar"] is not None else math.nan
+        if len(ms):
+            notes.append(f"phase: Liu App. A Table 1 at 90%, delay 1000, budget {int(ms[-1])} (the run's length)")
+        measure = representation_measure(run) if len(run.steps) else None
+        row["rqi_measure"] = measure[2] if measure else "none"
+        row["step_rqi_95"] = row["final_rqi"] = row["acc_hat"] = math.nan
+        if measure is None:
+            notes.append("final_rqi: no representation measure applies to this task or model")
+        else:
+            name, params, _ = measure
+            r = compute(run, name, steps="all", progress=progress, **params)
+            col = "rqi_circular" if name == "rqi_circular" else "rqi"
+            row["step_rqi_95"] = first_step(r["step"].to_numpy(), r[col].to_numpy(), 0.95)
+            row["final_rqi"] = float(r[col].iloc[-1])
+            if name == "rqi_circular":
+                notes.append("acc_hat: Liu's Acc-hat needs Euclidean parallelograms; not defined for circular RQI")
+            else:
+                a = compute(run, "acc_hat", steps="last", progress=progress, **params)
+                row["acc_hat"] = float(a["acc_hat"].iloc[-1])
+        row["rqi_bar"] = row["acc_bar"] = math.nan
+        if run.task.modulus:
+            notes.append("rqi_bar: the Alexander bound is vacuous for modular tasks (sum aggregation admits only "
+                         "the collapsed solution)")
+        elif get_metric("rqi_bar").applies(run.task) is None and len(run.steps):
+            row["rqi_bar"] = float(compute(run, "rqi_bar", steps="last")["rqi_bar"].iloc[-1])
+            row["acc_bar"] = float(compute(run, "acc_bar", steps="last")["acc_bar"].iloc[-1])
+        else:
+            notes.append(f"rqi_bar: {get_metric('rqi_bar').applies(run.task) or 'no checkpoints'}")
+        row["notes"] = " | ".join(notes)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _footnoted(df: "pd.DataFrame") -> tuple["pd.DataFrame", list[str]]:
+    """Move a ``notes`` column (``column: text | ...``) into numbered markers on the named cells and
+    a list of footnotes (for Markdown and LaTeX)."""
+    if "notes" not in df.columns:
+        return df, []
+    out = df.drop(columns=["notes"]).astype(object)
+    texts: list[str] = []
+    for i, cell in enumerate(df["notes"].fillna("")):
+        for part in [x for x in str(cell).split(" | ") if x]:
+            col, _, text = part.partition(": ")
+            if text not in texts:
+                texts.append(text)
+            n = texts.index(text) + 1
+            target = col if col in out.columns else out.columns[0]
+            value = out.iat[i, out.columns.get_loc(target)]
+            shown = "--" if value is None or (isinstance(value, float) and math.isnan(value)) else value
+            out.iat[i, out.columns.get_loc(target)] = f"{shown:.4g}" if isinstance(shown, float) else shown
+            out.iat[i, out.columns.get_loc(target)] = f"{out.iat[i, out.columns.get_loc(target)]} [{n}]"
+    return out, [f"[{n + 1}] {t}" for n, t in enumerate(texts)]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -184,9 +249,13 @@ def write_table(df: "pd.DataFrame", fmt: str, out: str | None) -> str | None:
     elif fmt == "json":
         text = df.to_json(orient="records", indent=1) + "\n"
     elif fmt == "markdown":
-        text = to_markdown(df)
+        shown, notes = _footnoted(df)
+        text = to_markdown(shown) + "".join(f"\n{n}" for n in notes) + ("\n" if notes else "")
     elif fmt == "latex":
-        text = to_latex(df)
+        shown, notes = _footnoted(df)
+        text = to_latex(shown)
+        if notes:
+            text += "".join(f"\\par\\footnotesize {latex_escape(n)}\n" for n in notes)
     else:
         from tabulate import tabulate
 

@@ -82,13 +82,92 @@ def gini(x: np.ndarray) -> float:
     return float(np.sum((2 * i - n - 1) * v) / (n * total))
 
 
+KEY_RULES: tuple[str, ...] = ("energy", "share", "neurons")
+KEY_DEFAULTS: dict[str, float] = {"energy": 1e-6, "share": 0.05, "neurons": 0.85}
+
+
 def key_frequencies(norms: np.ndarray, threshold: float) -> list[int]:
-    """Key frequencies by the declared rule: ``k`` whose share of the total squared frequency norm
-    (constant excluded) is at least ``threshold``. Sorted by decreasing share."""
+    """The ``share`` rule: ``k`` whose share of the total squared frequency norm (constant excluded)
+    is at least ``threshold``. Sorted by decreasing share. A fixed share does not scale with ``p``:
+    below ``1 / (p // 2)`` every frequency of a random embedding passes (docs/design.md)."""
     sq = np.asarray(norms, dtype=np.float64) ** 2
     share = sq / sq.sum()
     order = np.argsort(-share)
     return [int(k + 1) for k in order if share[k] >= threshold]
+
+
+def energy_share_threshold(n_freq: int, dims: int, alpha: float) -> float:
+    """Share of the Fourier energy that one frequency of Gaussian random weights ``[p, dims]`` exceeds
+    with probability ``alpha / n_freq`` (Bonferroni over the ``n_freq`` frequencies).
+
+    For i.i.d. Gaussian rows each frequency's energy (cos and sin components, ``2 dims`` squares) is
+    ``Gamma(dims)``-distributed and the shares are ``Dirichlet(dims, ..., dims)``, so one share is
+    ``Beta(dims, (n_freq - 1) dims)``; the threshold is its ``1 - alpha / n_freq`` quantile. It scales
+    with ``p`` (about ``1 / n_freq`` plus a few standard deviations).
+    """
+    from scipy.stats import beta
+
+    if n_freq < 2:
+        return 0.0
+    return float(beta.isf(alpha / n_freq, dims, (n_freq - 1) * dims))
+
+
+def significant_frequencies(norms: np.ndarray, dims: int, alpha: float = KEY_DEFAULTS["energy"]) -> list[int]:
+    """The ``energy`` rule (probe's default): frequencies whose share of the squared Fourier norm is
+    larger than Gaussian random weights of the same shape would give at family-wise level ``alpha``
+    (:func:`energy_share_threshold`). Random embeddings have no key frequency at any ``p``; a trained
+    clock has its few. Sorted by decreasing share."""
+    sq = np.asarray(norms, dtype=np.float64) ** 2
+    if sq.sum() <= 0:
+        return []
+    share = sq / sq.sum()
+    limit = energy_share_threshold(len(share), max(1, int(dims)), alpha)
+    order = np.argsort(-share)
+    return [int(k + 1) for k in order if share[k] > limit]
+
+
+def neuron_frequency_fractions(acts: np.ndarray, p: int) -> np.ndarray:
+    """Per neuron, the fraction of its variance over the ``p x p`` grid explained by each frequency
+    (Nanda et al. Sec. 4, neuron clusters): the components whose a- and b-factors are both in
+    ``{const, cos k, sin k}`` (the constant-constant term left out), over all non-constant terms.
+    ``acts [p, p, n] -> [n, p // 2]``."""
+    basis, _ = fourier_basis(p)
+    coef = np.einsum("ia,abn,jb->ijn", basis, np.asarray(acts, dtype=np.float64), basis, optimize=True)
+    sq = coef * coef
+    sq[0, 0] = 0.0
+    total = sq.sum(axis=(0, 1))  # [n]
+    freq = frequency_of_component(p)
+    out = np.empty((sq.shape[2], p // 2))
+    for k in range(1, p // 2 + 1):
+        rows = (freq == k) | (freq == 0)
+        out[:, k - 1] = sq[np.ix_(rows, rows)].sum(axis=(0, 1))
+    return out / np.where(total > 0, total, 1.0)[:, None]
+
+
+def neuron_key_frequencies(acts: np.ndarray, p: int, fve: float = KEY_DEFAULTS["neurons"]) -> tuple[list[int], np.ndarray]:
+    """Nanda et al.'s neuron-cluster rule: a neuron belongs to frequency ``k`` when ``k`` explains at
+    least ``fve`` of its variance (:func:`neuron_frequency_fractions`); the key frequencies are the
+    frequencies with a cluster, largest cluster first. Returns the keys and each neuron's frequency
+    (0: none)."""
+    frac = neuron_frequency_fractions(acts, p)
+    best = np.argmax(frac, axis=1)
+    assigned = np.where(frac[np.arange(frac.shape[0]), best] >= fve, best + 1, 0)
+    ks, counts = np.unique(assigned[assigned > 0], return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    return [int(ks[i]) for i in order], assigned
+
+
+def component_circularity(x: np.ndarray, p: int) -> float:
+    """Zhong et al. (2023) circularity of one principal component ``x [p]`` (values per symbol):
+    ``(2 / p) max_k |sum_a x_a e^{-2 pi i k a / p}|^2 / sum_a x_a^2``. 1 for a pure cosine at one
+    frequency, about ``2 log(p) / p`` for noise."""
+    v = np.asarray(x, dtype=np.float64)
+    v = v - v.mean()
+    denom = float(np.sum(v * v))
+    if denom <= 0:
+        return float("nan")
+    spec = np.abs(np.fft.fft(v)[1: p // 2 + 1]) ** 2
+    return float(min(1.0, 2.0 / p * spec.max() / denom))
 
 
 def sum_directions(p: int, freqs: list[int]) -> np.ndarray:

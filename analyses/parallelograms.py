@@ -324,6 +324,49 @@ def formed_reference(vectors: np.ndarray, p0: Parallelograms, delta: float, *,
 
 
 # --------------------------------------------------------------------------------------------------
+# the threshold-free test: how a parallelogram's distance ranks among different-label distances
+# --------------------------------------------------------------------------------------------------
+MAX_BETWEEN = 2_000_000
+
+
+def between_distances(vectors: np.ndarray, labels: np.ndarray, max_pairs: int = MAX_BETWEEN,
+                      seed: int = 0) -> np.ndarray:
+    """Sorted squared distances ``|v_u - v_w|^2`` over pairs of samples with different labels: all of
+    them, or a fixed random sample of ``max_pairs`` (seeded, so a series uses the same pairs at every
+    checkpoint) when there are more."""
+    v = np.asarray(vectors, dtype=np.float64)
+    y = np.asarray(labels)
+    n = v.shape[0]
+    total = n * (n - 1) // 2
+    if total <= max_pairs:
+        iu, ju = np.triu_indices(n, k=1)
+    else:
+        rng = np.random.default_rng(seed)
+        iu = rng.integers(0, n, size=max_pairs)
+        ju = rng.integers(0, n, size=max_pairs)
+    keep = y[iu] != y[ju]
+    iu, ju = iu[keep], ju[keep]
+    if iu.size == 0:
+        raise ProbeError("no two samples have different labels; the threshold-free test is undefined")
+    d2 = np.empty(iu.size)
+    for lo in range(0, iu.size, 1 << 18):  # bounded memory for wide activations
+        diff = v[iu[lo: lo + (1 << 18)]] - v[ju[lo: lo + (1 << 18)]]
+        d2[lo: lo + (1 << 18)] = np.einsum("nd,nd->n", diff, diff)
+    return np.sort(d2)
+
+
+def rank_scores(d2: np.ndarray, between: np.ndarray) -> np.ndarray:
+    """Per parallelogram, the fraction of different-label pairs that are farther apart than its two
+    samples (ties count half): ``P(|v_s - v_t| < |v_u - v_w|)`` for ``{s, t}`` in ``P0`` and ``u, w``
+    with different labels. Its mean over ``P0`` is the threshold-free RQI (0.5 for a representation
+    that ignores the labels, 1 when every same-result pair is closer than every other pair)."""
+    n = between.shape[0]
+    left = np.searchsorted(between, d2, side="left")
+    right = np.searchsorted(between, d2, side="right")
+    return (n - right + 0.5 * (right - left)) / n
+
+
+# --------------------------------------------------------------------------------------------------
 # RQI and friends on arrays
 # --------------------------------------------------------------------------------------------------
 def rqi(embeddings: np.ndarray, inputs: np.ndarray, labels: np.ndarray, delta: float = 0.01,

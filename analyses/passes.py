@@ -25,14 +25,24 @@ def check_position(ctx: "Context", position: int) -> None:
                          f"({-n_ctx}..{n_ctx - 1})", param="position")
 
 
+LOGITS = "logits"  # the readout through the unembedding, offered as a hook name
+
+
 def hook_activations(ckpt: "Checkpoint", ctx: "Context", hook: str, position: int) -> np.ndarray:
     """Activations at ``hook`` for every sample of the task, ``[N, D]`` (at token ``position`` for
-    models with positions; the last by default)."""
+    models with positions; the last by default). ``hook="logits"`` is the model's readout through
+    the unembedding at the answer position (its outputs)."""
     import torch
 
     model = ckpt.model()
+    if hook == LOGITS:
+        def answers() -> np.ndarray:
+            with torch.no_grad():
+                return model.answer(ctx.model_inputs(model)).double().cpu().numpy()
+
+        return ctx.memo_step(("hook", LOGITS), ckpt.index, answers)
     if hook not in model.hook_dict:
-        raise ProbeError(f"unknown hook {hook!r}{valid(model.hook_dict)}", param="hook")
+        raise ProbeError(f"unknown hook {hook!r}{valid([LOGITS, *model.hook_dict])}", param="hook")
     check_position(ctx, position)
 
     def run() -> np.ndarray:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from probe.analyses import fourier as fr
-from probe.errors import ProbeError
+from probe.errors import ProbeError, valid
 from probe.tasks import Task
 
 
@@ -60,12 +60,25 @@ def order_quality(coords: np.ndarray, task: Task) -> np.ndarray | float:
     return float(out) if np.ndim(out) == 0 else out
 
 
-def circularity_of(emb: np.ndarray, p: int, pcs: int = 2) -> float:
-    """Circularity of the top principal components: for the plane of PCs (1,2), (3,4), ...,
-    ``max_k |sum_a z_a e^{-2 pi i k a/p}|^2 / (p sum_a |z_a|^2)`` with ``z = x + i y``; 1 for a perfect
-    circle traversed at one frequency. The mean over the first ``pcs / 2`` planes."""
+CIRCULARITY_METHODS: tuple[str, ...] = ("zhong", "planes")
+
+
+def circularity_of(emb: np.ndarray, p: int, pcs: int = 4, method: str = "zhong") -> float:
+    """Circularity of the leading principal components of the symbol embeddings.
+
+    ``zhong`` (Zhong et al. 2023, the default): each of the first ``pcs`` (4) principal components
+    ``x_i [p]`` is scored on its own, ``c_i = (2/p) max_k |sum_a x_ia e^{-2 pi i k a/p}|^2 / sum_a x_ia^2``
+    (:func:`probe.analyses.fourier.component_circularity`), and ``c`` is their mean.
+    ``planes`` (probe's variant): PCs are paired into planes (1,2), (3,4), ..., ``z = x + i y``,
+    ``max_k |sum_a z_a e^{-2 pi i k a/p}|^2 / (p sum_a |z_a|^2)``, averaged over the ``pcs / 2`` planes.
+    """
     e = centred(emb)
-    _, vt = principal_axes(emb)
+    ratios, vt = principal_axes(emb)
+    vt = vt[ratios > 1e-12]  # components that carry variance (a 2-D clock has two)
+    if method == "zhong":
+        return float(np.mean([fr.component_circularity(e @ vt[i], p) for i in range(min(pcs, vt.shape[0]))]))
+    if method != "planes":
+        raise ProbeError(f"unknown circularity method {method!r}{valid(CIRCULARITY_METHODS)}", param="method")
     a = np.arange(p)
     ks = np.arange(1, p)
     basis = np.exp(-2j * np.pi * ks[:, None] * a[None, :] / p)
@@ -100,24 +113,62 @@ def gradient_symmetricity_of(grad_a: np.ndarray, grad_b: np.ndarray) -> float:
     return float(np.mean(num[ok] / den[ok])) if ok.any() else float("nan")
 
 
-def symbol_angles(emb: np.ndarray, p: int, plane: str, freq: int | None) -> tuple[np.ndarray, int]:
-    """Angles of the symbols on a key-frequency plane or on the top-2 PC plane (``k = 0`` for PCA)."""
-    e = np.asarray(emb, dtype=np.float64).reshape(emb.shape[0], -1)
-    e = e - e.mean(axis=0)
+def plane_of(emb: np.ndarray, p: int, plane: str, freq: int | None) -> tuple[np.ndarray, int]:
+    """An orthonormal ``[d, 2]`` basis of the plane the angles are read on and its frequency (0 for
+    ``pca``): the ``cos k`` / ``sin k`` components of the embeddings (``freq``, default the largest
+    Fourier norm), or their top two principal axes."""
+    e = centred(emb)
     if plane == "pca":
         _, _, vt = np.linalg.svd(e, full_matrices=False)
-        xy = e @ vt[:2].T
-        k = 0
+        if vt.shape[0] < 2:
+            raise ProbeError("the embeddings have fewer than two principal components; use --plane freq")
+        return vt[:2].T, 0
+    n_freq = p // 2
+    if freq is not None and not 1 <= freq <= (p - 1) // 2:
+        raise ProbeError(f"must be in 1..{(p - 1) // 2} for p = {p}, got {freq}", param="freq")
+    k = int(freq) if freq is not None else int(np.argmax(fr.frequency_norms(e, p)[:n_freq])) + 1
+    return fr.frequency_plane(e, k), k
+
+
+def whitened_angles(xy: np.ndarray) -> np.ndarray:
+    """Angles of points ``[n, 2]`` after an affine normalisation of their plane: centre, then map the
+    covariance to the identity (``C^{-1/2}``). Any invertible affine map of the plane changes the
+    result only by a rotation or reflection, which a circular parallelogram's residual
+    ``theta_i + theta_j - theta_m - theta_n`` ignores (a reflection flips its sign)."""
+    c = np.asarray(xy, dtype=np.float64)
+    c = c - c.mean(axis=0)
+    cov = c.T @ c / c.shape[0]
+    evals, evecs = np.linalg.eigh(cov)
+    if evals[0] <= max(evals[-1], 0.0) * 1e-12:
+        raise ProbeError("the symbols lie on a line in this plane (degenerate covariance); circular angles "
+                         "are undefined")
+    w = c @ evecs @ np.diag(evals ** -0.5) @ evecs.T
+    return np.arctan2(w[:, 1], w[:, 0])
+
+
+def symbol_angles(emb: np.ndarray, p: int, plane: str, freq: int | None,
+                  basis: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """Affine-invariant angles of the symbols (:func:`whitened_angles`) on a key-frequency plane or
+    the top-2 PC plane (``k = 0`` for PCA); ``basis [d, 2]`` fixes the plane (e.g. the final
+    checkpoint's) instead of choosing it from ``emb``."""
+    e = centred(emb)
+    if basis is None:
+        basis, k = plane_of(emb, p, plane, freq)
     else:
-        if freq is not None and freq > p // 2:
-            raise ProbeError(f"must be in 1..{p // 2} for p = {p}, got {freq}", param="freq")
-        k = int(freq) if freq is not None else int(np.argmax(fr.frequency_norms(e, p))) + 1
-        xy = e @ fr.frequency_plane(e, k)
-    return np.arctan2(xy[:, 1], xy[:, 0]), k
+        k = int(freq or 0)
+    return whitened_angles(e @ basis), k
+
+
+def circular_residuals(theta: np.ndarray, inputs: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """``theta_i + theta_j - theta_m - theta_n`` wrapped to ``(-pi, pi]`` for quadruples
+    ``{(i, j), (m, n)}`` given as sample indices (Liu App. H, 2x2 rotations)."""
+    x = inputs
+    r = theta[x[first, 0]] + theta[x[first, 1]] - theta[x[second, 0]] - theta[x[second, 1]]
+    return np.angle(np.exp(1j * r))
 
 
 def restricted_activations(act_grid: np.ndarray, p: int, keys: list[int]) -> np.ndarray:
-    """Neuron activations on the ``p x p`` grid restricted to their key-frequency components:
+    """probe's ``grid`` variant of the restricted loss's activations: neuron activations on the ``p x p`` grid restricted to their key-frequency components:
     ``P_R A P_R`` with ``P_R`` the projector on ``{const, cos k, sin k : k key}`` applied to the a and
     b axes (every product of key-frequency terms in a and b is kept). ``[p, p, n] -> [p, p, n]``."""
     basis, _ = fr.fourier_basis(p)
@@ -125,6 +176,23 @@ def restricted_activations(act_grid: np.ndarray, p: int, keys: list[int]) -> np.
     b_r = basis[rows]  # [r, p]: P_R = b_r^T b_r, applied as two thin products on each side
     coef = np.einsum("ia,abn,jb->ijn", b_r, act_grid, b_r, optimize=True)  # [r, r, n]
     return np.einsum("ia,ijn,jb->abn", b_r, coef, b_r, optimize=True)
+
+
+def nanda_restricted_activations(act: np.ndarray, inputs: np.ndarray, p: int, keys: list[int]) -> np.ndarray:
+    """Nanda et al. (2023, Sec. 5.1) restricted neuron activations: the mean over the grid plus the
+    components along the unit directions ``cos(w_k (a+b))``, ``sin(w_k (a+b))`` of the key
+    frequencies, nothing else. Rows are samples ``(a, b)`` of the full ordered table. ``[N, n]``."""
+    order = inputs[:, 0] * p + inputs[:, 1]
+    q = fr.sum_directions(p, keys)[order]  # [N, 2K], orthonormal over the full grid
+    return act.mean(axis=0, keepdims=True) + q @ (q.T @ act)
+
+
+def nanda_restricted_logits(approx: np.ndarray, w_out: np.ndarray, w_u: np.ndarray, logits: np.ndarray) -> np.ndarray:
+    """Nanda et al.'s readout of restricted activations: ``approx @ W_out @ W_U`` (the neurons' direct
+    path to the logits, no other residual-stream term), shifted so that its mean over samples equals
+    the full model's (their "bias term"). ``[N, n] -> [N, n_out]``."""
+    out = np.asarray(approx, dtype=np.float64) @ np.asarray(w_out, np.float64) @ np.asarray(w_u, np.float64)
+    return out + (logits.mean(axis=0, keepdims=True) - out.mean(axis=0, keepdims=True))
 
 
 def excluded_activations(act: np.ndarray, inputs: np.ndarray, p: int, keys: list[int]) -> np.ndarray:

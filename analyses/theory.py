@@ -56,20 +56,36 @@ def critical_fraction_table(name: str, p: int, trials: int, seed: int, progress:
     return CriticalFraction(df, crit, full, task, label, tuple(notes))
 
 
-def effective_dynamics_table(run: "Run", time_scale: float = 1.0) -> tuple["pd.DataFrame", np.ndarray, np.ndarray]:
-    """Liu Fig. 4c/d: integrate the effective loss from the run's initial embeddings and set it beside
-    the real normalised embeddings. Time is ``(step - step_0) * embedding lr * time_scale``.
+@dataclass(frozen=True)
+class EffectiveDynamics:
+    table: "pd.DataFrame"  # step, t_eff, symbol, dim, predicted, real
+    predicted: np.ndarray  # [T, p, d] at the chosen time scale
+    real: np.ndarray  # [T, p, d]
+    time_scale: float  # effective time per (step x embedding lr)
+    fitted: bool
+    rms: float  # root-mean-square difference at time_scale
+    rms_unit: float  # ... at time scale 1
 
-    Returns the long table (step, t_eff, symbol, dim, predicted, real) and the two ``[T, p, d]``
-    trajectories.
-    """
+
+def effective_dynamics_table(run: "Run", time_scale: float | str = "fit") -> EffectiveDynamics:
+    """Liu Fig. 4c/d: integrate the effective loss from the run's initial embeddings and set it beside
+    the real normalised embeddings. Time is ``(step - step_0) * embedding lr * time_scale``;
+    ``time_scale="fit"`` (the default) chooses it by least squares against the real trajectory
+    (:func:`probe.analyses.effective.fit_time_scale`), since Liu et al.'s flow time and an Adam-trained
+    network's steps agree only up to a factor."""
     import pandas as pd
 
-    from probe.analyses.effective import effective_dynamics
+    from probe.analyses.effective import effective_flow, fit_time_scale
     from probe.analyses.parallelograms import Parallelograms, hessian, normalize
 
-    if not time_scale > 0:
-        raise ProbeError(f"must be positive, got {time_scale}", param="time_scale")
+    fit = time_scale == "fit"
+    if not fit:
+        try:
+            time_scale = float(time_scale)
+        except (TypeError, ValueError):
+            raise ProbeError(f"must be 'fit' or a positive number, got {time_scale!r}", param="time_scale") from None
+        if not (np.isfinite(time_scale) and time_scale > 0):
+            raise ProbeError(f"must be 'fit' or a positive number, got {time_scale}", param="time_scale")
     require(abelian, run.task, "the effective theory")
     steps = np.asarray(run.steps)
     if len(steps) < 2:
@@ -82,11 +98,21 @@ def effective_dynamics_table(run: "Run", time_scale: float = 1.0) -> tuple["pd.D
         raise ProbeError("the effective dynamics are defined for vector embeddings (sum aggregation)")
     p0 = Parallelograms.from_labels(run.task.labels)
     h = hessian(run.task.inputs, p0, run.split.train, run.task.n_symbols)
-    times = (steps - steps[0]) * run.config.resolved_embed_lr * time_scale
-    pred = effective_dynamics(real_raw[0], h, int(p0.within(run.split.train).sum()), times)
+    m = int(p0.within(run.split.train).sum())
+    base = (steps - steps[0]) * run.config.resolved_embed_lr
     real = np.stack([normalize(e) for e in real_raw])
+    if fit:
+        scale, rms, rms_unit = fit_time_scale(real_raw[0], h, m, base, real)
+    else:
+        scale = float(time_scale)
+    flow = effective_flow(real_raw[0], h, m, float(base[-1]) * max(scale, 1.0))
+    pred = flow(base * scale)
+    if not fit:
+        rms = float(np.sqrt(np.mean((pred - real) ** 2)))
+        rms_unit = float(np.sqrt(np.mean((flow(base) - real) ** 2))) if scale >= 1.0 else float("nan")
+    times = base * scale
     t_idx, k_idx, d_idx = np.meshgrid(np.arange(len(steps)), np.arange(real.shape[1]), np.arange(real.shape[2]),
                                       indexing="ij")
     df = pd.DataFrame({"step": steps[t_idx.ravel()], "t_eff": times[t_idx.ravel()], "symbol": k_idx.ravel(),
                        "dim": d_idx.ravel(), "predicted": pred.ravel(), "real": real.ravel()})
-    return df, pred, real
+    return EffectiveDynamics(df, pred, real, float(scale), fit, float(rms), float(rms_unit))

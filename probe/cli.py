@@ -120,8 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "and compare with its real trajectory (Liu Fig. 4c/d)")
     t.add_argument("run_dir")
     t.add_argument("--out", required=True, help="output prefix: writes PREFIX.csv and PREFIX.png")
-    t.add_argument("--time-scale", type=float, default=1.0,
-                   help="effective time per (step x embedding lr) [default: 1]")
+    t.add_argument("--time-scale", default="fit",
+                   help="effective time per (step x embedding lr): 'fit' (least squares against the run, the "
+                   "default) or a number")
     return parser
 
 
@@ -372,10 +373,12 @@ def cmd_theory(args: argparse.Namespace) -> int:
 
     run = load_run(args.run_dir)
     check_writable(args.out + ".csv")
-    df, pred, real = effective_dynamics_table(run, args.time_scale)
-    df.to_csv(args.out + ".csv", index=False)
-    plots.save(plots.trajectories(run.steps, pred, real, title=f"{run.dir.name}: effective theory vs training"),
-               args.out + ".png")
+    res = effective_dynamics_table(run, args.time_scale)
+    res.table.to_csv(args.out + ".csv", index=False)
+    how = "fitted by least squares" if res.fitted else "given"
+    title = f"{run.dir.name}: effective theory (time scale {res.time_scale:.3g}, {how}) vs training"
+    plots.save(plots.trajectories(run.steps, res.predicted, res.real, title=title), args.out + ".png")
+    print(f"time scale {res.time_scale:.4g} ({how}): rms difference {res.rms:.4f} (at time scale 1: {res.rms_unit:.4f})")
     print(f"wrote {args.out}.csv and {args.out}.png")
     return 0
 

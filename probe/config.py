@@ -65,6 +65,12 @@ class ModelConfig:
         return None
 
     @property
+    def neuron_readout(self) -> str | None:
+        """Parameter ``[n_neurons, d]`` that writes the neurons into the residual stream read by the
+        unembedding (the last MLP's ``W_out``); None when the neurons have no direct path to it."""
+        return None
+
+    @property
     def n_ctx(self) -> int | None:
         """Sequence length of the model's activations; None for models without token positions."""
         return None
@@ -139,6 +145,10 @@ class TransformerConfig(ModelConfig):
     @property
     def neuron_hook(self) -> str:
         return f"blocks.{self.n_layers - 1}.mlp.hook_post"
+
+    @property
+    def neuron_readout(self) -> str:
+        return f"blocks.{self.n_layers - 1}.mlp.W_out"
 
     @property
     def n_ctx(self) -> int:

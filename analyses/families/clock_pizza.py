@@ -11,25 +11,30 @@ from probe.analyses.applies import modular, modular_add_grid
 from probe.analyses.passes import clean_pass
 from probe.analyses.registry import Param, metric, positive_int
 from probe.errors import ProbeError
-from probe.analyses.representations import circularity_of, distance_irrelevance_of, gradient_symmetricity_of, grid
+from probe.analyses.representations import CIRCULARITY_METHODS, circularity_of, distance_irrelevance_of, gradient_symmetricity_of, grid
 
 if TYPE_CHECKING:
     from probe.analyses.context import Context
     from probe.run import Checkpoint
 
 
-@metric("circularity", "how circular the embeddings are on their top principal planes (Zhong et al.); 1 for "
-        "a perfect circle", needs=("embeddings",), tasks="modular tasks", direction="higher",
-        params=(Param("pcs", int, 2, "number of leading PCs (pairs of planes)",
-                      check=lambda n: None if n >= 2 and n % 2 == 0 else "must be an even number >= 2"),),
+@metric("circularity", "how circular the leading principal components of the embeddings are (Zhong et al.: each "
+        "of the first 4 PCs scored on its own, then averaged); 1 for a perfect clock", needs=("embeddings",),
+        tasks="modular tasks", direction="higher",
+        params=(Param("pcs", int, 4, "number of leading principal components", check=positive_int),
+                Param("method", str, "zhong", "'zhong' (each PC on its own, Zhong et al.) or 'planes' (probe's "
+                      "variant: PCs paired into planes (1,2), (3,4), ...)", choices=CIRCULARITY_METHODS)),
         applies=modular)
-def circularity(ckpt: "Checkpoint", ctx: "Context", pcs: int) -> dict[str, float]:
+def circularity(ckpt: "Checkpoint", ctx: "Context", pcs: int, method: str) -> dict[str, float]:
     emb = ckpt.embeddings()
-    available = min(emb.shape[0], int(np.prod(emb.shape[1:])))
+    available = min(emb.shape[0] - 1, int(np.prod(emb.shape[1:])))
     if pcs > available:
         raise ProbeError(f"{pcs} is more than the {available} principal components the embeddings have "
                          f"({emb.shape[0]} symbols, dimension {int(np.prod(emb.shape[1:]))})", param="pcs")
-    return {"circularity": circularity_of(emb, int(ctx.task.modulus or 0), pcs)}
+    if method == "planes" and pcs % 2:
+        raise ProbeError(f"the planes method pairs components: give an even number, got {pcs}", param="pcs")
+    ctx.note(f"circularity: {method} method over the first {pcs} principal components")
+    return {"circularity": circularity_of(emb, int(ctx.task.modulus or 0), pcs, method)}
 
 
 @metric("distance_irrelevance", "Zhong et al.'s distance irrelevance of the correct-label logits (1: clock-like, "

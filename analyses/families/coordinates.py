@@ -38,9 +38,11 @@ def pca2d(ckpt: "Checkpoint", ctx: "Context", axes: str, reference: str) -> dict
         vt = ctx.memo(("final_axes", reference), lambda: principal_axes(ctx.embeddings_at(reference))[1])
     else:
         vt = principal_axes(ckpt.embeddings())[1]
-    if vt.shape[0] < 2:
-        raise ProbeError("pca2d needs embeddings of dimension >= 2")
-    return _coords("pca2d", e @ vt[:2].T)
+    xy = e @ vt[:2].T
+    if xy.shape[1] < 2:  # 1-D embeddings: the line itself, y = 0
+        ctx.note("the embeddings have one principal component: pca2d_y is 0")
+        xy = np.concatenate([xy, np.zeros((xy.shape[0], 1))], axis=1)
+    return _coords("pca2d", xy)
 
 
 @metric("umap", "UMAP (umap-learn) 2-D coordinates of the symbol embeddings: umap_x{k}, umap_y{k}",
@@ -66,5 +68,12 @@ def tsne_coords(ckpt: "Checkpoint", ctx: "Context", perplexity: float) -> dict[s
     from sklearn.manifold import TSNE
 
     e = centred(ckpt.embeddings())
-    xy = TSNE(n_components=2, perplexity=min(perplexity, e.shape[0] - 1.0), random_state=0, init="pca").fit_transform(e)
+    if e.shape[0] < 3:
+        raise ProbeError(f"t-SNE needs at least 3 symbols, the embeddings have {e.shape[0]}")
+    init = "pca" if e.shape[1] >= 2 else "random"  # PCA initialisation needs two dimensions
+    try:
+        xy = TSNE(n_components=2, perplexity=min(perplexity, e.shape[0] - 1.0), random_state=0,
+                  init=init).fit_transform(e)
+    except ValueError as exc:
+        raise ProbeError(f"t-SNE failed on these embeddings: {str(exc).splitlines()[0]}") from None
     return _coords("tsne", xy)

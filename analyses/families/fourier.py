@@ -12,7 +12,8 @@ from probe.analyses import fourier as fr
 from probe.analyses.applies import modular, modular_add_grid
 from probe.analyses.passes import clean_pass, neuron_activations, patched_answers
 from probe.analyses.registry import Param, fraction, metric
-from probe.analyses.representations import centred, excluded_activations, grid, restricted_activations
+from probe.analyses.representations import (centred, excluded_activations, grid, nanda_restricted_activations,
+                                             nanda_restricted_logits, restricted_activations)
 from probe.errors import ProbeError
 
 if TYPE_CHECKING:
@@ -50,30 +51,64 @@ def fourier_norms(ckpt: "Checkpoint", ctx: "Context", parts: str) -> dict[str, f
     return out
 
 
-KEY_THRESHOLD = Param("key_threshold", float, 0.05, "key-frequency rule: share of the embedding's squared "
-                      "Fourier norm (constant excluded) at least this", check=fraction)
+KEY_RULE = Param("key_rule", str, "energy", "key-frequency rule: 'energy' (share of W_E's Fourier energy above "
+                 "what Gaussian random weights reach at family-wise level key_threshold; scales with p), "
+                 "'share' (share >= key_threshold, a fixed cut) or 'neurons' (Nanda et al.'s neuron clusters: "
+                 "frequencies explaining >= key_threshold of some neuron's variance)", choices=fr.KEY_RULES)
+KEY_THRESHOLD = Param("key_threshold", float, None, "threshold of the key rule (default: energy 1e-6, share "
+                      "0.05, neurons 0.85)", check=fraction)
 
 
 REFERENCE = Param("reference", str, "last", "checkpoint the key frequencies / final axes come from "
                   "(first, last or a step)")
 
 
-def key_freqs_of(ctx: "Context", threshold: float, reference: str) -> list[int]:
-    def choose() -> list[int]:
-        p = int(ctx.task.modulus or 0)
-        return fr.key_frequencies(fr.frequency_norms(centred(ctx.embeddings_at(reference)), p), threshold)
+def additive_note(ctx: "Context") -> None:
+    """Fourier analysis over Z_p describes addition and subtraction; for other operations say so."""
+    if ctx.task.name not in ("add", "sub"):
+        ctx.note(f"task {ctx.task.name}: the additive Fourier basis over Z_p does not describe this operation "
+                 "(for x*y and x/y the clock lives on discrete logarithms); frequencies are of the symbol index")
 
-    keys = ctx.memo(("key_freqs", threshold, reference), choose)
-    ctx.note(f"key frequencies {keys}: share of the squared W_E Fourier norm >= {threshold} at checkpoint "
-             f"{reference}")
+
+def key_freqs_of(ctx: "Context", rule: str, threshold: float | None, reference: str) -> list[int]:
+    """Key frequencies of the series, chosen once at ``reference`` by ``rule`` and noted with the result."""
+    level = fr.KEY_DEFAULTS[rule] if threshold is None else threshold
+    p = int(ctx.task.modulus or 0)
+
+    def choose() -> list[int]:
+        if rule == "neurons":
+            reason = modular_add_grid(ctx.task)
+            if reason:
+                raise ProbeError(f"the neuron-cluster rule {reason}", param="key_rule")
+            ckpt = ctx.checkpoint_at(reference)
+            _, act = neuron_activations(ckpt, ctx)
+            return fr.neuron_key_frequencies(grid(act, ctx.task), p, level)[0]
+        emb = centred(ctx.embeddings_at(reference))
+        norms = fr.frequency_norms(emb, p)
+        if rule == "share":
+            return fr.key_frequencies(norms, level)
+        return fr.significant_frequencies(norms, emb.shape[1], level)
+
+    keys = ctx.memo(("key_freqs", rule, level, reference), choose)
+    what = {"energy": f"share of W_E's Fourier energy above Gaussian noise at level {level:g}",
+            "share": f"share of W_E's squared Fourier norm >= {level:g}",
+            "neurons": f"neuron clusters explaining >= {level:g} of a neuron's variance (Nanda et al.)"}[rule]
+    ctx.note(f"key frequencies {keys}: {what}, at checkpoint {reference}")
+    additive_note(ctx)
     return keys
 
 
-@metric("key_freqs", "key frequencies by a declared rule (share of W_E's Fourier energy >= threshold), chosen "
-        "at a reference checkpoint (default: the final one) and stored with the result",
-        needs=("embeddings",), tasks="modular tasks", params=(KEY_THRESHOLD, REFERENCE), applies=modular)
-def key_freqs(ckpt: "Checkpoint", ctx: "Context", key_threshold: float, reference: str) -> dict[str, Any]:
-    keys = key_freqs_of(ctx, key_threshold, reference)
+def _key_needs(params: dict[str, Any]) -> frozenset[str]:
+    return frozenset({"forward"}) if params.get("key_rule") == "neurons" else frozenset()
+
+
+@metric("key_freqs", "key frequencies by a declared rule (default: W_E's Fourier energy above Gaussian noise), "
+        "chosen at a reference checkpoint (default: the final one) and stored with the result",
+        needs=("embeddings",), tasks="modular tasks", params=(KEY_RULE, KEY_THRESHOLD, REFERENCE), applies=modular,
+        needs_for=_key_needs)
+def key_freqs(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_threshold: float | None,
+              reference: str) -> dict[str, Any]:
+    keys = key_freqs_of(ctx, key_rule, key_threshold, reference)
     return {"key_freqs": ",".join(map(str, keys)), "n_key_freqs": float(len(keys))}
 
 
@@ -81,66 +116,101 @@ def key_freqs(ckpt: "Checkpoint", ctx: "Context", key_threshold: float, referenc
         "frequency)", needs=("embeddings",), tasks="modular tasks", direction="higher", applies=modular)
 def fourier_gini(ckpt: "Checkpoint", ctx: "Context") -> dict[str, float]:
     p = int(ctx.task.modulus or 0)
+    additive_note(ctx)
     return {"fourier_gini": fr.gini(fr.frequency_norms(centred(ckpt.embeddings()), p))}
 
 
 @metric("key_freq_energy", "share of W_E's Fourier energy (constant excluded) in the key frequencies",
-        needs=("embeddings",), tasks="modular tasks", direction="higher", params=(KEY_THRESHOLD, REFERENCE),
-        applies=modular)
-def key_freq_energy(ckpt: "Checkpoint", ctx: "Context", key_threshold: float, reference: str) -> dict[str, float]:
+        needs=("embeddings",), tasks="modular tasks", direction="higher", params=(KEY_RULE, KEY_THRESHOLD, REFERENCE),
+        applies=modular, needs_for=_key_needs)
+def key_freq_energy(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_threshold: float | None,
+                    reference: str) -> dict[str, float]:
     p = int(ctx.task.modulus or 0)
-    keys = key_freqs_of(ctx, key_threshold, reference)
+    keys = key_freqs_of(ctx, key_rule, key_threshold, reference)
     sq = fr.frequency_norms(centred(ckpt.embeddings()), p) ** 2
-    return {"key_freq_energy": float(sq[[k - 1 for k in keys]].sum() / sq.sum())}
+    return {"key_freq_energy": float(sq[[k - 1 for k in keys]].sum() / sq.sum()) if keys else 0.0}
 
 
-SPLIT_ALL = Param("loss_split", str, "all", "samples the loss is computed on (default: all for restricted_loss, "
-                  "train for excluded_loss)", choices=("train", "val", "all"))
+RESTRICTED = Param("convention", str, "nanda", "restricted loss: 'nanda' (Nanda et al. Sec. 5.1: the neurons' "
+                   "mean plus their cos/sin(w_k(a+b)) components, read out through W_out and W_U with the mean "
+                   "logit restored) or 'grid' (probe's variant: every product of key-frequency terms in a and b, "
+                   "run through the rest of the network)", choices=("nanda", "grid"))
+LOSS_SPLIT = Param("loss_split", str, None, "samples the loss is computed on (default: the test split for "
+                   "restricted_loss as Nanda et al.; train for excluded_loss as Nanda et al.)",
+                   choices=("train", "val", "all"))
 
 
-SPLIT_TRAIN = Param("loss_split", str, "train", SPLIT_ALL.help, choices=("train", "val", "all"))
+def _logits(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_threshold: float | None,
+            reference: str, convention: str | None) -> dict[str, "Any"]:
+    """Full, excluded and (for a ``convention``) restricted logits of one checkpoint, memoised so that
+    restricted_loss and excluded_loss share the forward passes."""
+    import torch
+
+    def compute() -> dict[str, torch.Tensor]:
+        p = int(ctx.task.modulus or 0)
+        keys = key_freqs_of(ctx, key_rule, key_threshold, reference)
+        hook, act, full = clean_pass(ckpt, ctx)
+        out = {"full": torch.as_tensor(full, device=ctx.device)}
+        excluded = excluded_activations(act, ctx.task.inputs, p, keys)
+        if convention is None:
+            out.update(patched_answers(ckpt, ctx, hook, {"excluded": excluded}))
+        elif convention == "nanda":
+            readout = ctx.config.model.neuron_readout if ctx.config is not None else None
+            if readout is None:
+                raise ProbeError("Nanda et al.'s restricted loss reads the neurons out through W_out and W_U; this "
+                                 "model declares no such path (use --convention grid)", param="convention")
+            if getattr(ctx.config.model, "layernorm", False):
+                ctx.note("the model has a final LayerNorm; Nanda et al.'s W_out W_U readout skips it")
+            w_out = ckpt.tensor(readout)
+            w_u = ckpt.tensor(ctx.config.model.unembed_param)
+            approx = nanda_restricted_activations(act, ctx.task.inputs, p, keys)
+            out["restricted"] = torch.as_tensor(nanda_restricted_logits(approx, w_out, w_u, full), device=ctx.device)
+            out.update(patched_answers(ckpt, ctx, hook, {"excluded": excluded}))
+        else:
+            restricted = restricted_activations(grid(act, ctx.task), p, keys)[ctx.task.inputs[:, 0],
+                                                                               ctx.task.inputs[:, 1]]
+            out.update(patched_answers(ckpt, ctx, hook, {"restricted": restricted, "excluded": excluded}))
+        return out
+
+    return ctx.memo_step(("ablated", key_rule, key_threshold, reference, convention), ckpt.index, compute)
 
 
-def _ablated_losses(ckpt: "Checkpoint", ctx: "Context", key_threshold: float, reference: str,
-                    split: str) -> dict[str, float]:
+def _losses(ckpt: "Checkpoint", ctx: "Context", logits: dict[str, Any], split: str) -> dict[str, float]:
     import torch
     import torch.nn.functional as F
 
-    def compute() -> dict[str, "torch.Tensor"]:
-        p = int(ctx.task.modulus or 0)
-        keys = key_freqs_of(ctx, key_threshold, reference)
-        hook, act = neuron_activations(ckpt, ctx)
-        restricted = restricted_activations(grid(act, ctx.task), p, keys)[ctx.task.inputs[:, 0], ctx.task.inputs[:, 1]]
-        excluded = excluded_activations(act, ctx.task.inputs, p, keys)
-        logits = patched_answers(ckpt, ctx, hook, {"restricted": restricted, "excluded": excluded})
-        logits["full"] = torch.as_tensor(clean_pass(ckpt, ctx)[2], device=ctx.device)
-        return logits
-
-    logits = ctx.memo_step(("ablated", key_threshold, reference), ckpt.index, compute)
     idx = {"train": ctx.split.train, "val": ctx.split.val, "all": np.arange(ctx.task.n_samples)}[split]
     if len(idx) == 0:
-        raise ProbeError(f"the {split} split is empty")
+        raise ProbeError(f"the {split} split is empty", param="loss_split")
     sel = torch.as_tensor(idx, device=ctx.device)
     y = torch.as_tensor(ctx.task.labels, device=ctx.device)[sel]
     return {name: float(F.cross_entropy(v[sel], y)) for name, v in logits.items()}
 
 
-@metric("restricted_loss", "loss with the neuron activations restricted to their key-frequency components "
-        "(functions of a and b through the key frequencies only), patched through a hook (Nanda et al. "
-        "Sec. 5.1; float64 CE)",
+@metric("restricted_loss", "loss with the neurons restricted to their key-frequency components (Nanda et al. "
+        "Sec. 5.1, float64 CE; default: their definition on the test split)",
         needs=("forward", "split"), tasks="modular addition, transformer", direction="lower",
-        params=(KEY_THRESHOLD, REFERENCE, SPLIT_ALL), applies=modular_add_grid)
-def restricted_loss(ckpt: "Checkpoint", ctx: "Context", key_threshold: float, reference: str,
-                    loss_split: str) -> dict[str, float]:
-    r = _ablated_losses(ckpt, ctx, key_threshold, reference, loss_split)
+        params=(KEY_RULE, KEY_THRESHOLD, REFERENCE, RESTRICTED, LOSS_SPLIT), applies=modular_add_grid,
+        needs_for=_key_needs)
+def restricted_loss(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_threshold: float | None,
+                    reference: str, convention: str, loss_split: str | None) -> dict[str, float]:
+    split = loss_split or "val"
+    ctx.note(f"restricted loss: {convention} convention, on the {split} split")
+    r = _losses(ckpt, ctx, _logits(ckpt, ctx, key_rule, key_threshold, reference, convention), split)
     return {"restricted_loss": r["restricted"], "restricted_loss_full": r["full"]}
 
 
-@metric("excluded_loss", "loss with the key-frequency directions cos/sin(w_k(a+b)) removed from the neuron "
-        "activations through a hook (Nanda et al. Sec. 5.1; float64 CE)", needs=("forward", "split"),
-        tasks="modular addition, transformer", direction="higher", params=(KEY_THRESHOLD, REFERENCE, SPLIT_TRAIN),
-        applies=modular_add_grid)
-def excluded_loss(ckpt: "Checkpoint", ctx: "Context", key_threshold: float, reference: str,
-                  loss_split: str) -> dict[str, float]:
-    r = _ablated_losses(ckpt, ctx, key_threshold, reference, loss_split)
+@metric("excluded_loss", "loss with the key-frequency directions cos/sin(w_k(a+b)) removed from the neurons, "
+        "run through the rest of the network (Nanda et al. Sec. 5.1; float64 CE; default: train split)",
+        needs=("forward", "split"), tasks="modular addition, transformer", direction="higher",
+        params=(KEY_RULE, KEY_THRESHOLD, REFERENCE, LOSS_SPLIT), applies=modular_add_grid, needs_for=_key_needs)
+def excluded_loss(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_threshold: float | None,
+                  reference: str, loss_split: str | None) -> dict[str, float]:
+    split = loss_split or "train"
+    key_freqs_of(ctx, key_rule, key_threshold, reference)  # (memoised; files the key-frequency note here too)
+    ctx.note(f"excluded loss on the {split} split")
+    held = ctx.cache.get(("step", ("ablated", key_rule, key_threshold, reference, "nanda")))
+    logits = held[1] if held is not None and held[0] == ckpt.index else \
+        _logits(ckpt, ctx, key_rule, key_threshold, reference, None)
+    r = _losses(ckpt, ctx, logits, split)
     return {"excluded_loss": r["excluded"], "excluded_loss_full": r["full"]}

@@ -3,7 +3,8 @@ Alexander bound and the effective-theory quantities (Liu et al. 2022, Sec. 3, Ap
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -12,7 +13,8 @@ from probe.analyses.applies import abelian, modular_add, table_task
 from probe.analyses.effective import effective_theory
 from probe.analyses.passes import check_position, hook_activations
 from probe.analyses.registry import Param, metric, positive
-from probe.analyses.representations import symbol_angles
+from probe.analyses.families.fourier import REFERENCE
+from probe.analyses.representations import circular_residuals, plane_of, symbol_angles
 from probe.errors import ProbeError
 
 if TYPE_CHECKING:
@@ -28,7 +30,13 @@ DELTA = Param("delta", float, 0.01, "parallelogram tolerance delta (Liu App. E u
 CONVENTION = Param("convention", str, "liu", "normalisation and test: 'liu' (paper, default) or "
                    "'grokking-squared' (per-dimension std, mean squared residual < delta)",
                    choices=pg.CONVENTIONS)
-HOOK = Param("hook", str, None, "TransformerLens hook to read activations h(a,b) at (default: the embeddings)")
+HOOK = Param("hook", str, None, "TransformerLens hook to read activations h(a,b) at, or 'logits' for the readout "
+             "through the unembedding (default: the embeddings)")
+TEST = Param("test", str, None, "which parallelograms count: 'delta' (|v_s - v_t| <= delta on normalised vectors, "
+             "Liu eq. 2; the default on embeddings) or 'auc' (threshold-free: RQI is the probability that a "
+             "parallelogram's two samples are closer than two samples with different results; a parallelogram "
+             "counts as formed when closer than a share 1 - delta of them; the default at a hook)",
+             choices=("delta", "auc"))
 POSITION = Param("position", int, -1, "token position of transformer activations (default: the last)")
 
 
@@ -44,32 +52,90 @@ def p0_of(ctx: Context) -> pg.Parallelograms:
     return ctx.memo("p0", lambda: pg.Parallelograms.from_labels(ctx.task.labels))
 
 
+@dataclass(frozen=True)
+class Formed:
+    """Which parallelograms a checkpoint forms under the chosen test, and the RQI that goes with it."""
+
+    rqi: float
+    count: int
+    total: int
+    mask: Callable[[], np.ndarray]  # over P0, computed on demand (Acc-hat, violations)
+
+
+def resolve_test(test: str | None, hook: str | None) -> str:
+    return test or ("auc" if hook else "delta")
+
+
+def formed(ckpt: Checkpoint, ctx: Context, delta: float, convention: str = "liu", hook: str | None = None,
+           position: int = -1, test: str | None = None) -> Formed:
+    """The parallelograms of this checkpoint's representation (embeddings, or activations at ``hook``)
+    under ``test`` (docs/design.md, "RQI at a hook"); shared by rqi and acc_hat at one checkpoint."""
+    test = resolve_test(test, hook)
+    key = ("formed", delta, convention, hook, position, test)
+    return ctx.memo_step(key, ckpt.index, lambda: _formed(ckpt, ctx, delta, convention, hook, position, test))
+
+
+def _formed(ckpt: Checkpoint, ctx: Context, delta: float, convention: str, hook: str | None,
+            position: int, test: str) -> Formed:
+    if not hook:
+        check_position(ctx, position)
+    p0 = p0_of(ctx)
+    if hook:
+        if convention != "liu":
+            raise ProbeError("--convention grokking-squared applies to embeddings, not to --hook activations")
+        acts = pg.normalize_activations(hook_activations(ckpt, ctx, hook, position))
+        dist = pg.pair_distances(acts, p0)
+        if test == "delta":
+            ctx.note("hook activations normalised over samples by sigma_h / sqrt(2) (equals Liu's embedding "
+                     "normalisation for h = E_a + E_b over the full ordered table); |h_s - h_t| <= delta")
+        mean_square = False
+    else:
+        if ctx.task.modulus:
+            ctx.note(MODULAR_NOTE)
+        norm = pg.normalize(ckpt.embeddings(), convention)
+        mean_square = convention == "grokking-squared"
+        if norm.ndim == 2:  # sum aggregation: distances from the symbol Gram matrix
+            dist = pg.pair_distances_sum(norm, ctx.task.inputs, p0, device=ctx.array_device)
+            vectors = None
+        else:
+            vectors = pg.sample_vectors(norm, ctx.task.inputs)
+            dist = pg.pair_distances(vectors, p0)
+        if test == "auc":
+            acts = vectors if vectors is not None else pg.sample_vectors(norm, ctx.task.inputs)
+    if test == "delta":
+        count = dist.count(delta, mean_square)
+        return Formed(count / dist.total, count, dist.total, lambda: dist.within(delta, mean_square))
+    ctx.note(f"threshold-free test: RQI = P(two samples of a parallelogram are closer than two samples with "
+             f"different results); a parallelogram counts as formed when closer than {1 - delta:g} of those pairs")
+    between = pg.between_distances(acts, ctx.task.labels)
+    d2 = dist.d2 if dist.expand is None else dist.d2[dist.expand]
+    scores = pg.rank_scores(d2, between)
+    mask = scores >= 1.0 - delta
+    return Formed(float(scores.mean()), int(mask.sum()), len(p0), lambda: mask)
+
+
 def distances(ckpt: Checkpoint, ctx: Context, convention: str = "liu", hook: str | None = None,
               position: int = -1) -> tuple[pg.PairDistances, bool]:
-    """Squared distances over ``P0`` for this checkpoint's representation (embeddings, or activations
-    at ``hook``), and whether the test is the grokking-squared mean-square one."""
+    """Squared distances over ``P0`` for this checkpoint's representation under the delta test."""
     if not hook:
         check_position(ctx, position)
     if hook:
         if convention != "liu":
             raise ProbeError("--convention grokking-squared applies to embeddings, not to --hook activations")
-        ctx.note("hook activations normalised over samples by sigma_h / sqrt(2) (equals Liu's embedding "
-                 "normalisation for h = E_a + E_b over the full ordered table)")
         acts = pg.normalize_activations(hook_activations(ckpt, ctx, hook, position))
         return pg.pair_distances(acts, p0_of(ctx)), False
     if ctx.task.modulus:
         ctx.note(MODULAR_NOTE)
     norm = pg.normalize(ckpt.embeddings(), convention)
     mean_square = convention == "grokking-squared"
-    if norm.ndim == 2:  # sum aggregation: distances from the symbol Gram matrix
+    if norm.ndim == 2:
         return pg.pair_distances_sum(norm, ctx.task.inputs, p0_of(ctx), device=ctx.array_device), mean_square
     return pg.pair_distances(pg.sample_vectors(norm, ctx.task.inputs), p0_of(ctx)), mean_square
 
 
 def formed_mask(ckpt: Checkpoint, ctx: Context, delta: float, convention: str = "liu",
-                hook: str | None = None, position: int = -1) -> np.ndarray:
-    dist, mean_square = distances(ckpt, ctx, convention, hook, position)
-    return dist.within(delta, mean_square)
+                hook: str | None = None, position: int = -1, test: str | None = None) -> np.ndarray:
+    return formed(ckpt, ctx, delta, convention, hook, position, test).mask()
 
 
 def _require_p0(ctx: Context) -> None:
@@ -89,15 +155,15 @@ def alexander_bound(ctx: Context) -> pg.AlexanderBound:
 # --------------------------------------------------------------------------------------------------
 # metrics
 # --------------------------------------------------------------------------------------------------
-@metric("rqi", "representation quality index |P(R)|/|P0| (Liu eq. 3); --hook for activations",
-        needs=("embeddings",), tasks="operation tables (matrix embeddings: product parallelograms)",
-        direction="higher", params=(DELTA, CONVENTION, HOOK, POSITION), applies=table_task, needs_for=_hook_needs)
+@metric("rqi", "representation quality index |P(R)|/|P0| (Liu eq. 3); --hook for activations (threshold-free "
+        "by default there)", needs=("embeddings",), tasks="operation tables (matrix embeddings: product parallelograms)",
+        direction="higher", params=(DELTA, CONVENTION, HOOK, POSITION, TEST), applies=table_task,
+        needs_for=_hook_needs)
 def rqi(ckpt: Checkpoint, ctx: Context, delta: float, convention: str, hook: str | None,
-        position: int) -> dict[str, float]:
+        position: int, test: str | None) -> dict[str, float]:
     _require_p0(ctx)
-    dist, mean_square = distances(ckpt, ctx, convention, hook, position)
-    count = dist.count(delta, mean_square)
-    return {"rqi": count / dist.total, "parallelograms": float(count)}
+    f = formed(ckpt, ctx, delta, convention, hook, position, test)
+    return {"rqi": f.rqi, "parallelograms": float(f.count)}
 
 
 def _delta_grid(text: str) -> tuple[float, ...]:
@@ -125,33 +191,42 @@ def rqi_curve(ckpt: Checkpoint, ctx: Context, deltas: str, convention: str, hook
     return {f"rqi@{d:g}": dist.count(d, mean_square) / dist.total for d in _delta_grid(deltas)}
 
 
-PLANE = Param("plane", str, "freq", "plane of the angles: 'freq' (a key frequency of the embeddings) or "
-              "'pca' (the top two principal components)", choices=("freq", "pca"))
-FREQ = Param("freq", int, None, "frequency k of the plane (default: the largest Fourier norm of the "
-             "embeddings at each checkpoint)", check=lambda k: None if k >= 1 else "must be >= 1")
-CIRC_DELTA = Param("circ_delta", float, 0.1, "angular tolerance in radians", check=positive)
+PLANE = Param("plane", str, "freq", "plane of the angles: 'freq' (the cos/sin components of a frequency of the "
+              "embeddings) or 'pca' (the top two principal axes); taken at the reference checkpoint and kept for "
+              "the whole series", choices=("freq", "pca"))
+FREQ = Param("freq", int, None, "frequency k of the plane, 1..(p-1)/2 (default: the largest Fourier norm of the "
+             "embeddings at the reference checkpoint)", check=lambda k: None if k >= 1 else "must be >= 1")
+CIRC_DELTA = Param("circ_delta", float, round(np.pi / 10, 4), "angular tolerance in radians (default pi/10; "
+                   "chance level circ_delta / pi = 0.1)", check=positive)
 
 
 @metric("rqi_circular", "fraction of P0 that are circular parallelograms: theta_i + theta_j - theta_m - "
-        "theta_n = 0 (mod 2 pi) on a key-frequency or top-PC plane (Liu App. H, 2x2 rotations)",
+        "theta_n = 0 (mod 2 pi) within circ_delta, angles read on one plane for the whole series after an affine "
+        "normalisation of the plane (Liu App. H, 2x2 rotations)",
         needs=("embeddings",), tasks="modular addition", direction="higher",
-        params=(CIRC_DELTA, PLANE, FREQ), applies=modular_add)
-def rqi_circular(ckpt: Checkpoint, ctx: Context, circ_delta: float, plane: str,
-                 freq: int | None) -> dict[str, float]:
+        params=(CIRC_DELTA, PLANE, FREQ, REFERENCE), applies=modular_add)
+def rqi_circular(ckpt: Checkpoint, ctx: Context, circ_delta: float, plane: str, freq: int | None,
+                 reference: str) -> dict[str, float]:
     _require_p0(ctx)
-    theta, k = symbol_angles(ckpt.embeddings(), int(ctx.task.modulus or 0), plane, freq)
-    x, p0 = ctx.task.inputs, p0_of(ctx)
-    r = theta[x[p0.first, 0]] + theta[x[p0.first, 1]] - theta[x[p0.second, 0]] - theta[x[p0.second, 1]]
-    r = np.angle(np.exp(1j * r))  # wrap to (-pi, pi]
+    p = int(ctx.task.modulus or 0)
+    basis, k = ctx.memo(("circular_plane", plane, freq, reference),
+                        lambda: plane_of(ctx.embeddings_at(reference), p, plane, freq))
+    where = f"frequency {k}" if plane == "freq" else "top two principal axes"
+    ctx.note(f"angles on the plane of the {where} of the embeddings at checkpoint {reference}, kept for every "
+             f"checkpoint; the plane is whitened (affine-invariant); chance level {circ_delta / np.pi:.3f}")
+    theta, _ = symbol_angles(ckpt.embeddings(), p, plane, k, basis=basis)
+    p0 = p0_of(ctx)
+    r = circular_residuals(theta, ctx.task.inputs, p0.first, p0.second)
     return {"rqi_circular": float((np.abs(r) <= circ_delta).mean()), "plane_freq": float(k)}
 
 
 @metric("acc_hat", "predicted accuracy |D-bar|/|D0| from the parallelograms formed (Liu App. D eq. 13), "
         "and its test-only variant", needs=("embeddings", "split"), tasks="operation tables",
-        direction="higher", params=(DELTA, CONVENTION, HOOK, POSITION), applies=table_task, needs_for=_hook_needs)
+        direction="higher", params=(DELTA, CONVENTION, HOOK, POSITION, TEST), applies=table_task,
+        needs_for=_hook_needs)
 def acc_hat(ckpt: Checkpoint, ctx: Context, delta: float, convention: str, hook: str | None,
-            position: int) -> dict[str, float]:
-    mask = formed_mask(ckpt, ctx, delta, convention, hook, position)
+            position: int, test: str | None) -> dict[str, float]:
+    mask = formed_mask(ckpt, ctx, delta, convention, hook, position, test)
     test = pg.acc_hat(p0_of(ctx), mask, ctx.split.train, ctx.split.val) if len(ctx.split.val) else float("nan")
     return {"acc_hat": pg.acc_hat(p0_of(ctx), mask, ctx.split.train), "acc_hat_test": test}
 
@@ -193,13 +268,14 @@ def dof(ckpt: None, ctx: Context) -> dict[str, float]:
     return {"dof": float(th.dof)}
 
 
-ETA = Param("eta", float, None, "embedding learning rate for the predicted grokking steps "
-            "(default: the run's embed_lr, else lr)", check=positive)
+ETA = Param("eta", float, None, "embedding learning rate for the grokking timescale (default: the run's embed_lr, "
+            "else lr)", check=positive)
 
 
-@metric("lambda3", "grokking rate: third-smallest eigenvalue of H = A_D^T A_D, and predicted grokking "
-        "steps 1/(lambda3 eta) (Liu Sec. 3.2, Fig. 5); split only", needs=("split",),
-        tasks="abelian operation tables", scope="split", direction="higher", params=(ETA,), applies=abelian)
+@metric("lambda3", "grokking rate: third-smallest eigenvalue of H = A_D^T A_D, and the timescale n_h = "
+        "1/(lambda3 eta) in steps (Liu Sec. 3.2; about 3 n_h steps to converge in their toy runs); split only",
+        needs=("split",), tasks="abelian operation tables", scope="split", direction="higher", params=(ETA,),
+        applies=abelian)
 def lambda3(ckpt: None, ctx: Context, eta: float | None) -> dict[str, float]:
     if ctx.task.modulus:
         ctx.note(MODULAR_NOTE)
@@ -207,4 +283,9 @@ def lambda3(ckpt: None, ctx: Context, eta: float | None) -> dict[str, float]:
     rate = eta if eta is not None else ctx.embed_lr
     if rate is None:
         raise ProbeError("lambda3: give --eta (the embedding learning rate) for plain arrays")
-    return {"lambda3": th.lambda3, "predicted_grokking_steps": th.predicted_steps(rate)}
+    ctx.note(f"grokking_timescale n_h = 1/(lambda3 eta) with eta = {rate:g}: the e-folding time of the slowest "
+             "component under gradient flow of the effective loss (Liu Sec. 3.2), a timescale and not the step of "
+             "generalisation; Liu et al. see convergence after about 3 n_h steps, and Adam-trained networks "
+             "with a decoder follow it only up to a factor (compare with probe theory effective-dynamics' fit)")
+    n_h = th.timescale_steps(rate)
+    return {"lambda3": th.lambda3, "grokking_timescale": n_h, "grokking_timescale_x3": 3.0 * n_h}

@@ -19,14 +19,17 @@ if TYPE_CHECKING:
     from probe.run import Checkpoint
 
 
-COMPONENTS = Param("components", int, 8, "number of principal components reported", check=positive_int)
+COMPONENTS = Param("components", int, None, "number of principal components reported (default: 8, or as many as "
+                   "the embeddings have)", check=positive_int)
 
 
 @metric("pca_variance", "explained-variance ratios of the symbol embeddings' principal components",
         needs=("embeddings",), tasks="operation tables", params=(COMPONENTS,), applies=table_task)
-def pca_variance(ckpt: "Checkpoint", ctx: "Context", components: int) -> dict[str, float]:
+def pca_variance(ckpt: "Checkpoint", ctx: "Context", components: int | None) -> dict[str, float]:
     ratios, _ = principal_axes(ckpt.embeddings())
-    if components > ratios.shape[0]:
+    if components is None:
+        components = min(8, ratios.shape[0])
+    elif components > ratios.shape[0]:
         raise ProbeError(f"--components {components} is larger than the {ratios.shape[0]} principal components "
                          f"the embeddings have")
     return {f"var_pc{i + 1}": float(r) for i, r in enumerate(ratios[:components])}
@@ -42,7 +45,12 @@ def effective_dim(ckpt: "Checkpoint", ctx: "Context") -> dict[str, float]:
     return {"effective_dim": float(np.exp(entropy)), "pca_entropy": entropy}
 
 
-def _counts(text: str, d: int) -> list[int]:
+DEFAULT_COUNTS = "1,2,4,8,16,32,all"
+
+
+def _counts(text: str | None, d: int) -> list[int]:
+    if text is None:  # the default list, cut to the embedding dimension
+        return sorted({min(int(n), d) for n in DEFAULT_COUNTS.split(",")[:-1]} | {d})
     out = []
     for part in str(text).split(","):
         part = part.strip()
@@ -59,14 +67,15 @@ def _counts(text: str, d: int) -> list[int]:
     return sorted(set(out))
 
 
-N_COMPONENTS = Param("n_components", str, "1,2,4,8,16,32,all", "numbers n of principal components to project onto")
+N_COMPONENTS = Param("n_components", str, None, f"numbers n of principal components to project onto (default: "
+                     f"{DEFAULT_COUNTS}, those up to the embedding dimension)")
 
 
 @metric("pca_projection_accuracy", "train/test accuracy with the embeddings replaced, through hook_embed, by "
         "their projection on the first n PCs of the current and of the final checkpoint (Liu et al. App. K, "
         "Fig. 22)", needs=("embeddings", "forward", "split"), tasks="operation tables", direction="higher",
         params=(N_COMPONENTS, REFERENCE), applies=table_task)
-def pca_projection_accuracy(ckpt: "Checkpoint", ctx: "Context", n_components: str,
+def pca_projection_accuracy(ckpt: "Checkpoint", ctx: "Context", n_components: str | None,
                             reference: str) -> dict[str, float]:
     import torch
 
@@ -75,7 +84,7 @@ def pca_projection_accuracy(ckpt: "Checkpoint", ctx: "Context", n_components: st
     if emb.ndim != 2:
         raise ProbeError("projection accuracy needs vector embeddings")
     d = emb.shape[1]
-    counts = _counts(n_components, min(d, emb.shape[0]) if "all" not in n_components else d)
+    counts = _counts(n_components, d)
     counts = [min(n, d) for n in counts]
     x = ctx.model_inputs(model)
     y = torch.as_tensor(ctx.task.labels, device=ctx.device)
@@ -115,17 +124,24 @@ def pca_projection_accuracy(ckpt: "Checkpoint", ctx: "Context", n_components: st
 
 
 @metric("lottery_ticket", "share of the embedding variance along the final top-k principal axes and how well "
-        "symbols are ordered along them, each next to a random-direction baseline (Liu et al. App. K)",
+        "symbols are ordered along them (best axis, or best plane of two axes for modular tasks, over all k), each "
+        "next to a random-direction baseline (Liu et al. App. K)",
         needs=("embeddings",), tasks="operation tables", direction="higher",
-        params=(Param("k", int, 2, "number of final principal axes", check=positive_int), REFERENCE,
+        params=(Param("k", int, None, "number of final principal axes (default: 2, or the embedding dimension if "
+                      "smaller)", check=positive_int), REFERENCE,
                 Param("baseline_draws", int, 32, "random k-frames in the baseline", check=positive_int)),
         applies=table_task)
-def lottery_ticket(ckpt: "Checkpoint", ctx: "Context", k: int, reference: str, baseline_draws: int) -> dict[str, float]:
+def lottery_ticket(ckpt: "Checkpoint", ctx: "Context", k: int | None, reference: str,
+                   baseline_draws: int) -> dict[str, float]:
     e = centred(ckpt.embeddings())
     d = e.shape[1]
-    if k > d:
-        raise ProbeError(f"--k {k} is larger than the embedding dimension {d}")
+    if k is None:
+        k = min(2, d)
+    elif k > d:
+        raise ProbeError(f"{k} is larger than the embedding dimension {d}", param="k")
     axes = ctx.memo(("final_axes", reference), lambda: principal_axes(ctx.embeddings_at(reference))[1])[:k]
+    if axes.shape[0] < k:
+        raise ProbeError(f"the reference embeddings have only {axes.shape[0]} principal axes", param="k")
     total = float(np.sum(e * e))
 
     def frames() -> list[np.ndarray]:
@@ -136,6 +152,17 @@ def lottery_ticket(ckpt: "Checkpoint", ctx: "Context", k: int, reference: str, b
     share = float(np.sum((e @ axes.T) ** 2) / total)
     proj = np.einsum("nd,bkd->bnk", e, rand)  # [B, n, k]
     rand_share = float(np.mean(np.sum(proj**2, axis=(1, 2)) / total))
-    order = float(order_quality(e @ axes.T, ctx.task))
-    rand_order = float(np.mean(order_quality(proj, ctx.task)))
+    order = float(best_order(e @ axes.T, ctx.task))
+    rand_order = float(np.mean(best_order(proj, ctx.task)))
     return {"lt_variance_share": share, "lt_random_share": rand_share, "lt_order": order, "lt_random_order": rand_order}
+
+
+def best_order(coords: np.ndarray, task: Any) -> np.ndarray | float:
+    """The best :func:`order_quality` over the ``k`` axes (linear order) or over the planes of two of
+    them (circular order, modular tasks); ``coords [..., n, k]``."""
+    k = coords.shape[-1]
+    if task.modulus and k >= 2:
+        views = [coords[..., [i, j]] for i in range(k) for j in range(i + 1, k)]
+    else:
+        views = [coords[..., [i]] for i in range(k)]
+    return np.max(np.stack([np.asarray(order_quality(v, task)) for v in views]), axis=0)

@@ -81,7 +81,7 @@ def test_analyze_modular_run_notes_degeneracy_and_uses_hooks(runs, capsys):
     (["--metric", "rqi", "--delta", "-0.1"], "--delta: must be a positive number"),
     (["--metric", "rqi", "--delta", "x"], "--delta: 'x' is not a valid float"),
     (["--metric", "rqi", "--steps", "7"], "step 7 is not a checkpoint"),
-    (["--metric", "rqi", "--hook", "blocks.9.nothing"], "unknown hook 'blocks.9.nothing' (valid: hook_embed"),
+    (["--metric", "rqi", "--hook", "blocks.9.nothing"], "unknown hook 'blocks.9.nothing' (valid: logits, hook_embed"),
     (["--metric", "rqi", "--out", "/nonexistent/dir/x.csv"], "directory /nonexistent/dir does not exist"),
     (["--metric", "rqi_circular"], "does not apply to task nonmod-add"),
     (["--metric", "rqi", "--freq", "2"], "--freq: does not belong to rqi"),
@@ -236,4 +236,4 @@ def test_theory_bad_input_is_one_line_exit_2(capsys, argv, needle):
 def test_effective_dynamics_bad_time_scale(runs, tmp_path, capsys):
     code, _, err = _run(capsys, "theory", "effective-dynamics", runs["toy-add"], "--out", tmp_path / "e",
                         "--time-scale", "0")
-    assert code == 2 and "--time-scale: must be positive" in err
+    assert code == 2 and "--time-scale: must be 'fit' or a positive number" in err

@@ -114,7 +114,7 @@ def test_shipped_modular_run_reproduces_nanda_and_liu(modadd: probe.Run):
     first = df.iloc[0]
     assert first["lt_order"] > first["lt_random_order"] + 0.1
     assert first["lt_variance_share"] > first["lt_random_share"]
-    assert last["circularity"] > 0.9
+    assert last["circularity"] > 0.85  # Zhong et al.'s: the first 4 PCs, each on its own
 
 
 def test_projection_accuracy_with_all_components_equals_real_accuracy(modadd: probe.Run):
