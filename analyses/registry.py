@@ -67,7 +67,7 @@ class Param:
         except (TypeError, ValueError, OverflowError):
             raise ProbeError(f"{value!r} is not a valid {self.type.__name__} (metric {metric})", param=self.name) from None
         if self.choices is not None and out not in self.choices:
-            raise ProbeError(f"{out!r} is not one of {', '.join(map(str, self.choices))} (metric {metric})",
+            raise ProbeError(f"unknown value {out!r} for metric {metric}{valid(self.choices)}",
                              param=self.name)
         if self.check is not None:
             msg = self.check(out)

@@ -72,7 +72,11 @@ def formed(ckpt: Checkpoint, ctx: Context, delta: float, convention: str = "liu"
     under ``test`` (docs/design.md, "RQI at a hook"); shared by rqi and acc_hat at one checkpoint."""
     test = resolve_test(test, hook)
     key = ("formed", delta, convention, hook, position, test)
-    return ctx.memo_step(key, ckpt.index, lambda: _formed(ckpt, ctx, delta, convention, hook, position, test))
+    out = ctx.memo_step(key, ckpt.index, lambda: _formed(ckpt, ctx, delta, convention, hook, position, test))
+    if test == "auc":
+        ctx.note(f"threshold-free test: RQI = P(two samples of a parallelogram are closer than two samples with "
+                 f"different results); a parallelogram counts as formed when closer than {1 - delta:g} of those pairs")
+    return out
 
 
 def _formed(ckpt: Checkpoint, ctx: Context, delta: float, convention: str, hook: str | None,
@@ -105,8 +109,6 @@ def _formed(ckpt: Checkpoint, ctx: Context, delta: float, convention: str, hook:
     if test == "delta":
         count = dist.count(delta, mean_square)
         return Formed(count / dist.total, count, dist.total, lambda: dist.within(delta, mean_square))
-    ctx.note(f"threshold-free test: RQI = P(two samples of a parallelogram are closer than two samples with "
-             f"different results); a parallelogram counts as formed when closer than {1 - delta:g} of those pairs")
     between = pg.between_distances(acts, ctx.task.labels)
     d2 = dist.d2 if dist.expand is None else dist.d2[dist.expand]
     scores = pg.rank_scores(d2, between)
