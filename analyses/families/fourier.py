@@ -33,6 +33,7 @@ def _unembed_rows(ckpt: "Checkpoint", ctx: "Context") -> np.ndarray:
         applies=modular)
 def fourier_norms(ckpt: "Checkpoint", ctx: "Context", parts: str) -> dict[str, float]:
     p = int(ctx.task.modulus or 0)
+    additive_note(ctx)
     wanted = [x.strip() for x in parts.split(",") if x.strip()]
     bad = [x for x in wanted if x not in ("we", "wu", "neuron")]
     if bad or not wanted:

@@ -283,3 +283,13 @@ def test_activations_with_one_sample_are_refused():
         pg.between_distances(np.zeros((1, 4)), np.array([0]))
     with pytest.raises(ProbeError, match="all equal"):
         pg.normalize_activations(np.ones((1, 4)))
+
+
+def test_fourier_metrics_on_multiplication_say_the_additive_basis_does_not_apply():
+    task = make_task("mul", p=11)
+    emb = np.random.default_rng(0).normal(size=(task.n_symbols, 4))
+    df = analyses.compute(emb, ["fourier_gini", "key_freqs"], task=task)
+    for name in ("fourier_gini", "key_freqs"):
+        assert any("discrete log" in n for n in df.attrs["probe"][name]["notes"])
+    add = analyses.compute(clock(11, 2), "fourier_gini", task=make_task("add", p=11))
+    assert not any("discrete log" in n for n in add.attrs["probe"]["fourier_gini"]["notes"])
