@@ -14,6 +14,7 @@ import numpy as np
 
 from probe.analyses.runner import compute
 from probe.errors import ProbeError, valid
+from probe.phases import first_step, phase
 from probe.run import Run, run_labels
 
 if TYPE_CHECKING:
@@ -45,28 +46,6 @@ def _accuracy_at(run: Run, steps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ms = m["step"].to_numpy()
     i = np.clip(np.searchsorted(ms, steps, side="right") - 1, 0, len(ms) - 1)  # last record at or before
     return m["train_acc"].to_numpy()[i], m["val_acc"].to_numpy()[i]
-
-
-def first_step(steps: np.ndarray, values: np.ndarray, threshold: float) -> float:
-    """First step where ``values >= threshold`` (NaN if never)."""
-    hit = np.flatnonzero(np.asarray(values) >= threshold)
-    return float(steps[hit[0]]) if hit.size else float("nan")
-
-
-def phase(steps: np.ndarray, train_acc: np.ndarray, val_acc: np.ndarray, threshold: float = 0.9,
-          budget: int | None = None, delay: int = 1000) -> str:
-    """Liu et al. App. A, Table 1: comprehension, grokking, memorization or confusion, from the steps
-    at which train and validation accuracy first exceed ``threshold`` within ``budget`` steps, and
-    whether validation follows training within ``delay`` steps."""
-    steps = np.asarray(steps)
-    keep = steps <= budget if budget is not None else np.ones(len(steps), dtype=bool)
-    t = first_step(steps[keep], np.asarray(train_acc)[keep], threshold + 1e-12)
-    v = first_step(steps[keep], np.asarray(val_acc)[keep], threshold + 1e-12)
-    if math.isnan(t):
-        return "confusion"
-    if math.isnan(v):
-        return "memorization"
-    return "comprehension" if v - t < delay else "grokking"
 
 
 def representation_measure(run: Run) -> tuple[str, dict[str, Any], str] | None:

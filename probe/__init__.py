@@ -1,6 +1,7 @@
 """probe: grokking research toolkit.
 
-``probe.load_run(RUN_DIR)`` opens a run written by probe's trainer; ``probe.ProbeError`` is the one
+``probe.load_run(RUN_DIR)`` opens a run written by probe's trainer, ``probe.load_sweep(SWEEP_DIR)`` a
+sweep of runs; ``probe.ProbeError`` is the one
 user-error type. Heavy dependencies (torch, TransformerLens) are imported only when needed.
 """
 
@@ -11,10 +12,12 @@ from typing import TYPE_CHECKING, Any
 from probe.errors import ProbeError
 
 __version__ = "0.1.0"
-__all__ = ["ProbeError", "Run", "Checkpoint", "load_run", "make_task", "make_split", "__version__"]
+__all__ = ["ProbeError", "Run", "Checkpoint", "load_run", "load_sweep", "Sweep", "make_task", "make_split",
+           "__version__"]
 
 if TYPE_CHECKING:
     from probe.run import Checkpoint, Run, load_run
+    from probe.sweep import Sweep, load_sweep
     from probe.tasks import make_split, make_task
 
 
@@ -23,6 +26,10 @@ def __getattr__(name: str) -> Any:
         from probe import run
 
         return getattr(run, name)
+    if name in ("Sweep", "load_sweep"):
+        from probe import sweep
+
+        return getattr(sweep, name)
     if name in ("analyses", "train"):
         import importlib
 

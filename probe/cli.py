@@ -54,6 +54,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
+    p = sub.add_parser("sweep", help="train a grid of runs from a YAML spec (or: probe sweep status SWEEP_DIR)",
+                       description="Train every grid point of SPEC into its own run directory under --out; "
+                       "running it again finishes what is missing. 'probe sweep status SWEEP_DIR' shows the "
+                       "state of each run.")
+    p.add_argument("spec", help="sweep spec (YAML), or 'status'")
+    p.add_argument("sweep_dir", nargs="?", help="with 'status': the sweep directory")
+    p.add_argument("--out", help="sweep directory to create or complete")
+    p.add_argument("--dry-run", action="store_true", help="print the number of runs and their resolved configs")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once (local processes or Slurm array "
+                   "parallelism)")
+    p.add_argument("--executor", default="local", help="local (the default) or slurm (through submitit)")
+    p.add_argument("--partition", help="Slurm partition")
+    p.add_argument("--time", type=int, help="Slurm time limit per run, minutes")
+    p.add_argument("--mem", help="Slurm memory per run, e.g. 4G")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("phases", help="learning phase of every run of a sweep (Liu et al. App. A Table 1)")
+    p.add_argument("sweep_dir")
+    p.add_argument("--threshold", type=float, default=0.9, help="accuracy threshold [0.9]")
+    p.add_argument("--budget", type=int, default=100_000, help="step budget [100000]")
+    p.add_argument("--delay", type=int, default=1000, help="delay threshold in steps [1000]")
+    p.add_argument("--format", default="table", help="table, csv, json, markdown, latex or parquet")
+    p.add_argument("--out", help="write to this file instead of stdout")
+
     p = sub.add_parser("info", help="describe a run: task, model, optimizer, split, checkpoints, accuracy")
     p.add_argument("run_dir")
     p.add_argument("--hooks", action="store_true", help="also list the model's hook names")
@@ -219,6 +243,62 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return _interrupted(args.out)
     print(f"wrote {path}")
+    return 0
+
+
+@command("sweep")
+def cmd_sweep(args: argparse.Namespace) -> int:
+    if args.spec == "status":
+        from probe.sweep import load_sweep
+
+        if not args.sweep_dir:
+            raise ProbeError("give the sweep directory: probe sweep status SWEEP_DIR")
+        status = load_sweep(args.sweep_dir).status()
+        counts = status["state"].value_counts()
+        print(", ".join(f"{s}: {int(counts.get(s, 0))}" for s in ("done", "running", "failed", "interrupted",
+                                                                  "pending")) + f" (of {len(status)})")
+        for _, row in status.iterrows():
+            print(f"{row['state']:12s} {row['run']}" + (f"  -- {row['reason']}" if row["reason"] else ""))
+        return 0
+    from probe.train import sweep
+
+    if args.sweep_dir:
+        raise ProbeError(f"unexpected argument {args.sweep_dir!r} (the sweep directory goes with --out)")
+    spec = sweep.load_spec(args.spec)
+    if args.dry_run:
+        import yaml
+
+        points = sweep.expand(spec)
+        print(f"{len(points)} runs; swept: {', '.join(spec.swept)}")
+        for pt in points:
+            print(f"--- {pt.name}")
+            print(yaml.safe_dump(pt.config.to_dict(), sort_keys=False), end="")
+        return 0
+    if not args.out:
+        raise ProbeError("--out SWEEP_DIR is required")
+    opts = sweep.ExecutorOptions(args.executor, args.jobs, args.partition, args.time, args.mem)
+    try:
+        counts = sweep.run_sweep(spec, args.out, opts, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"probe: interrupted; run the same command again to finish the sweep in {args.out}", file=sys.stderr)
+        return 130
+    print(f"{args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
+    return 0 if counts.get("failed", 0) == 0 else 1
+
+
+@command("phases")
+def cmd_phases(args: argparse.Namespace) -> int:
+    from probe.analyses.export import check_writable, write_table
+    from probe.phases import PhaseRule
+    from probe.sweep import load_sweep
+
+    rule = PhaseRule(args.threshold, args.budget, args.delay)
+    if args.out:
+        check_writable(args.out)
+    df = load_sweep(args.sweep_dir).phases(rule)
+    print(f"# phases (Liu App. A Table 1): threshold {rule.threshold}, budget {rule.budget}, delay {rule.delay}",
+          file=sys.stderr)
+    _emit(write_table(df, args.format, args.out))
     return 0
 
 

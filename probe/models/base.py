@@ -58,6 +58,15 @@ class ProbeModel(HookedRootModule):
         onehot = F.one_hot(labels, out.shape[-1]).to(out.dtype)
         return ((out - onehot) ** 2).mean()
 
+    def sample_losses(self, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Per-sample training losses ``[N]`` whose mean is :meth:`loss` (for batched ensembles)."""
+        if self.objective == "cross_entropy":
+            return F.cross_entropy(out.to(torch.float64), labels, reduction="none")
+        if self.objective == "mse_targets":
+            return ((out - self.targets[labels]) ** 2).mean(dim=-1)
+        onehot = F.one_hot(labels, out.shape[-1]).to(out.dtype)
+        return ((out - onehot) ** 2).mean(dim=-1)
+
     def predict(self, out: torch.Tensor) -> torch.Tensor:
         """Predicted class per sample (nearest target for regression, Liu et al. Sec. 2)."""
         if self.objective == "mse_targets":

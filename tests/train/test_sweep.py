@@ -1,0 +1,214 @@
+"""Sweeps: spec validation and expansion, a local sweep end to end, idempotent re-runs, status and
+phases, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import probe
+from probe.cli import main
+from probe.errors import ProbeError
+from probe.phases import PhaseRule, classify, majority
+from probe.train import sweep as sw
+
+TINY = """
+preset: liu-toy-add
+set: {steps: 120, checkpoint.schedule: every, checkpoint.every: 40, checkpoint.metrics_every: 20}
+grid:
+  lr: {logspace: [1e-4, 1e-2, 2]}
+seeds: [0, 1]
+"""
+
+
+def _cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_spec_expands_to_named_validated_configs():
+    spec = sw.parse_spec("""
+preset: liu-toy-add
+set: {steps: 50}
+grid:
+  lr: {logspace: [1e-4, 1e-2, 3]}
+  weight_decay: {linspace: [0, 10, 2]}
+zip:
+  train_fraction: [0.5, 0.8]
+  checkpoint.every: [10, 5]
+seeds: [0, 1]
+split_seeds: [3]
+""")
+    points = sw.expand(spec)
+    assert len(points) == 3 * 2 * 2 * 2 * 1
+    assert spec.swept == ["lr", "weight_decay", "train_fraction", "checkpoint.every", "seed", "split_seed"]
+    assert spec.log_keys == {"lr"}
+    lrs = sorted({p.values["lr"] for p in points})
+    assert lrs == [1e-4, 1e-3, 1e-2]
+    first = points[0]
+    assert first.name == "lr=0.0001__weight_decay=0__train_fraction=0.5__checkpoint.every=10__seed=0__split_seed=3"
+    assert first.config.lr == 1e-4 and first.config.train_fraction == 0.5 and first.config.checkpoint.every == 10
+    assert first.config.steps == 50 and first.config.split_seed == 3 and first.config.n_train is None
+    zipped = {(p.values["train_fraction"], p.values["checkpoint.every"]) for p in points}
+    assert zipped == {(0.5, 10), (0.8, 5)}
+    assert len({p.name for p in points}) == len(points)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("preset: liu-toy-add\ngrid: {nope: [1, 2]}", "nope"),
+    ("preset: liu-toy-add\ngrid: {lr: [0.1, -5]}", "lr=-5"),
+    ("preset: liu-toy-add\ngrid: {lr: []}", "grid axis 'lr' is empty"),
+    ("preset: liu-toy-add\ngrid: {}", "the sweep has no axes"),
+    ("preset: liu-toy-add\ngrids: {lr: [1]}", "unknown sweep spec key 'grids' (valid: preset"),
+    ("preset: liu-toy-add\ngrid: {lr: {logspace: [0, 1, 3]}}", "logspace needs positive ends"),
+    ("preset: liu-toy-add\nzip: {lr: [1, 2], steps: [1]}", "equal lengths"),
+    ("preset: liu-toy-add\ngrid: {seed: [1]}\nseeds: [2]", "swept twice"),
+    ("preset: nope\ngrid: {lr: [1]}", "nope"),
+    ("preset: liu-toy-add\ngrid: {steps: [10, ten]}", "steps='ten'"),
+    (": : :", "not valid YAML"),
+])
+def test_bad_specs_are_one_line_and_write_nothing(tmp_path, capsys, text, needle):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    out = tmp_path / "sweep"
+    code, _, err = _cli(capsys, "sweep", spec, "--out", out, "--no-progress")
+    assert code == 2 and needle in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_dry_run_prints_the_runs_and_writes_nothing(tmp_path, capsys):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(TINY)
+    code, out, _ = _cli(capsys, "sweep", spec, "--out", tmp_path / "s", "--dry-run")
+    assert code == 0 and out.startswith("4 runs; swept: lr, seed")
+    assert out.count("--- lr=") == 4 and "steps: 120" in out
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.fixture(scope="module")
+def done_sweep(tmp_path_factory) -> tuple[Path, Path]:
+    base = tmp_path_factory.mktemp("sweep")
+    spec = base / "spec.yaml"
+    spec.write_text(TINY)
+    res = subprocess.run([sys.executable, "-m", "probe.cli", "sweep", str(spec), "--out", str(base / "s"),
+                          "--jobs", "2", "--no-progress"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "done 4" in res.stdout
+    return spec, base / "s"
+
+
+def test_a_local_sweep_trains_every_point_into_ordinary_runs(done_sweep):
+    _, root = done_sweep
+    s = probe.load_sweep(root)
+    assert len(s.names) == 4 and list(s.values.columns) == ["run", "lr", "seed"]
+    assert set(s.status()["state"]) == {"done"}
+    for name in s.names:
+        with s.run(name) as run:
+            assert run.finished and int(run.steps[-1]) == 120
+            assert run.config.lr == s.values.set_index("run").loc[name, "lr"]
+    assert (root / "sweep.yaml").read_text() == TINY
+
+
+def test_running_the_sweep_again_trains_nothing(done_sweep, capsys):
+    spec, root = done_sweep
+    before = {p: p.stat().st_mtime_ns for p in root.glob("runs/*/run.h5")}
+    code, out, err = _cli(capsys, "sweep", spec, "--out", root, "--no-progress")
+    assert code == 0, err
+    assert {p: p.stat().st_mtime_ns for p in root.glob("runs/*/run.h5")} == before
+
+
+def test_an_interrupted_run_is_resumed_to_the_same_result(done_sweep, tmp_path, capsys, monkeypatch):
+    spec, root = done_sweep
+    copy = tmp_path / "s"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns(".submitit"))
+    sweep = probe.load_sweep(copy)
+    name = sweep.names[0]
+    (copy / "status" / f"{name}.json").unlink()
+    run_dir = copy / "runs" / name
+    shutil.rmtree(run_dir)
+    from probe.config import TrainConfig
+    from probe.train import loop
+
+    real = loop.Trainer.lr_factor
+
+    def stop_at_70(self, step):
+        if step == 70:
+            raise KeyboardInterrupt
+        return real(self, step)
+
+    monkeypatch.setattr(loop.Trainer, "lr_factor", stop_at_70)
+    with pytest.raises(KeyboardInterrupt):
+        loop.train(TrainConfig.from_dict(sweep.index["runs"][0]["config"]), run_dir, progress=False)
+    monkeypatch.undo()
+    assert probe.load_sweep(copy).status().set_index("run").loc[name, "state"] == "interrupted"
+    code, _, err = _cli(capsys, "sweep", spec, "--out", copy, "--no-progress")
+    assert code == 0, err
+    assert probe.load_sweep(copy).status().set_index("run").loc[name, "state"] == "done"
+    with probe.load_run(run_dir) as a, probe.load_run(root / "runs" / name) as b:
+        assert np.array_equal(a.steps, b.steps)
+        assert np.array_equal(a.series("embed.W_E"), b.series("embed.W_E"))
+
+
+def test_status_and_phases_answer_from_the_records(done_sweep, capsys):
+    _, root = done_sweep
+    code, out, _ = _cli(capsys, "sweep", "status", root)
+    assert code == 0 and out.startswith("done: 4, running: 0, failed: 0, interrupted: 0, pending: 0 (of 4)")
+    code, out, err = _cli(capsys, "phases", root, "--format", "csv", "--threshold", "0.5", "--delay", "50")
+    assert code == 0 and "threshold 0.5, budget 100000, delay 50" in err
+    import io
+
+    import pandas as pd
+
+    df = pd.read_csv(io.StringIO(out))
+    assert list(df.columns[:3]) == ["run", "lr", "seed"]
+    assert {"train_step", "val_step", "delay", "phase", "majority_phase", "majority_share"} <= set(df.columns)
+    assert set(df["phase"]) <= {"comprehension", "grokking", "memorization", "confusion"}
+    for _, row in df.iterrows():
+        rec = json.loads((root / "status" / f"{row['run']}.json").read_text())
+        want = classify(rec["step"], rec["train_acc"], rec["val_acc"], PhaseRule(0.5, 100_000, 50))
+        assert row["phase"] == want.phase
+
+
+def test_phase_rule_golden_cases():
+    steps = np.arange(0, 5000, 100)
+    ramp = lambda at: (steps >= at).astype(float)  # noqa: E731
+    assert classify(steps, ramp(200), ramp(500)).phase == "comprehension"
+    assert classify(steps, ramp(200), ramp(2000)).phase == "grokking"
+    assert classify(steps, ramp(200), ramp(2000), PhaseRule(budget=1500)).phase == "memorization"
+    assert classify(steps, ramp(99999), ramp(99999)).phase == "confusion"
+    r = classify(steps, ramp(200), ramp(2000))
+    assert (r.train_step, r.val_step, r.delay) == (200, 2000, 1800)
+    assert majority(["grokking", "memorization", "grokking"]) == ("grokking", pytest.approx(2 / 3))
+
+
+def test_a_different_spec_is_refused_and_nothing_changes(done_sweep, tmp_path, capsys):
+    _, root = done_sweep
+    other = tmp_path / "other.yaml"
+    other.write_text(TINY.replace("seeds: [0, 1]", "seeds: [0, 2]"))
+    before = (root / "sweep.json").read_text()
+    code, _, err = _cli(capsys, "sweep", other, "--out", root, "--no-progress")
+    assert code == 2 and "was made from a different sweep spec" in err and err.count("\n") == 1
+    assert (root / "sweep.json").read_text() == before
+
+
+def test_slurm_where_none_is_reachable_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no squeue
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(TINY)
+    code, _, err = _cli(capsys, "sweep", spec, "--out", tmp_path / "s", "--executor", "slurm", "--no-progress")
+    assert code == 2 and "--executor slurm: no Slurm here" in err and err.count("\n") == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_status_of_something_that_is_not_a_sweep(tmp_path, capsys):
+    code, _, err = _cli(capsys, "sweep", "status", tmp_path)
+    assert code == 2 and "is not a probe sweep" in err
+    with pytest.raises(ProbeError, match="unknown executor"):
+        sw.ExecutorOptions("cloud")

@@ -1,0 +1,454 @@
+"""Sweeps: a grid of ordinary runs from one YAML spec, trained locally or on Slurm through submitit.
+
+A sweep spec::
+
+    preset: liu-toy-add            # or  config: base.yaml  (a file, relative to the spec)
+    set: {steps: 2000}             # fixed overrides for every run
+    grid:                          # axes over any config key
+      lr: {logspace: [1e-4, 1e-2, 11]}
+      weight_decay: {linspace: [0, 10, 11]}
+      model.d_embed: [1, 2]
+    zip:                           # axes that move together (one grid axis)
+      train_fraction: [0.3, 0.5]
+      steps: [4000, 2000]
+    seeds: [0, 1, 2]               # model seeds (an axis named seed)
+    split_seeds: [0]               # split seeds (an axis named split_seed)
+
+A sweep directory holds the spec (``sweep.yaml``), the resolved grid (``sweep.json``: each run's
+name, swept values and full config), one ordinary run directory per grid point under ``runs/``, and
+per-run status records under ``status/`` (``NAME.json``: done with the run's accuracy curves, or
+failed with a one-line reason; ``NAME.lock``: held while a process trains the run). Running the same
+spec into the same directory again finishes what is missing: finished runs are skipped, interrupted
+ones resumed (docs/design.md, "Sweeps and phases").
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from probe.config import TrainConfig
+from probe.errors import ProbeError, valid
+from probe.runfile import RUN_FILENAME
+from probe.sweep import (INDEX_FILE, RUNS_DIR, SPEC_FILE, STATES, STATUS_DIR, read_index, read_status,
+                         state_of)
+
+SPEC_KEYS = ("preset", "config", "set", "grid", "zip", "seeds", "split_seeds")
+EXECUTORS = ("local", "slurm")
+MAX_RUNS = 100_000
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One grid axis: one or more config keys that take their values together."""
+
+    keys: tuple[str, ...]
+    values: tuple[tuple[Any, ...], ...]  # one tuple (a value per key) per grid position
+    log: bool = False  # values were log-spaced (figures use log axes)
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    name: str
+    values: dict[str, Any]  # swept key -> value
+    config: TrainConfig = field(repr=False)
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    preset: str | None
+    config: Path | None
+    fixed: dict[str, Any]
+    axes: tuple[Axis, ...]
+    text: str  # the spec as written
+
+    @property
+    def swept(self) -> list[str]:
+        return [k for a in self.axes for k in a.keys]
+
+    @property
+    def log_keys(self) -> set[str]:
+        return {k for a in self.axes if a.log for k in a.keys}
+
+
+# --------------------------------------------------------------------------------------------------
+# spec
+# --------------------------------------------------------------------------------------------------
+def _axis_values(key: str, raw: Any) -> tuple[list[Any], bool]:
+    """An axis written as a list, ``{logspace: [a, b, n]}`` or ``{linspace: [a, b, n]}``."""
+    if isinstance(raw, list):
+        if not raw:
+            raise ProbeError(f"grid axis {key!r} is empty")
+        return list(raw), False
+    if isinstance(raw, dict) and len(raw) == 1:
+        (kind, args), = raw.items()
+        if kind in ("logspace", "linspace"):
+            if not (isinstance(args, list) and len(args) == 3):
+                raise ProbeError(f"grid axis {key!r}: {kind} takes [start, stop, count], got {args!r}")
+            try:
+                a, b, n = float(args[0]), float(args[1]), int(args[2])
+            except (TypeError, ValueError):
+                raise ProbeError(f"grid axis {key!r}: {kind} takes numbers [start, stop, count], got {args!r}") from None
+            if n < 1 or n > MAX_RUNS:
+                raise ProbeError(f"grid axis {key!r}: count must be in 1..{MAX_RUNS}, got {n}")
+            if kind == "logspace":
+                if a <= 0 or b <= 0:
+                    raise ProbeError(f"grid axis {key!r}: logspace needs positive ends, got {args!r}")
+                vals = np.logspace(math.log10(a), math.log10(b), n)
+            else:
+                vals = np.linspace(a, b, n)
+            return [float(f"{v:.6g}") for v in vals], kind == "logspace"
+    raise ProbeError(f"grid axis {key!r}: expected a list of values, {{logspace: [a, b, n]}} or "
+                     f"{{linspace: [a, b, n]}}, got {raw!r}")
+
+
+def parse_spec(text: str, where: Path | None = None) -> SweepSpec:
+    """Validate a sweep spec (YAML text); ``where`` resolves a relative ``config:`` path."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ProbeError(f"the sweep spec is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ProbeError("the sweep spec must be a mapping (preset/config, set, grid, zip, seeds, split_seeds)")
+    unknown = sorted(set(data) - set(SPEC_KEYS))
+    if unknown:
+        raise ProbeError(f"unknown sweep spec key {unknown[0]!r}{valid(SPEC_KEYS)}")
+    preset = data.get("preset")
+    cfg_path = None
+    if data.get("config") is not None:
+        cfg_path = Path(str(data["config"]))
+        if not cfg_path.is_absolute() and where is not None:
+            cfg_path = where.parent / cfg_path
+        if not cfg_path.is_file():
+            raise ProbeError(f"the spec's config file {cfg_path} does not exist")
+    fixed = data.get("set") or {}
+    if not isinstance(fixed, dict):
+        raise ProbeError("'set' must map config keys to values")
+    axes: list[Axis] = []
+    grid = data.get("grid") or {}
+    if not isinstance(grid, dict):
+        raise ProbeError("'grid' must map config keys to lists of values")
+    for key, raw in grid.items():
+        vals, log = _axis_values(str(key), raw)
+        axes.append(Axis((str(key),), tuple((v,) for v in vals), log))
+    zipped = data.get("zip") or {}
+    if not isinstance(zipped, dict):
+        raise ProbeError("'zip' must map config keys to lists of equal length")
+    if zipped:
+        cols = {str(k): _axis_values(str(k), v) for k, v in zipped.items()}
+        lengths = {k: len(v[0]) for k, v in cols.items()}
+        if len(set(lengths.values())) != 1:
+            raise ProbeError(f"zip axes must have equal lengths, got {lengths}")
+        n = next(iter(lengths.values()))
+        axes.append(Axis(tuple(cols), tuple(tuple(cols[k][0][i] for k in cols) for i in range(n)),
+                         any(v[1] for v in cols.values())))
+    for name, key in (("seeds", "seed"), ("split_seeds", "split_seed")):
+        if data.get(name) is not None:
+            vals = data[name]
+            if not isinstance(vals, list) or not vals or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                                 for v in vals):
+                raise ProbeError(f"'{name}' must be a non-empty list of integers, got {vals!r}")
+            axes.append(Axis((key,), tuple((v,) for v in vals)))
+    seen: set[str] = set()
+    for a in axes:
+        for k in a.keys:
+            if k in seen:
+                raise ProbeError(f"config key {k!r} is swept twice")
+            if k in fixed:
+                raise ProbeError(f"config key {k!r} is both swept and fixed in 'set'")
+            seen.add(k)
+    if not axes:
+        raise ProbeError("the sweep has no axes: give grid, zip, seeds or split_seeds")
+    total = math.prod(len(a.values) for a in axes)
+    if total > MAX_RUNS:
+        raise ProbeError(f"the grid has {total:,} runs; at most {MAX_RUNS:,}")
+    return SweepSpec(preset, cfg_path, dict(fixed), tuple(axes), text)
+
+
+def load_spec(path: str | os.PathLike[str]) -> SweepSpec:
+    p = Path(path)
+    if not p.is_file():
+        raise ProbeError(f"sweep spec {p} does not exist")
+    return parse_spec(p.read_text(), p)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        text = f"{value:.4g}"
+    else:
+        text = str(value)
+    return re.sub(r"[^A-Za-z0-9.+-]", "_", text)
+
+
+def point_name(values: dict[str, Any]) -> str:
+    """A readable directory name from the swept values: ``lr=0.001__weight_decay=1__seed=0``."""
+    return "__".join(f"{k}={_fmt(v)}" for k, v in values.items())
+
+
+def expand(spec: SweepSpec) -> list[SweepPoint]:
+    """Every grid point with its resolved, validated config (an invalid value names its axis)."""
+    from probe.train.config import load_config
+
+    points = []
+    names: dict[str, int] = {}
+    for combo in itertools.product(*(a.values for a in spec.axes)):
+        values: dict[str, Any] = {}
+        for axis, vals in zip(spec.axes, combo):
+            values.update(dict(zip(axis.keys, vals)))
+        try:
+            cfg = load_config(spec.preset, spec.config, {**spec.fixed, **values})
+        except ProbeError as exc:
+            where = ", ".join(f"{k}={v!r}" for k, v in values.items())
+            raise ProbeError(f"grid point {where}: {exc.for_cli()}") from None
+        name = point_name(values)
+        if name in names:  # two values that print alike
+            names[name] += 1
+            name = f"{name}__{names[name]}"
+        else:
+            names[name] = 0
+        points.append(SweepPoint(name, values, cfg))
+    return points
+
+
+# --------------------------------------------------------------------------------------------------
+# the sweep directory
+# --------------------------------------------------------------------------------------------------
+def _index(spec: SweepSpec, points: Sequence[SweepPoint]) -> dict[str, Any]:
+    runs = [{"name": p.name, "values": p.values, "config": p.config.to_dict()} for p in points]
+    digest = hashlib.sha256(json.dumps(runs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return {"format": "probe-sweep", "version": 1, "grid": digest, "swept": spec.swept,
+            "log_keys": sorted(spec.log_keys), "runs": runs}
+
+
+def prepare(spec: SweepSpec, out: str | os.PathLike[str]) -> tuple[Path, list[SweepPoint]]:
+    """Create (or check) the sweep directory for ``spec``. A directory made from a different grid is
+    refused before anything is written."""
+    points = expand(spec)
+    index = _index(spec, points)
+    root = Path(out)
+    existing = root / INDEX_FILE
+    if existing.exists():
+        try:
+            old = json.loads(existing.read_text())
+        except (OSError, ValueError):
+            raise ProbeError(f"{root} holds an unreadable {INDEX_FILE}; not a probe sweep") from None
+        if old.get("grid") != index["grid"]:
+            raise ProbeError(f"{root} was made from a different sweep spec (grid {old.get('grid')}, this spec "
+                             f"{index['grid']}); use another --out")
+        return root, points
+    if root.exists() and any(root.iterdir()):
+        raise ProbeError(f"{root} exists and is not a probe sweep directory; use another --out")
+    try:
+        (root / RUNS_DIR).mkdir(parents=True, exist_ok=True)
+        (root / STATUS_DIR).mkdir(exist_ok=True)
+        (root / SPEC_FILE).write_text(spec.text)
+        tmp = root / f".{INDEX_FILE}.tmp"
+        tmp.write_text(json.dumps(index, indent=1, default=str))
+        os.replace(tmp, existing)
+    except OSError as exc:
+        raise ProbeError(f"cannot write the sweep directory {root}: {exc.strerror or exc}") from None
+    return root, points
+
+
+# --------------------------------------------------------------------------------------------------
+# running
+# --------------------------------------------------------------------------------------------------
+def _write_status(root: Path, name: str, record: dict[str, Any]) -> None:
+    path = root / STATUS_DIR / f"{name}.json"
+    tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(record, default=float))
+    os.replace(tmp, path)
+
+
+def _curves(run_dir: Path) -> dict[str, Any]:
+    import probe
+
+    with probe.load_run(run_dir) as run:
+        m = run.metrics
+        return {"step": m["step"].astype(int).tolist(), "train_acc": m["train_acc"].tolist(),
+                "val_acc": m["val_acc"].tolist(), "val_loss": m["val_loss"].tolist(),
+                "finished": run.finished, "checkpoints": int(len(run.steps))}
+
+
+def run_point(root: str | os.PathLike[str], name: str, progress: bool = False) -> str:
+    """Train (or resume, or skip) one run of the sweep; never raises for the run's own failure:
+    the reason goes to ``status/NAME.json``. Returns the run's final state."""
+    from probe.train.loop import resume, train
+
+    base = Path(root)
+    index = read_index(base)
+    entry = next((r for r in index["runs"] if r["name"] == name), None)
+    if entry is None:
+        raise ProbeError(f"run {name!r} is not part of the sweep {base}")
+    lock_path = base / STATUS_DIR / f"{name}.lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return "running"  # another process has it
+        rec = read_status(base, name)
+        if rec is not None and rec.get("state") == "done":
+            return "done"
+        run_dir = base / RUNS_DIR / name
+        t0 = time.time()
+        try:
+            if (run_dir / RUN_FILENAME).exists() or (run_dir / "config.yaml").exists():
+                resume(run_dir, progress=progress)
+            else:
+                train(TrainConfig.from_dict(entry["config"]), run_dir, progress=progress)
+            _write_status(base, name, {"state": "done", "seconds": time.time() - t0, **_curves(run_dir)})
+            return "done"
+        except ProbeError as exc:
+            _write_status(base, name, {"state": "failed", "reason": exc.for_cli()})
+            return "failed"
+        except Exception as exc:  # a run's own crash must not stop the others
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+            _write_status(base, name, {"state": "failed", "reason": reason})
+            return "failed"
+    finally:
+        os.close(fd)
+
+
+def run_points(root: str, names: list[str]) -> list[str]:
+    """One worker's share of a sweep (the function executors run)."""
+    return [run_point(root, n) for n in names]
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    kind: str = "local"
+    jobs: int = 1
+    partition: str | None = None
+    time_min: int | None = None
+    mem: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in EXECUTORS:
+            raise ProbeError(f"unknown executor {self.kind!r}{valid(EXECUTORS)}", param="executor")
+        if self.jobs < 1:
+            raise ProbeError(f"must be >= 1, got {self.jobs}", param="jobs")
+
+
+def _slurm_reachable() -> str | None:
+    import shutil
+    import subprocess
+
+    if shutil.which("sbatch") is None or shutil.which("squeue") is None:
+        return "no Slurm here (sbatch and squeue are not on PATH)"
+    res = subprocess.run(["squeue", "--noheader", "-u", str(os.getuid())], capture_output=True, text=True, timeout=20)
+    if res.returncode != 0:
+        return f"Slurm does not answer: {(res.stderr or res.stdout).strip().splitlines()[0][:160] if (res.stderr or res.stdout).strip() else 'squeue failed'}"
+    return None
+
+
+def _executor(root: Path, opts: ExecutorOptions) -> Any:
+    import submitit
+
+    folder = root / ".submitit"
+    if opts.kind == "slurm":
+        reason = _slurm_reachable()
+        if reason:
+            raise ProbeError(f"--executor slurm: {reason}")
+        ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        params: dict[str, Any] = {"slurm_array_parallelism": opts.jobs, "timeout_min": opts.time_min or 60}
+        if opts.partition:
+            params["slurm_partition"] = opts.partition
+        if opts.mem:
+            params["slurm_mem"] = opts.mem
+        ex.update_parameters(**params)
+        return ex
+    return submitit.AutoExecutor(folder=folder, cluster="local")
+
+
+def launch(root: Path, names: list[str], opts: ExecutorOptions) -> list[Any]:
+    """Submit the runs: on Slurm one array task per run; locally ``jobs`` worker processes that share
+    the runs (submitit's local executor starts every job it is given at once)."""
+    if not names:
+        return []
+    ex = _executor(root, opts)
+    if opts.kind == "slurm":
+        chunks = [[n] for n in names]
+    else:
+        chunks = [names[i:: opts.jobs] for i in range(min(opts.jobs, len(names)))]
+    return ex.map_array(run_points, [str(root)] * len(chunks), chunks)
+
+
+def watch(root: Path, names: list[str], jobs: list[Any], progress: bool = True, poll: float = 0.5) -> dict[str, int]:
+    """Wait for the jobs with one progress bar (runs done, failed, ETA); returns the final counts."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(names), desc="sweep", unit="run", disable=not progress, dynamic_ncols=True)
+    counted: set[str] = set()
+    failed = 0
+    try:
+        while True:
+            for n in names:
+                if n in counted:
+                    continue
+                state, _ = state_of(root, n)
+                if state in ("done", "failed"):
+                    counted.add(n)
+                    failed += state == "failed"
+                    bar.update(1)
+                    bar.set_postfix(failed=failed, refresh=False)
+            if len(counted) == len(names) or all(j.done() for j in jobs):
+                break
+            time.sleep(poll)
+        for j in jobs:  # surface a worker that died outside any run (it is reported, not raised)
+            try:
+                j.result()
+            except Exception:  # noqa: BLE001 - the status files carry the per-run reasons
+                pass
+    except KeyboardInterrupt:
+        for j in jobs:
+            try:
+                j.cancel(check=False)
+            except Exception:  # noqa: BLE001
+                pass
+        raise
+    finally:
+        bar.close()
+    counts = {s: 0 for s in STATES}
+    for n in names:
+        counts[state_of(root, n)[0]] += 1
+    return counts
+
+
+def run_sweep(spec: SweepSpec, out: str | os.PathLike[str], opts: ExecutorOptions = ExecutorOptions(),
+              progress: bool = True) -> dict[str, int]:
+    """Train every missing run of the sweep (finished runs skipped, interrupted ones resumed)."""
+    if opts.kind == "slurm":  # before anything is written
+        reason = _slurm_reachable()
+        if reason:
+            raise ProbeError(f"--executor slurm: {reason}")
+    root, points = prepare(spec, out)
+    todo = [p.name for p in points if state_of(root, p.name)[0] in ("pending", "interrupted", "failed")]
+    for name in todo:  # a failed run is retried from its own state
+        rec = root / STATUS_DIR / f"{name}.json"
+        if read_status(root, name) is not None and read_status(root, name).get("state") == "failed":
+            rec.unlink(missing_ok=True)
+    jobs = launch(root, todo, opts)
+    watch(root, todo, jobs, progress=progress)
+    total = {s: 0 for s in STATES}
+    for p in points:
+        total[state_of(root, p.name)[0]] += 1
+    return total
+
+
+def iter_points(root: str | os.PathLike[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for r in read_index(root)["runs"]:
+        yield r["name"], r["values"]
