@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition", help="Slurm partition")
     p.add_argument("--time", type=int, help="Slurm time limit per run, minutes")
     p.add_argument("--mem", help="Slurm memory per run, e.g. 4G")
+    p.add_argument("--no-vectorize", action="store_true", help="train every run on its own (by default runs "
+                   "that differ only in learning rates, weight decays, init scale, seeds or training fraction "
+                   "train together as one batched model)")
+    p.add_argument("--vectorize", action="store_true", help="require one batched model for the whole grid")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("phases", help="learning phase of every run of a sweep (Liu et al. App. A Table 1)")
@@ -276,7 +280,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise ProbeError("--out SWEEP_DIR is required")
-    opts = sweep.ExecutorOptions(args.executor, args.jobs, args.partition, args.time, args.mem)
+    if args.vectorize and args.no_vectorize:
+        raise ProbeError("give --vectorize or --no-vectorize, not both")
+    mode = "force" if args.vectorize else "off" if args.no_vectorize else "auto"
+    opts = sweep.ExecutorOptions(args.executor, args.jobs, args.partition, args.time, args.mem, mode)
     try:
         counts = sweep.run_sweep(spec, args.out, opts, progress=not args.no_progress)
     except KeyboardInterrupt:

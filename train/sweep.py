@@ -324,8 +324,92 @@ def run_point(root: str | os.PathLike[str], name: str, progress: bool = False) -
 
 
 def run_points(root: str, names: list[str]) -> list[str]:
-    """One worker's share of a sweep (the function executors run)."""
+    """One worker's share of a sweep, run one by one."""
     return [run_point(root, n) for n in names]
+
+
+def run_ensemble(root: str | os.PathLike[str], names: list[str], progress: bool = False) -> list[str]:
+    """Train fresh runs of the sweep as one vectorised ensemble (:mod:`probe.train.ensemble`); runs
+    another process holds, finished ones and interrupted ones are left to :func:`run_point`."""
+    from probe.train.ensemble import train_ensemble
+
+    base = Path(root)
+    index = {r["name"]: r for r in read_index(base)["runs"]}
+    fds: dict[str, int] = {}
+    try:
+        members = []
+        for name in names:
+            fd = os.open(base / STATUS_DIR / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            fds[name] = fd
+            rec = read_status(base, name)
+            run_dir = base / RUNS_DIR / name
+            if (rec is None or rec.get("state") != "done") and not run_dir.exists():
+                members.append(name)
+        states: dict[str, str] = {}
+        if len(members) >= 2:
+            t0 = time.time()
+            try:
+                train_ensemble([TrainConfig.from_dict(index[n]["config"]) for n in members],
+                               [base / RUNS_DIR / n for n in members], progress=progress)
+                for n in members:
+                    _write_status(base, n, {"state": "done", "seconds": time.time() - t0, "ensemble": len(members),
+                                            **_curves(base / RUNS_DIR / n)})
+                    states[n] = "done"
+            except Exception as exc:  # noqa: BLE001 - recorded per member; the others go on
+                reason = exc.for_cli() if isinstance(exc, ProbeError) else \
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+                for n in members:
+                    _write_status(base, n, {"state": "failed", "reason": f"ensemble: {reason}"})
+                    states[n] = "failed"
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    return [states[n] if n in states else run_point(base, n, progress=progress) for n in names]
+
+
+def run_groups(root: str, groups: list[list[str]]) -> list[str]:
+    """One worker's share of a sweep: groups of two or more are vectorised ensembles."""
+    out: list[str] = []
+    for g in groups:
+        out += run_ensemble(root, g) if len(g) > 1 else [run_point(root, g[0])]
+    return out
+
+
+def plan(points: Sequence[SweepPoint], names: list[str], vectorize: str, jobs: int) -> list[list[str]]:
+    """Groups of runs to train together: runs whose configs differ only in keys that vectorise form
+    one ensemble (at most 256 members, split so that every job gets work); ``vectorize="off"`` trains
+    one by one, ``"force"`` requires one ensemble for the whole grid."""
+    from probe.train.ensemble import MAX_MEMBERS, group_key, why_not
+
+    by_name = {p.name: p for p in points}
+    if vectorize == "off":
+        return [[n] for n in names]
+    if vectorize == "force":
+        reason = why_not([p.config for p in points])
+        if reason:
+            raise ProbeError(f"--vectorize: {reason}")
+    groups: dict[str, list[str]] = {}
+    singles: list[list[str]] = []
+    for n in names:
+        key = group_key(by_name[n].config)
+        if key is None:
+            singles.append([n])
+        else:
+            groups.setdefault(key, []).append(n)
+    out = list(singles)
+    for members in groups.values():
+        parts = max(1, math.ceil(len(members) / MAX_MEMBERS), min(jobs, len(members) // 2 or 1))
+        size = math.ceil(len(members) / parts)
+        out += [members[i: i + size] for i in range(0, len(members), size)]
+    return out
+
+
+VECTORIZE = ("auto", "force", "off")
 
 
 @dataclass(frozen=True)
@@ -335,12 +419,15 @@ class ExecutorOptions:
     partition: str | None = None
     time_min: int | None = None
     mem: str | None = None
+    vectorize: str = "auto"
 
     def __post_init__(self) -> None:
         if self.kind not in EXECUTORS:
             raise ProbeError(f"unknown executor {self.kind!r}{valid(EXECUTORS)}", param="executor")
         if self.jobs < 1:
             raise ProbeError(f"must be >= 1, got {self.jobs}", param="jobs")
+        if self.vectorize not in VECTORIZE:
+            raise ProbeError(f"unknown mode {self.vectorize!r}{valid(VECTORIZE)}", param="vectorize")
 
 
 def _slurm_reachable() -> str | None:
@@ -374,17 +461,17 @@ def _executor(root: Path, opts: ExecutorOptions) -> Any:
     return submitit.AutoExecutor(folder=folder, cluster="local")
 
 
-def launch(root: Path, names: list[str], opts: ExecutorOptions) -> list[Any]:
-    """Submit the runs: on Slurm one array task per run; locally ``jobs`` worker processes that share
-    the runs (submitit's local executor starts every job it is given at once)."""
-    if not names:
+def launch(root: Path, groups: list[list[str]], opts: ExecutorOptions) -> list[Any]:
+    """Submit the groups: on Slurm one array task per group; locally ``jobs`` worker processes that
+    share them (submitit's local executor starts every job it is given at once)."""
+    if not groups:
         return []
     ex = _executor(root, opts)
     if opts.kind == "slurm":
-        chunks = [[n] for n in names]
+        chunks = [[g] for g in groups]
     else:
-        chunks = [names[i:: opts.jobs] for i in range(min(opts.jobs, len(names)))]
-    return ex.map_array(run_points, [str(root)] * len(chunks), chunks)
+        chunks = [groups[i:: opts.jobs] for i in range(min(opts.jobs, len(groups)))]
+    return ex.map_array(run_groups, [str(root)] * len(chunks), chunks)
 
 
 def watch(root: Path, names: list[str], jobs: list[Any], progress: bool = True, poll: float = 0.5) -> dict[str, int]:
@@ -435,13 +522,15 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike[str], opts: ExecutorOption
         reason = _slurm_reachable()
         if reason:
             raise ProbeError(f"--executor slurm: {reason}")
+    if opts.vectorize == "force":  # refused before anything is written
+        plan(expand(spec), [], "force", opts.jobs)
     root, points = prepare(spec, out)
     todo = [p.name for p in points if state_of(root, p.name)[0] in ("pending", "interrupted", "failed")]
     for name in todo:  # a failed run is retried from its own state
         rec = root / STATUS_DIR / f"{name}.json"
         if read_status(root, name) is not None and read_status(root, name).get("state") == "failed":
             rec.unlink(missing_ok=True)
-    jobs = launch(root, todo, opts)
+    jobs = launch(root, plan(points, todo, opts.vectorize, opts.jobs), opts)
     watch(root, todo, jobs, progress=progress)
     total = {s: 0 for s in STATES}
     for p in points:
