@@ -293,6 +293,35 @@ class CheckpointConfig:
 
 
 @dataclass(frozen=True)
+class StopConfig:
+    """Optional early stop once a run's phase is decided (Liu App. A Table 1): when training and
+    validation accuracy have both passed ``threshold``, train ``after_generalization`` more steps and
+    stop (None: always train to ``steps``). Memorising and confused runs use the whole budget."""
+
+    after_generalization: int | None = None
+    threshold: float = 0.9
+
+    def __post_init__(self) -> None:
+        _check(self.after_generalization is None or self.after_generalization >= 0, "stop.after_generalization",
+               self.after_generalization, "must be >= 0")
+        _check(0.0 < self.threshold <= 1.0, "stop.threshold", self.threshold, "must be in (0, 1]")
+
+    def stop_step(self, steps: Any, train_acc: Any, val_acc: Any) -> int | None:
+        """The step to stop at given metric rows so far (None: not decided yet, or no early stop)."""
+        if self.after_generalization is None:
+            return None
+        import numpy as np
+
+        above = self.threshold + 1e-12
+        tr = np.flatnonzero(np.asarray(train_acc) >= above)
+        va = np.flatnonzero(np.asarray(val_acc) >= above)
+        if not tr.size or not va.size:
+            return None
+        s = np.asarray(steps)
+        return int(max(s[tr[0]], s[va[0]])) + self.after_generalization
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a run. ``seed`` seeds the model and batches; ``split_seed`` the split."""
 
@@ -319,6 +348,7 @@ class TrainConfig:
     device: str = "auto"
     model: ModelConfig = field(default_factory=lambda: TransformerConfig())
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    stop: StopConfig = field(default_factory=StopConfig)
 
     def __post_init__(self) -> None:
         _check(self.task in TASK_NAMES, "task", self.task, f"unknown task{valid(TASK_NAMES)}")
@@ -378,7 +408,7 @@ class TrainConfig:
             parts = key.split(".")
             target = data
             for part in parts[:-1]:
-                if part not in ("model", "checkpoint") or not isinstance(target.get(part), dict):
+                if part not in SECTIONS or not isinstance(target.get(part), dict):
                     raise ProbeError(f"unknown config key {key!r}{_valid_keys_hint()}")
                 target = target[part]
             if parts[0] == "model" and parts[-1] == "kind" and len(parts) == 2 and value != target.get("kind"):
@@ -386,6 +416,9 @@ class TrainConfig:
                 continue
             target[parts[-1]] = value
         return TrainConfig.from_dict(data)
+
+
+SECTIONS = ("model", "checkpoint", "stop")  # nested config sections (dotted keys)
 
 
 def _to_jsonable(obj: Any) -> Any:
@@ -398,8 +431,9 @@ def _to_jsonable(obj: Any) -> Any:
 
 def valid_keys() -> list[str]:
     """All settable keys, flat and dotted (model keys of every model kind)."""
-    keys = [f.name for f in fields(TrainConfig) if f.name not in ("model", "checkpoint")]
+    keys = [f.name for f in fields(TrainConfig) if f.name not in SECTIONS]
     keys += [f"checkpoint.{f.name}" for f in fields(CheckpointConfig)]
+    keys += [f"stop.{f.name}" for f in fields(StopConfig)]
     model_keys = sorted({"kind"} | {f.name for _, cls in MODELS.items() for f in fields(cls)})
     keys += [f"model.{k}" for k in model_keys]
     return keys
@@ -435,6 +469,8 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
             kwargs[name] = _build(MODELS.get(value.get("kind", "transformer")), value, "model.")
         elif cls is TrainConfig and name == "checkpoint":
             kwargs[name] = _build(CheckpointConfig, value, "checkpoint.")
+        elif cls is TrainConfig and name == "stop":
+            kwargs[name] = _build(StopConfig, value, "stop.")
         else:
             kwargs[name] = coerce(hints[name], value, key)
     return cls(**kwargs)

@@ -121,7 +121,7 @@ def load_config(preset: str | None = None, path: str | Path | None = None,
     flat: dict[str, Any] = {}
     user_keys = set(data) | set(overrides or {})
     for key, value in data.items():
-        if isinstance(value, dict) and key in ("model", "checkpoint"):
+        if isinstance(value, dict) and key in ("model", "checkpoint", "stop"):
             if key == "model" and "kind" in value:
                 flat["model.kind"] = value["kind"]
             flat.update({f"{key}.{k}": v for k, v in value.items() if not (key == "model" and k == "kind")})

@@ -180,7 +180,7 @@ class Ensemble:
         return [t.model.predict(out[i]) for i, t in enumerate(self.members)]
 
     # the optimizer (torch.optim.AdamW's arithmetic, per-member lr and weight decay) ----------------------
-    def _adam_step(self, factor: float) -> None:
+    def _adam_step(self, factor: float, active: Any) -> None:
         import torch
 
         cfg = self.configs[0]
@@ -194,7 +194,7 @@ class Ensemble:
                 name = key[2:]
                 g = p.grad
                 shape = (-1,) + (1,) * (p.ndim - 1)
-                lr = (self.lr[name] * factor).to(p.dtype).view(shape)
+                lr = (self.lr[name] * factor * active).to(p.dtype).view(shape)
                 wd = self.wd[name].to(p.dtype).view(shape)
                 if cfg.optimizer == "adamw":
                     p.mul_(1 - lr * wd)
@@ -232,9 +232,15 @@ class Ensemble:
         schedules = [make_schedule(c.checkpoint, c.steps) for c in self.configs]
         last = [-1] * len(self.members)
         total = self.steps
+        ends = [c.steps for c in self.configs]  # each member's last step (its early stop may come sooner)
+        seen: list[dict[str, list[float]]] = [{"step": [], "train_acc": [], "val_acc": []} for _ in self.members]
+        active = torch.ones(len(self.members), dtype=torch.float64, device=self.device)
         bar = tqdm(total=total, desc=f"ensemble x{len(self.members)}", unit="step", disable=not self.progress,
                    mininterval=0.5, dynamic_ncols=True)
         finished = False
+        from probe.train.loop import _Deterministic
+
+        determinism = _Deterministic(self.device)
         try:
             step = 0
             while True:
@@ -244,10 +250,14 @@ class Ensemble:
                     with torch.no_grad():
                         loss, out = self._losses()
                 rows: list[dict[str, float] | None] = [None] * len(self.members)
-                if step % self.metrics_every == 0 or step == total:
+                due = [step <= ends[i] and (step % self.metrics_every == 0 or step == ends[i])
+                       for i in range(len(self.members))]
+                if any(due):
                     with torch.no_grad():
                         preds = self._predict(out.detach())
                         for i, trainer in enumerate(self.members):
+                            if not due[i]:
+                                continue
                             o = out[i].detach()
                             tr, va = self.train_sets[i], self.val_sets[i]
                             correct = (preds[i] == self.labels).double()
@@ -260,23 +270,38 @@ class Ensemble:
                                    "lr": self.configs[i].lr * self.members[i].lr_factor(step)}
                             writers[i].add_metrics(row)
                             rows[i] = row
+                            cfg = self.configs[i]
+                            if cfg.stop.after_generalization is not None and ends[i] == cfg.steps:
+                                for k in seen[i]:
+                                    seen[i][k].append(row[k])
+                                stop_at = cfg.stop.stop_step(seen[i]["step"], seen[i]["train_acc"],
+                                                             seen[i]["val_acc"])
+                                if stop_at is not None and stop_at < ends[i]:
+                                    ends[i] = max(stop_at, step)
+                                    schedules[i].total = ends[i]
                 for i, sched in enumerate(schedules):
-                    if step > last[i] and sched.due(step, rows[i]):
+                    if step <= ends[i] and step > last[i] and sched.due(step, rows[i]):
                         sched.record(step, rows[i])
                         series = {n: self.params[f"m.{n}"][i].detach().cpu().numpy() for n in self.members[i].saved}
                         writers[i].write_checkpoint(step, series, self._state(i, step, sched))
                         last[i] = step
-                if step >= total:
+                for i in range(len(self.members)):
+                    if step >= ends[i] and active[i] > 0:
+                        active[i] = 0.0  # this member is finished: its parameters stay as they are
+                        writers[i].close(finished=True)
+                if step >= total or not bool(active.any()):
                     break
                 loss.sum().backward()
-                self._adam_step(self.members[0].lr_factor(step))
+                self._adam_step(self.members[0].lr_factor(step), active)
                 step += 1
                 bar.update(1)
             finished = True
         finally:
+            determinism.restore()
             bar.close()
-            for w in writers:
-                w.close(finished=finished)
+            for i, w in enumerate(writers):
+                if active[i] > 0:
+                    w.close(finished=finished)
 
 
 def train_ensemble(configs: Sequence[TrainConfig], run_dirs: Sequence[str | Path], progress: bool = True) -> list[Path]:

@@ -206,17 +206,26 @@ class Trainer:
         return loss, acc
 
     # loop ----------------------------------------------------------------------------------------------
-    def run(self, writer: RunWriter, start: int, schedule: Schedule, last_ckpt: int) -> None:
+    def run(self, writer: RunWriter, start: int, schedule: Schedule, last_ckpt: int,
+            history: dict[str, Any] | None = None) -> None:
+        """Train from ``start`` to ``cfg.steps`` (or to the early stop of ``cfg.stop``; ``history``: the
+        metric rows a resumed run already committed, which decide that stop as they did before)."""
         import torch
         from tqdm import tqdm
 
         cfg = self.cfg
         total = cfg.steps
+        seen = {k: list((history or {}).get(k, [])) for k in ("step", "train_acc", "val_acc")}
+        stop_at = cfg.stop.stop_step(seen["step"], seen["train_acc"], seen["val_acc"])
+        if stop_at is not None:
+            total = min(total, max(stop_at, start))
+            schedule.total = total
         n_train = self.x_train.shape[0]
         bar = tqdm(total=total, initial=start, desc="train", unit="step", file=sys.stderr,
                    disable=not self.progress, mininterval=0.5, dynamic_ncols=True)
         finished = False
         stop = _DeferredInterrupt()
+        determinism = _Deterministic(self.device)
         try:
             step = start
             self.model.train()
@@ -243,6 +252,13 @@ class Trainer:
                     row = {"step": step, "train_loss": tr[0], "train_acc": tr[1], "val_loss": va[0],
                            "val_acc": va[1], "lr": cfg.lr * self.lr_factor(step)}
                     writer.add_metrics(row)
+                    if cfg.stop.after_generalization is not None and stop_at is None:
+                        for k in seen:
+                            seen[k].append(row[k])
+                        stop_at = cfg.stop.stop_step(seen["step"], seen["train_acc"], seen["val_acc"])
+                        if stop_at is not None and stop_at < total:
+                            total = max(stop_at, step)  # the phase is decided: stop after the margin
+                            schedule.total = total
                     bar.set_postfix(loss=f"{tr[0]:.3g}", acc=f"{tr[1]:.3f}", val_loss=f"{va[0]:.3g}",
                                     val_acc=f"{va[1]:.3f}", refresh=False)
                 if step > last_ckpt and schedule.due(step, row):
@@ -262,9 +278,32 @@ class Trainer:
                 bar.update(1)
             finished = True
         finally:
+            determinism.restore()
             stop.restore()
             bar.close()
             writer.close(finished=finished)
+
+
+class _Deterministic:
+    """Deterministic kernels while a run trains on the CPU: with several threads, the backward of an
+    embedding lookup (``W_E[tokens]``) otherwise accumulates in a varying order, and two runs of one
+    config (or a run and its resumed copy) drift apart. The caller's setting is restored after."""
+
+    def __init__(self, device: str) -> None:
+        import torch
+
+        self.previous = torch.are_deterministic_algorithms_enabled()
+        self.previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+        self.active = device == "cpu" and not self.previous
+        if self.active:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+
+    def restore(self) -> None:
+        import torch
+
+        if self.active:
+            torch.use_deterministic_algorithms(self.previous, warn_only=self.previous_warn)
+            self.active = False
 
 
 class _DeferredInterrupt:
@@ -366,8 +405,12 @@ def resume(run_dir: str | Path, steps: int | None = None, progress: bool = True)
                                  param="steps")
             cfg = dataclasses.replace(cfg, steps=steps)
         state = rf.resume_state()
-        if state is not None and state.step >= cfg.steps and rf.finished:
+        if state is not None and rf.finished and (state.step >= cfg.steps or steps is None):
             raise ProbeError(f"{run_dir} already finished at step {state.step}; pass --steps N to train further")
+        history = {k: v for k, v in rf.metrics().items() if k in ("step", "train_acc", "val_acc")}
+        if state is not None:
+            keep = history["step"] <= state.step
+            history = {k: v[keep] for k, v in history.items()}
         trainer = Trainer(cfg, run_dir, progress=progress, task=task)
         if state is None:
             warnings.warn(f"{path} has no usable resume state; training again from step 0 (on CPU this "
@@ -382,7 +425,8 @@ def resume(run_dir: str | Path, steps: int | None = None, progress: bool = True)
     finally:
         rf.close()
     _write_config_copy(run_dir, cfg)
-    trainer.run(writer, start=start, schedule=schedule, last_ckpt=last_ckpt)
+    trainer.run(writer, start=start, schedule=schedule, last_ckpt=last_ckpt,
+                history=history if state is not None else None)
     return path
 
 

@@ -283,6 +283,16 @@ def _curves(run_dir: Path) -> dict[str, Any]:
                 "finished": run.finished, "checkpoints": int(len(run.steps))}
 
 
+def _finished(run_dir: Path) -> bool:
+    import probe
+
+    try:
+        with probe.load_run(run_dir) as run:
+            return run.finished
+    except ProbeError:
+        return False
+
+
 def run_point(root: str | os.PathLike[str], name: str, progress: bool = False) -> str:
     """Train (or resume, or skip) one run of the sweep; never raises for the run's own failure:
     the reason goes to ``status/NAME.json``. Returns the run's final state."""
@@ -306,7 +316,9 @@ def run_point(root: str | os.PathLike[str], name: str, progress: bool = False) -
         run_dir = base / RUNS_DIR / name
         t0 = time.time()
         try:
-            if (run_dir / RUN_FILENAME).exists() or (run_dir / "config.yaml").exists():
+            if (run_dir / RUN_FILENAME).exists() and _finished(run_dir):
+                pass  # finished before its status was recorded
+            elif (run_dir / RUN_FILENAME).exists() or (run_dir / "config.yaml").exists():
                 resume(run_dir, progress=progress)
             else:
                 train(TrainConfig.from_dict(entry["config"]), run_dir, progress=progress)
