@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, Callable, NoReturn, Sequence
 
 from probe.errors import ProbeError, RunWriteError
@@ -37,6 +38,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     from probe.analyses.figures import FIGURES
     from probe.analyses.registry import all_metrics, all_params
+    from probe.analyses.sweeps import SWEEP_FIGURES
 
     parser = _Parser(prog="probe", description="Train grokking runs into HDF5 checkpoint series and analyse them.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -123,8 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     figures = "; ".join(f"{name}: {fig.description}" for name, fig in FIGURES.items())
     p = sub.add_parser("plot", help="figures: a metric over time, PCA pictures and animation, Fourier norms, "
                        "projection accuracy", description=f"Figures. {figures}.")
-    p.add_argument("run_dir")
-    p.add_argument("--figure", default="metric", choices=FIGURES.names())
+    p.add_argument("run_dir", help="a run directory, or a sweep directory for the sweep figures")
+    p.add_argument("--figure", default="metric", choices=FIGURES.names() + SWEEP_FIGURES.names())
+    p.add_argument("--x", help="sweep figures: the swept key on the x axis")
+    p.add_argument("--y", help="sweep figures: the swept key on the y axis")
+    p.add_argument("--value", help="phase-diagram: show val_step, train_step or delay as a heat map instead")
+    p.add_argument("--threshold", type=float, default=0.9, help="sweep figures: phase accuracy threshold [0.9]")
+    p.add_argument("--budget", type=int, default=100_000, help="sweep figures: phase step budget [100000]")
+    p.add_argument("--delay", type=int, default=1000, help="sweep figures: phase delay threshold [1000]")
     p.add_argument("--metric", action="append", default=[], metavar="NAME", help=metric_help)
     p.add_argument("--out", required=True, help="figure file (.png, .pdf, .svg; .gif or .mp4 for the animation)")
     p.add_argument("--steps", default=None, help="checkpoints to show (default: all; pca: first, a middle one, "
@@ -410,6 +418,17 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise ProbeError("give --metric NAME (repeatable) or --summary")
     if args.out:
         export.check_writable(args.out)
+    from probe.sweep import INDEX_FILE, load_sweep
+
+    if any((Path(d) / INDEX_FILE).is_file() for d in args.run_dirs):
+        if len(args.run_dirs) != 1 or not args.summary:
+            raise ProbeError("a sweep directory is exported alone, with --summary (one row per run, swept values "
+                             "as columns)")
+        from probe.analyses.sweeps import sweep_summary
+
+        df = sweep_summary(load_sweep(args.run_dirs[0]), progress=not args.no_progress)
+        _emit(export.write_table(df, args.format, args.out))
+        return 0
     runs = [load_run(d) for d in args.run_dirs]
     if len({r.dir.resolve() for r in runs}) != len(runs):
         raise ProbeError("the same run is given twice")
@@ -424,8 +443,24 @@ def cmd_export(args: argparse.Namespace) -> int:
 @command("plot")
 def cmd_plot(args: argparse.Namespace) -> int:
     from probe.analyses.figures import FigureRequest, make_figure
+    from probe.analyses.sweeps import SWEEP_FIGURES, SweepFigureRequest, make_sweep_figure
     from probe.run import load_run
+    from probe.sweep import INDEX_FILE, load_sweep
 
+    is_sweep = (Path(args.run_dir) / INDEX_FILE).is_file()
+    if args.figure in SWEEP_FIGURES.names() or is_sweep:
+        if args.figure not in SWEEP_FIGURES.names():
+            raise ProbeError(f"{args.run_dir} is a sweep; sweep figures: {', '.join(SWEEP_FIGURES.names())}",
+                             param="figure")
+        if not is_sweep:
+            raise ProbeError(f"--figure {args.figure} needs a sweep directory; {args.run_dir} is not one")
+        from probe.phases import PhaseRule
+
+        req = SweepFigureRequest(args.out, args.x, args.y, args.value, PhaseRule(args.threshold, args.budget,
+                                                                                 args.delay))
+        make_sweep_figure(args.figure, load_sweep(args.run_dir), req)
+        print(f"wrote {args.out}")
+        return 0
     request = FigureRequest(out=args.out, metrics=tuple(args.metric), steps=args.steps, params=_params(args),
                             fps=args.fps, progress=not args.no_progress)
     df = make_figure(args.figure, load_run(args.run_dir), request)

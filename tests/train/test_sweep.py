@@ -230,3 +230,24 @@ def test_status_of_something_that_is_not_a_sweep(tmp_path, capsys):
     assert code == 2 and "is not a probe sweep" in err
     with pytest.raises(ProbeError, match="unknown executor"):
         sw.ExecutorOptions("cloud")
+
+
+def test_phase_diagram_and_sweep_summary(done_sweep, tmp_path, capsys):
+    _, root = done_sweep
+    png = tmp_path / "phases.png"
+    code, out, err = _cli(capsys, "plot", root, "--figure", "phase-diagram", "--x", "lr", "--y", "seed",
+                          "--out", png, "--threshold", "0.5")
+    assert code == 0, err
+    assert png.stat().st_size > 5000
+    code, _, err = _cli(capsys, "plot", root, "--figure", "phase-diagram", "--x", "lr", "--y", "nope", "--out", png)
+    assert code == 2 and "'nope' is not a swept key of this sweep (valid: lr, seed)" in err
+    code, _, err = _cli(capsys, "plot", root, "--figure", "metric", "--out", png)
+    assert code == 2 and "is a sweep" in err
+    code, out, err = _cli(capsys, "export", root, "--summary", "--format", "csv", "--no-progress")
+    assert code == 0, err
+    import io
+
+    import pandas as pd
+
+    df = pd.read_csv(io.StringIO(out))
+    assert list(df.columns[:3]) == ["run", "lr", "seed"] and len(df) == 4 and "final_val_acc" in df.columns
