@@ -47,6 +47,7 @@ from probe.sweep import (INDEX_FILE, RUNS_DIR, SPEC_FILE, STATES, STATUS_DIR, re
 SPEC_KEYS = ("preset", "config", "set", "grid", "zip", "seeds", "split_seeds")
 EXECUTORS = ("local", "slurm")
 MAX_RUNS = 100_000
+LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # local jobs: no practical time limit (--time sets one)
 
 
 @dataclass(frozen=True)
@@ -470,7 +471,10 @@ def _executor(root: Path, opts: ExecutorOptions) -> Any:
             params["slurm_mem"] = opts.mem
         ex.update_parameters(**params)
         return ex
-    return submitit.AutoExecutor(folder=folder, cluster="local")
+    ex = submitit.AutoExecutor(folder=folder, cluster="local")
+    # submitit's local jobs time out after a default limit and are then killed as "not checkpointable"
+    ex.update_parameters(timeout_min=opts.time_min or LOCAL_TIMEOUT_MIN)
+    return ex
 
 
 def launch(root: Path, groups: list[list[str]], opts: ExecutorOptions) -> list[Any]:

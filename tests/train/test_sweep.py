@@ -251,3 +251,10 @@ def test_phase_diagram_and_sweep_summary(done_sweep, tmp_path, capsys):
 
     df = pd.read_csv(io.StringIO(out))
     assert list(df.columns[:3]) == ["run", "lr", "seed"] and len(df) == 4 and "final_val_acc" in df.columns
+
+
+def test_local_jobs_have_no_short_time_limit(tmp_path):
+    """submitit's local executor kills a job after 2 minutes unless told otherwise."""
+    ex = sw._executor(tmp_path, sw.ExecutorOptions())
+    assert ex._executor.parameters["timeout_min"] >= 60 * 24
+    assert sw._executor(tmp_path, sw.ExecutorOptions(time_min=30))._executor.parameters["timeout_min"] == 30
