@@ -385,8 +385,14 @@ def run_ensemble(root: str | os.PathLike[str], names: list[str], progress: bool 
     return [states[n] if n in states else run_point(base, n, progress=progress) for n in names]
 
 
-def run_groups(root: str, groups: list[list[str]]) -> list[str]:
-    """One worker's share of a sweep: groups of two or more are vectorised ensembles."""
+def run_groups(root: str, groups: list[list[str]], threads: int | None = None) -> list[str]:
+    """One worker's share of a sweep: groups of two or more are vectorised ensembles. ``threads``:
+    torch threads for this worker (local workers share the machine's cores; more threads than cores
+    make OpenMP spin and every worker slow down many times over)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     out: list[str] = []
     for g in groups:
         out += run_ensemble(root, g) if len(g) > 1 else [run_point(root, g[0])]
@@ -485,9 +491,11 @@ def launch(root: Path, groups: list[list[str]], opts: ExecutorOptions) -> list[A
     ex = _executor(root, opts)
     if opts.kind == "slurm":
         chunks = [[g] for g in groups]
+        threads: int | None = None
     else:
         chunks = [groups[i:: opts.jobs] for i in range(min(opts.jobs, len(groups)))]
-    return ex.map_array(run_groups, [str(root)] * len(chunks), chunks)
+        threads = max(1, (os.cpu_count() or 1) // len(chunks))
+    return ex.map_array(run_groups, [str(root)] * len(chunks), chunks, [threads] * len(chunks))
 
 
 def watch(root: Path, names: list[str], jobs: list[Any], progress: bool = True, poll: float = 0.5) -> dict[str, int]:
