@@ -142,3 +142,27 @@ def sweep_summary(sweep: "Sweep", progress: bool = False) -> "pd.DataFrame":
     values = sweep.values.set_index("run").loc[names].reset_index(drop=True)
     df["run"] = names
     return pd.concat([df[["run"]], values, df.drop(columns=["run"])], axis=1)
+
+
+def sweep_tidy(sweep: "Sweep", metrics: list[str], steps: Any = "all", progress: bool = False,
+               **params: Any) -> "pd.DataFrame":
+    """:func:`probe.analyses.export.tidy` over every finished run of the sweep (one row per run and
+    checkpoint), with the swept values as columns."""
+    import pandas as pd
+
+    from probe.analyses.export import tidy
+
+    status = sweep.status().set_index("run")["state"]
+    names = [n for n in sweep.names if status.get(n) == "done"]
+    if not names:
+        raise ProbeError(f"no finished run in the sweep {sweep.root} yet")
+    values = sweep.values.set_index("run")
+    frames = []
+    for name in names:
+        with sweep.run(name) as run:
+            df = tidy([run], metrics, steps=steps, progress=progress, **params)
+        df["run"] = name
+        for key in reversed(sweep.swept):
+            df.insert(1, key, values.loc[name, key])
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True)

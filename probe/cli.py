@@ -421,12 +421,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     from probe.sweep import INDEX_FILE, load_sweep
 
     if any((Path(d) / INDEX_FILE).is_file() for d in args.run_dirs):
-        if len(args.run_dirs) != 1 or not args.summary:
-            raise ProbeError("a sweep directory is exported alone, with --summary (one row per run, swept values "
-                             "as columns)")
-        from probe.analyses.sweeps import sweep_summary
+        if len(args.run_dirs) != 1:
+            raise ProbeError("a sweep directory is exported alone (its runs are the rows)")
+        from probe.analyses.sweeps import sweep_summary, sweep_tidy
 
-        df = sweep_summary(load_sweep(args.run_dirs[0]), progress=not args.no_progress)
+        sweep = load_sweep(args.run_dirs[0])
+        if args.summary:
+            df = sweep_summary(sweep, progress=not args.no_progress)
+        else:
+            df = sweep_tidy(sweep, args.metric, steps=args.steps, progress=not args.no_progress, **_params(args))
         _emit(export.write_table(df, args.format, args.out))
         return 0
     runs = [load_run(d) for d in args.run_dirs]

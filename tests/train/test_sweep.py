@@ -251,6 +251,11 @@ def test_phase_diagram_and_sweep_summary(done_sweep, tmp_path, capsys):
 
     df = pd.read_csv(io.StringIO(out))
     assert list(df.columns[:3]) == ["run", "lr", "seed"] and len(df) == 4 and "final_val_acc" in df.columns
+    code, out, err = _cli(capsys, "export", root, "--metric", "rqi", "--steps", "first,last", "--format", "csv",
+                          "--no-progress")
+    assert code == 0, err
+    df = pd.read_csv(io.StringIO(out))
+    assert list(df.columns[:4]) == ["run", "lr", "seed", "step"] and len(df) == 8 and "rqi" in df.columns
 
 
 def test_local_jobs_have_no_short_time_limit(tmp_path):
