@@ -100,11 +100,9 @@ def effective_loss(e: np.ndarray, h: np.ndarray, n_constraints: int) -> float:
     return l0 / float(np.sum(e * e))
 
 
-def effective_flow(e0: np.ndarray, h: np.ndarray, n_constraints: int, t_max: float) -> "Any":
-    """The gradient flow of :func:`effective_dynamics` as a dense solution on ``[0, t_max]``:
-    ``flow(t)`` gives the normalised embeddings ``[len(t), p, d]`` at any times in that range."""
-    from scipy.integrate import solve_ivp
-
+def _gradient_flow(e0: np.ndarray, h: np.ndarray, n_constraints: int) -> tuple[np.ndarray, Any]:
+    """The normalised start and the right-hand side ``-d l_eff / dE`` (Liu eq. 4-5) on flattened
+    embeddings, shared by :func:`effective_flow` and :func:`effective_dynamics`."""
     e0 = np.asarray(e0, dtype=np.float64)
     if e0.ndim == 1:
         e0 = e0[:, None]
@@ -119,6 +117,17 @@ def effective_flow(e0: np.ndarray, h: np.ndarray, n_constraints: int, t_max: flo
         l0 = float(np.sum(e * he)) / m
         grad = 2.0 * he / (m * z0) - 2.0 * l0 * e / (z0 * z0)
         return -grad.ravel()
+
+    return start, rhs
+
+
+def effective_flow(e0: np.ndarray, h: np.ndarray, n_constraints: int, t_max: float) -> "Any":
+    """The gradient flow of :func:`effective_dynamics` as a dense solution on ``[0, t_max]``:
+    ``flow(t)`` gives the normalised embeddings ``[len(t), p, d]`` at any times in that range."""
+    from scipy.integrate import solve_ivp
+
+    start, rhs = _gradient_flow(e0, h, n_constraints)
+    shape = start.shape
 
     sol = solve_ivp(rhs, (0.0, float(max(t_max, 1e-12))), start.ravel(), method="LSODA", rtol=1e-8, atol=1e-10,
                     dense_output=True)
@@ -166,20 +175,8 @@ def effective_dynamics(e0: np.ndarray, h: np.ndarray, n_constraints: int, times:
     """
     from scipy.integrate import solve_ivp
 
-    e0 = np.asarray(e0, dtype=np.float64)
-    if e0.ndim == 1:
-        e0 = e0[:, None]
-    start = normalize(e0)  # the one normalisation (Liu Sec. 3.2)
+    start, rhs = _gradient_flow(e0, h, n_constraints)
     shape = start.shape
-    m = max(n_constraints, 1)
-
-    def rhs(_t: float, flat: np.ndarray) -> np.ndarray:
-        e = flat.reshape(shape)
-        he = h @ e
-        z0 = float(np.sum(e * e))
-        l0 = float(np.sum(e * he)) / m
-        grad = 2.0 * he / (m * z0) - 2.0 * l0 * e / (z0 * z0)
-        return -grad.ravel()
 
     times = np.asarray(times, dtype=np.float64)
     sol = solve_ivp(rhs, (0.0, float(times[-1])), start.ravel(), t_eval=times, method="LSODA",

@@ -141,21 +141,35 @@ LOSS_SPLIT = Param("loss_split", str, None, "samples the loss is computed on (de
                    choices=("train", "val", "all"))
 
 
-def _logits(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_threshold: float | None,
-            reference: str, convention: str | None) -> dict[str, "Any"]:
-    """Full, excluded and (for a ``convention``) restricted logits of one checkpoint, memoised so that
-    restricted_loss and excluded_loss share the forward passes."""
+def _full_logits(ckpt: "Checkpoint", ctx: "Context") -> Any:
     import torch
 
-    def compute() -> dict[str, torch.Tensor]:
+    return torch.as_tensor(clean_pass(ckpt, ctx)[2], device=ctx.device)
+
+
+def _excluded_logits(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_threshold: float | None,
+                     reference: str) -> Any:
+    """Logits with the key-frequency directions removed from the neurons (one patched pass per
+    checkpoint)."""
+    def compute() -> Any:
+        keys = key_freqs_of(ctx, key_rule, key_threshold, reference)
+        hook, act, _ = clean_pass(ckpt, ctx)
+        excluded = excluded_activations(act, ctx.task.inputs, int(ctx.task.modulus or 0), keys)
+        return patched_answers(ckpt, ctx, hook, {"excluded": excluded})["excluded"]
+
+    return ctx.memo_step(("excluded", key_rule, key_threshold, reference), ckpt.index, compute)
+
+
+def _restricted_logits(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_threshold: float | None,
+                       reference: str, convention: str) -> Any:
+    """Logits of the neurons restricted to the key frequencies, under ``convention``."""
+    import torch
+
+    def compute() -> Any:
         p = int(ctx.task.modulus or 0)
         keys = key_freqs_of(ctx, key_rule, key_threshold, reference)
         hook, act, full = clean_pass(ckpt, ctx)
-        out = {"full": torch.as_tensor(full, device=ctx.device)}
-        excluded = excluded_activations(act, ctx.task.inputs, p, keys)
-        if convention is None:
-            out.update(patched_answers(ckpt, ctx, hook, {"excluded": excluded}))
-        elif convention == "nanda":
+        if convention == "nanda":
             readout = ctx.config.model.neuron_readout if ctx.config is not None else None
             if readout is None:
                 raise ProbeError("Nanda et al.'s restricted loss reads the neurons out through W_out and W_U; this "
@@ -165,15 +179,12 @@ def _logits(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_threshold: fl
             w_out = ckpt.tensor(readout)
             w_u = ckpt.tensor(ctx.config.model.unembed_param)
             approx = nanda_restricted_activations(act, ctx.task.inputs, p, keys)
-            out["restricted"] = torch.as_tensor(nanda_restricted_logits(approx, w_out, w_u, full), device=ctx.device)
-            out.update(patched_answers(ckpt, ctx, hook, {"excluded": excluded}))
-        else:
-            restricted = restricted_activations(grid(act, ctx.task), p, keys)[ctx.task.inputs[:, 0],
-                                                                               ctx.task.inputs[:, 1]]
-            out.update(patched_answers(ckpt, ctx, hook, {"restricted": restricted, "excluded": excluded}))
-        return out
+            return torch.as_tensor(nanda_restricted_logits(approx, w_out, w_u, full), device=ctx.device)
+        restricted = restricted_activations(grid(act, ctx.task), p, keys)[ctx.task.inputs[:, 0],
+                                                                           ctx.task.inputs[:, 1]]
+        return patched_answers(ckpt, ctx, hook, {"restricted": restricted})["restricted"]
 
-    return ctx.memo_step(("ablated", key_rule, key_threshold, reference, convention), ckpt.index, compute)
+    return ctx.memo_step(("restricted", key_rule, key_threshold, reference, convention), ckpt.index, compute)
 
 
 def _losses(ckpt: "Checkpoint", ctx: "Context", logits: dict[str, Any], split: str) -> dict[str, float]:
@@ -197,7 +208,9 @@ def restricted_loss(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_thres
                     reference: str, convention: str, loss_split: str | None) -> dict[str, float]:
     split = loss_split or "val"
     ctx.note(f"restricted loss: {convention} convention, on the {split} split")
-    r = _losses(ckpt, ctx, _logits(ckpt, ctx, key_rule, key_threshold, reference, convention), split)
+    logits = {"restricted": _restricted_logits(ckpt, ctx, key_rule, key_threshold, reference, convention),
+              "full": _full_logits(ckpt, ctx)}
+    r = _losses(ckpt, ctx, logits, split)
     return {"restricted_loss": r["restricted"], "restricted_loss_full": r["full"]}
 
 
@@ -210,8 +223,7 @@ def excluded_loss(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_thresho
     split = loss_split or "train"
     key_freqs_of(ctx, key_rule, key_threshold, reference)  # (memoised; files the key-frequency note here too)
     ctx.note(f"excluded loss on the {split} split")
-    held = ctx.cache.get(("step", ("ablated", key_rule, key_threshold, reference, "nanda")))
-    logits = held[1] if held is not None and held[0] == ckpt.index else \
-        _logits(ckpt, ctx, key_rule, key_threshold, reference, None)
+    logits = {"excluded": _excluded_logits(ckpt, ctx, key_rule, key_threshold, reference),
+              "full": _full_logits(ckpt, ctx)}
     r = _losses(ckpt, ctx, logits, split)
     return {"excluded_loss": r["excluded"], "excluded_loss_full": r["full"]}

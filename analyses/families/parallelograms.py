@@ -79,8 +79,11 @@ def formed(ckpt: Checkpoint, ctx: Context, delta: float, convention: str = "liu"
     return out
 
 
-def _formed(ckpt: Checkpoint, ctx: Context, delta: float, convention: str, hook: str | None,
-            position: int, test: str) -> Formed:
+def _representation(ckpt: Checkpoint, ctx: Context, convention: str, hook: str | None,
+                    position: int) -> tuple[pg.PairDistances, bool, Callable[[], np.ndarray]]:
+    """Squared distances over ``P0`` for this checkpoint's representation (embeddings, or normalised
+    activations at ``hook``), whether the test is grokking-squared's mean-square one, and the
+    per-sample vectors on demand (the threshold-free test ranks against them)."""
     if not hook:
         check_position(ctx, position)
     p0 = p0_of(ctx)
@@ -88,51 +91,39 @@ def _formed(ckpt: Checkpoint, ctx: Context, delta: float, convention: str, hook:
         if convention != "liu":
             raise ProbeError("--convention grokking-squared applies to embeddings, not to --hook activations")
         acts = pg.normalize_activations(hook_activations(ckpt, ctx, hook, position))
-        dist = pg.pair_distances(acts, p0)
-        if test == "delta":
+        return pg.pair_distances(acts, p0), False, lambda: acts
+    if ctx.task.modulus:
+        ctx.note(MODULAR_NOTE)
+    norm = pg.normalize(ckpt.embeddings(), convention)
+    mean_square = convention == "grokking-squared"
+    if norm.ndim == 2:  # sum aggregation: distances from the symbol Gram matrix
+        dist = pg.pair_distances_sum(norm, ctx.task.inputs, p0, device=ctx.array_device)
+        return dist, mean_square, lambda: pg.sample_vectors(norm, ctx.task.inputs)
+    vectors = pg.sample_vectors(norm, ctx.task.inputs)
+    return pg.pair_distances(vectors, p0), mean_square, lambda: vectors
+
+
+def _formed(ckpt: Checkpoint, ctx: Context, delta: float, convention: str, hook: str | None,
+            position: int, test: str) -> Formed:
+    dist, mean_square, vectors = _representation(ckpt, ctx, convention, hook, position)
+    if test == "delta":
+        if hook:
             ctx.note("hook activations normalised over samples by sigma_h / sqrt(2) (equals Liu's embedding "
                      "normalisation for h = E_a + E_b over the full ordered table); |h_s - h_t| <= delta")
-        mean_square = False
-    else:
-        if ctx.task.modulus:
-            ctx.note(MODULAR_NOTE)
-        norm = pg.normalize(ckpt.embeddings(), convention)
-        mean_square = convention == "grokking-squared"
-        if norm.ndim == 2:  # sum aggregation: distances from the symbol Gram matrix
-            dist = pg.pair_distances_sum(norm, ctx.task.inputs, p0, device=ctx.array_device)
-            vectors = None
-        else:
-            vectors = pg.sample_vectors(norm, ctx.task.inputs)
-            dist = pg.pair_distances(vectors, p0)
-        if test == "auc":
-            acts = vectors if vectors is not None else pg.sample_vectors(norm, ctx.task.inputs)
-    if test == "delta":
         count = dist.count(delta, mean_square)
         return Formed(count / dist.total, count, dist.total, lambda: dist.within(delta, mean_square))
-    between = pg.between_distances(acts, ctx.task.labels)
+    between = pg.between_distances(vectors(), ctx.task.labels)
     d2 = dist.d2 if dist.expand is None else dist.d2[dist.expand]
     scores = pg.rank_scores(d2, between)
     mask = scores >= 1.0 - delta
-    return Formed(float(scores.mean()), int(mask.sum()), len(p0), lambda: mask)
+    return Formed(float(scores.mean()), int(mask.sum()), dist.total, lambda: mask)
 
 
 def distances(ckpt: Checkpoint, ctx: Context, convention: str = "liu", hook: str | None = None,
               position: int = -1) -> tuple[pg.PairDistances, bool]:
     """Squared distances over ``P0`` for this checkpoint's representation under the delta test."""
-    if not hook:
-        check_position(ctx, position)
-    if hook:
-        if convention != "liu":
-            raise ProbeError("--convention grokking-squared applies to embeddings, not to --hook activations")
-        acts = pg.normalize_activations(hook_activations(ckpt, ctx, hook, position))
-        return pg.pair_distances(acts, p0_of(ctx)), False
-    if ctx.task.modulus:
-        ctx.note(MODULAR_NOTE)
-    norm = pg.normalize(ckpt.embeddings(), convention)
-    mean_square = convention == "grokking-squared"
-    if norm.ndim == 2:
-        return pg.pair_distances_sum(norm, ctx.task.inputs, p0_of(ctx), device=ctx.array_device), mean_square
-    return pg.pair_distances(pg.sample_vectors(norm, ctx.task.inputs), p0_of(ctx)), mean_square
+    dist, mean_square, _ = _representation(ckpt, ctx, convention, hook, position)
+    return dist, mean_square
 
 
 def formed_mask(ckpt: Checkpoint, ctx: Context, delta: float, convention: str = "liu",
