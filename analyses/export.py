@@ -142,11 +142,13 @@ def _footnoted(df: "pd.DataFrame") -> tuple["pd.DataFrame", list[str]]:
             if text not in texts:
                 texts.append(text)
             n = texts.index(text) + 1
-            target = col if col in out.columns else out.columns[0]
-            value = out.iat[i, out.columns.get_loc(target)]
-            shown = "--" if value is None or (isinstance(value, float) and math.isnan(value)) else value
-            out.iat[i, out.columns.get_loc(target)] = f"{shown:.4g}" if isinstance(shown, float) else shown
-            out.iat[i, out.columns.get_loc(target)] = f"{out.iat[i, out.columns.get_loc(target)]} [{n}]"
+            j = out.columns.get_loc(col if col in out.columns else out.columns[0])
+            value = out.iat[i, j]
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                value = "--"
+            elif isinstance(value, float):
+                value = f"{value:.4g}"
+            out.iat[i, j] = f"{value} [{n}]"
     return out, [f"[{n + 1}] {t}" for n, t in enumerate(texts)]
 
 

@@ -234,10 +234,11 @@ def _index(spec: SweepSpec, points: Sequence[SweepPoint]) -> dict[str, Any]:
             "log_keys": sorted(spec.log_keys), "runs": runs}
 
 
-def prepare(spec: SweepSpec, out: str | os.PathLike[str]) -> tuple[Path, list[SweepPoint]]:
-    """Create (or check) the sweep directory for ``spec``. A directory made from a different grid is
-    refused before anything is written."""
-    points = expand(spec)
+def prepare(spec: SweepSpec, out: str | os.PathLike[str],
+            points: list[SweepPoint] | None = None) -> tuple[Path, list[SweepPoint]]:
+    """Create (or check) the sweep directory for ``spec`` (``points``: its expansion, if already made).
+    A directory made from a different grid is refused before anything is written."""
+    points = expand(spec) if points is None else points
     index = _index(spec, points)
     root = Path(out)
     existing = root / INDEX_FILE
@@ -284,6 +285,14 @@ def _curves(run_dir: Path) -> dict[str, Any]:
                 "finished": run.finished, "checkpoints": int(len(run.steps))}
 
 
+def _failure(exc: BaseException) -> str:
+    """A run's failure in one line, for its status record."""
+    if isinstance(exc, ProbeError):
+        return exc.for_cli()
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
 def _finished(run_dir: Path) -> bool:
     import probe
 
@@ -325,12 +334,8 @@ def run_point(root: str | os.PathLike[str], name: str, progress: bool = False) -
                 train(TrainConfig.from_dict(entry["config"]), run_dir, progress=progress)
             _write_status(base, name, {"state": "done", "seconds": time.time() - t0, **_curves(run_dir)})
             return "done"
-        except ProbeError as exc:
-            _write_status(base, name, {"state": "failed", "reason": exc.for_cli()})
-            return "failed"
-        except Exception as exc:  # a run's own crash must not stop the others
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
-            _write_status(base, name, {"state": "failed", "reason": reason})
+        except Exception as exc:  # noqa: BLE001 - a run's own crash must not stop the others
+            _write_status(base, name, {"state": "failed", "reason": _failure(exc)})
             return "failed"
     finally:
         os.close(fd)
@@ -374,10 +379,8 @@ def run_ensemble(root: str | os.PathLike[str], names: list[str], progress: bool 
                                             **_curves(base / RUNS_DIR / n)})
                     states[n] = "done"
             except Exception as exc:  # noqa: BLE001 - recorded per member; the others go on
-                reason = exc.for_cli() if isinstance(exc, ProbeError) else \
-                    f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
                 for n in members:
-                    _write_status(base, n, {"state": "failed", "reason": f"ensemble: {reason}"})
+                    _write_status(base, n, {"state": "failed", "reason": f"ensemble: {_failure(exc)}"})
                     states[n] = "failed"
     finally:
         for fd in fds.values():
@@ -465,10 +468,7 @@ def _executor(root: Path, opts: ExecutorOptions) -> Any:
     import submitit
 
     folder = root / ".submitit"
-    if opts.kind == "slurm":
-        reason = _slurm_reachable()
-        if reason:
-            raise ProbeError(f"--executor slurm: {reason}")
+    if opts.kind == "slurm":  # (reachability is checked by run_sweep before anything is written)
         ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
         params: dict[str, Any] = {"slurm_array_parallelism": opts.jobs, "timeout_min": opts.time_min or 60}
         if opts.partition:
@@ -546,14 +546,15 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike[str], opts: ExecutorOption
         reason = _slurm_reachable()
         if reason:
             raise ProbeError(f"--executor slurm: {reason}")
+    points = expand(spec)
     if opts.vectorize == "force":  # refused before anything is written
-        plan(expand(spec), [], "force", opts.jobs)
-    root, points = prepare(spec, out)
-    todo = [p.name for p in points if state_of(root, p.name)[0] in ("pending", "interrupted", "failed")]
+        plan(points, [], "force", opts.jobs)
+    root, points = prepare(spec, out, points)
+    states = {p.name: state_of(root, p.name)[0] for p in points}
+    todo = [n for n, st in states.items() if st in ("pending", "interrupted", "failed")]
     for name in todo:  # a failed run is retried from its own state
-        rec = root / STATUS_DIR / f"{name}.json"
-        if read_status(root, name) is not None and read_status(root, name).get("state") == "failed":
-            rec.unlink(missing_ok=True)
+        if states[name] == "failed":
+            (root / STATUS_DIR / f"{name}.json").unlink(missing_ok=True)
     jobs = launch(root, plan(points, todo, opts.vectorize, opts.jobs), opts)
     watch(root, todo, jobs, progress=progress)
     total = {s: 0 for s in STATES}
