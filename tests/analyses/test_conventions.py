@@ -4,8 +4,6 @@ paper's formula; the modular analyses on the shipped grokked run; invariances; b
 from __future__ import annotations
 
 import itertools
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,21 +19,7 @@ from probe.cli import main
 from probe.errors import ProbeError
 from probe.tasks import make_task
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "runs"
 
-
-@pytest.fixture(scope="module")
-def modadd(tmp_path_factory) -> probe.Run:
-    dst = tmp_path_factory.mktemp("runs") / "modadd-p53"
-    shutil.copytree(DATA / "modadd-p53", dst, ignore=shutil.ignore_patterns("analysis"))
-    return probe.load_run(dst)
-
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory) -> Path:
-    dst = tmp_path_factory.mktemp("runs") / "toy-add"
-    shutil.copytree(DATA / "toy-add", dst, ignore=shutil.ignore_patterns("analysis"))
-    return dst
 
 
 def clock(p: int, k: int, d: int = 6, seed: int = 0) -> np.ndarray:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,14 +13,6 @@ from probe.analyses import representations as rm
 from probe.errors import ProbeError
 from probe.tasks import make_task
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "runs"
-
-
-@pytest.fixture(scope="module")
-def modadd(tmp_path_factory) -> probe.Run:
-    dst = tmp_path_factory.mktemp("runs") / "modadd-p53"
-    shutil.copytree(DATA / "modadd-p53", dst, ignore=shutil.ignore_patterns("analysis"))
-    return probe.load_run(dst)
 
 
 def clock(p: int, freqs: list[int], d: int = 12, seed: int = 0) -> np.ndarray:
