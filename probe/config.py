@@ -308,17 +308,14 @@ class StopConfig:
 
     def stop_step(self, steps: Any, train_acc: Any, val_acc: Any) -> int | None:
         """The step to stop at given metric rows so far (None: not decided yet, or no early stop)."""
-        if self.after_generalization is None:
+        if self.after_generalization is None or len(steps) == 0:
             return None
-        import numpy as np
+        from probe.phases import PhaseRule, classify
 
-        above = self.threshold + 1e-12
-        tr = np.flatnonzero(np.asarray(train_acc) >= above)
-        va = np.flatnonzero(np.asarray(val_acc) >= above)
-        if not tr.size or not va.size:
+        res = classify(steps, train_acc, val_acc, PhaseRule(self.threshold, None, 0))
+        if res.phase not in ("comprehension", "grokking"):  # not decided yet
             return None
-        s = np.asarray(steps)
-        return int(max(s[tr[0]], s[va[0]])) + self.after_generalization
+        return int(max(res.train_step, res.val_step)) + self.after_generalization
 
 
 @dataclass(frozen=True)

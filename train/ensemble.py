@@ -91,9 +91,6 @@ def _wrapper(model: Any) -> Any:
             losses = self.m.sample_losses(out[idx], labels[idx])
             return (losses * weight).sum() / count, out
 
-        def predict(self, out: Any) -> Any:
-            return self.m.predict(out)
-
     return Member(model)
 
 
