@@ -133,6 +133,7 @@ class RunWriter:
         self.f = f
         self.saved = saved
         self._pending: list[dict[str, float]] = []
+        self._queued: list[tuple[int, dict[str, np.ndarray]]] = []
         self._next_slot = next_slot
         self._last_flush = time.monotonic()
         self._broken = False
@@ -270,25 +271,49 @@ class RunWriter:
 
     def write_checkpoint(self, step: int, series: dict[str, np.ndarray], resume: ResumeState) -> None:
         """Commit one checkpoint: metrics, resume slot, tensor rows and digest first, ``steps`` last."""
+        self.queue_checkpoint(step, series)
+        self.commit(resume)
+
+    def queue_checkpoint(self, step: int, series: dict[str, np.ndarray]) -> None:
+        """Hold one checkpoint's tensors in memory until :meth:`commit` (a kill before then loses only
+        these rows: the run resumes from its last commit and trains them again)."""
+        self._queued.append((step, {name: np.array(series[name], copy=True) for name in self.saved}))
+
+    @property
+    def queued(self) -> int:
+        return len(self._queued)
+
+    def commit(self, resume: ResumeState) -> None:
+        """Write the queued checkpoints in one append per tensor. ``resume`` is the training state at the
+        last queued step; it goes to the older of the two resume slots before ``steps`` grows, so a
+        kill at any instant leaves a file whose newest usable slot matches a committed checkpoint."""
+        if not self._queued:
+            return
+        if resume.step != self._queued[-1][0]:
+            raise ValueError(f"resume state at step {resume.step}, last queued checkpoint at {self._queued[-1][0]}")
         self.flush_metrics()
+        rows, self._queued = self._queued, []
+        k = len(rows)
         with _writing(self.path, self):
             slot = self.f[f"resume/slot{self._next_slot}"]
             _write_slot(slot, resume)
             self._next_slot = 1 - self._next_slot
             pg = self.f["checkpoints/params"]
             n = self.f["checkpoints/steps"].shape[0]
+            stacked = {name: np.stack([np.asarray(r[name], dtype=pg[name].dtype) for _, r in rows])
+                       for name in self.saved}
             for name in self.saved:
                 ds = pg[name]
-                ds.resize((n + 1, *ds.shape[1:]))
-                ds[n] = series[name]
+                ds.resize((n + k, *ds.shape[1:]))
+                ds[n:] = stacked[name]
                 ds.flush()
             dig = self.f["checkpoints/digest"]
-            dig.resize((n + 1, DIGEST_BYTES))
-            dig[n] = digest([np.asarray(series[name], dtype=pg[name].dtype) for name in self.saved])
+            dig.resize((n + k, DIGEST_BYTES))
+            dig[n:] = np.stack([digest([stacked[name][j] for name in self.saved]) for j in range(k)])
             dig.flush()
             steps = self.f["checkpoints/steps"]
-            steps.resize((n + 1,))
-            steps[n] = step
+            steps.resize((n + k,))
+            steps[n:] = np.array([st for st, _ in rows], dtype=steps.dtype)
             steps.flush()
 
     def close(self, finished: bool) -> None:

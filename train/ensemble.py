@@ -76,22 +76,29 @@ def why_not(configs: Sequence[TrainConfig]) -> str | None:
     return None
 
 
-def _wrapper(model: Any) -> Any:
+def _wrappers(model: Any) -> tuple[Any, Any]:
+    """Two views of one member: its mean loss on its own training rows (what it trains on, as the
+    ordinary trainer does), and its outputs on every sample (for the metric rows)."""
     import torch
 
-    class Member(torch.nn.Module):
-        """One member's loss on its own training samples, and its outputs on every sample."""
-
+    class Loss(torch.nn.Module):
         def __init__(self, m: Any) -> None:
             super().__init__()
             self.m = m
 
-        def forward(self, x: Any, labels: Any, idx: Any, weight: Any, count: Any) -> tuple[Any, Any]:
-            out = self.m.answer(x)
-            losses = self.m.sample_losses(out[idx], labels[idx])
-            return (losses * weight).sum() / count, out
+        def forward(self, x: Any, labels: Any, idx: Any, weight: Any, count: Any) -> Any:
+            losses = self.m.sample_losses(self.m.answer(x[idx]), labels[idx])
+            return (losses * weight).sum() / count
 
-    return Member(model)
+    class Outputs(torch.nn.Module):
+        def __init__(self, m: Any) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, x: Any) -> Any:
+            return self.m.answer(x)
+
+    return Loss(model), Outputs(model)
 
 
 def _pad(groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -105,7 +112,15 @@ def _pad(groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 class Ensemble:
-    """Members ``configs`` written to ``run_dirs``; :meth:`run` trains them all to their steps."""
+    """Members ``configs`` written to ``run_dirs``; :meth:`run` trains them all to their steps.
+
+    The stacked tensors hold the members still training (``alive``, indices into ``configs``); a member
+    that reaches its last step (its budget, or its early stop) leaves the stack, so finished members
+    cost nothing while the others go on.
+    """
+
+    #: seconds between commits of a member's queued checkpoints (and its resume state) to its run file
+    COMMIT_SECONDS = 15.0
 
     def __init__(self, configs: Sequence[TrainConfig], run_dirs: Sequence[Path], progress: bool = True) -> None:
         import torch
@@ -134,7 +149,8 @@ class Ensemble:
         model = first.model
         self.embed_name = model.embed_param
         self.names = [n for n, _ in model.named_parameters()]
-        self.module = _wrapper(model)
+        self.loss_module, self.output_module = _wrappers(model)
+        self.alive = list(range(len(self.members)))
         self.params = {f"m.{n}": torch.stack([t.model.get_parameter(n).detach() for t in self.members]).clone()
                        for n in self.names}
         for p in self.params.values():
@@ -150,66 +166,99 @@ class Ensemble:
         self.train_n = torch.as_tensor(tn, device=self.device)
         self.val_sets = [torch.as_tensor(t.split.val, device=self.device) for t in self.members]
         self.train_sets = [torch.as_tensor(t.split.train, device=self.device) for t in self.members]
-
-        def hyper(values: list[float]) -> Any:
-            return torch.tensor(values, dtype=torch.float64, device=self.device)
-
-        self.lr = {n: hyper([c.resolved_embed_lr if n == self.embed_name else c.lr for c in self.configs])
-                   for n in self.names}
-        self.wd = {n: hyper([c.resolved_embed_weight_decay if n == self.embed_name else c.weight_decay
-                             for c in self.configs]) for n in self.names}
+        self.lr = [{n: c.resolved_embed_lr if n == self.embed_name else c.lr for n in self.names}
+                   for c in self.configs]
+        self.wd = [{n: c.resolved_embed_weight_decay if n == self.embed_name else c.weight_decay
+                    for n in self.names} for c in self.configs]
         self.exp_avg = {k: torch.zeros_like(v) for k, v in self.params.items()}
         self.exp_avg_sq = {k: torch.zeros_like(v) for k, v in self.params.items()}
         self.adam_steps = 0
+        self._index()
 
     # the batched model ------------------------------------------------------------------------------
-    def _losses(self) -> tuple[Any, Any]:
+    def _train_losses(self) -> Any:
+        """Each stacked member's mean training loss on its own training rows, ``[len(alive)]``."""
         from torch.func import functional_call, vmap
 
-        def one(p: dict, b: dict, idx: Any, w: Any, n: Any) -> tuple[Any, Any]:
-            return functional_call(self.module, {**p, **b}, (self.x, self.labels, idx, w, n))
+        def one(p: dict, b: dict, idx: Any, w: Any, n: Any) -> Any:
+            return functional_call(self.loss_module, {**p, **b}, (self.x, self.labels, idx, w, n))
 
         return vmap(one)(self.params, self.buffers, self.train_idx, self.train_w, self.train_n)
 
-    def _predict(self, out: Any) -> list[Any]:
-        """Each member's predictions from its own model object (its own buffers, e.g. regression
-        targets; prediction reads no parameters)."""
-        return [t.model.predict(out[i]) for i, t in enumerate(self.members)]
+    def _outputs(self) -> Any:
+        """Each stacked member's outputs on every sample, ``[len(alive), n_samples, ...]``."""
+        import torch
+        from torch.func import functional_call, vmap
 
-    # the optimizer (torch.optim.AdamW's arithmetic, per-member lr and weight decay) ----------------------
-    def _adam_step(self, factor: float, active: Any) -> None:
+        def one(p: dict, b: dict) -> Any:
+            return functional_call(self.output_module, {**p, **b}, (self.x,))
+
+        with torch.no_grad():
+            return vmap(one)({k: v.detach() for k, v in self.params.items()}, self.buffers)
+
+    # the optimizer: torch's fused AdamW / Adam kernel, one call per member and parameter group ---------
+    def _adam_step(self, factor: float) -> None:
         import torch
 
         cfg = self.configs[0]
         b1, b2 = cfg.betas
         self.adam_steps += 1
-        t = self.adam_steps
-        bc1 = 1 - b1 ** t
-        bc2_sqrt = (1 - b2 ** t) ** 0.5
+        kernel = torch._fused_adamw_ if cfg.optimizer == "adamw" else torch._fused_adam_
         with torch.no_grad():
-            for key, p in self.params.items():
-                name = key[2:]
-                g = p.grad
-                shape = (-1,) + (1,) * (p.ndim - 1)
-                lr = (self.lr[name] * factor * active).to(p.dtype).view(shape)
-                wd = self.wd[name].to(p.dtype).view(shape)
-                if cfg.optimizer == "adamw":
-                    p.mul_(1 - lr * wd)
-                else:
-                    g = g.add(p * wd)
-                m, v = self.exp_avg[key], self.exp_avg_sq[key]
-                m.lerp_(g, 1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                denom = (v.sqrt() / bc2_sqrt).add_(cfg.eps)
-                p.add_(-(lr / bc1) * m / denom)
+            step_t = torch.tensor(float(self.adam_steps), dtype=torch.float32, device=self.device)
+            grads = {k: p.grad.unbind(0) for k, p in self.params.items()}
+            for j, i in enumerate(self.alive):
+                for (lr, wd), keys in self._groups[i]:
+                    kernel([self._views[k][0][j] for k in keys], [grads[k][j] for k in keys],
+                           [self._views[k][1][j] for k in keys], [self._views[k][2][j] for k in keys], [],
+                           [step_t] * len(keys), lr=lr * factor, beta1=b1, beta2=b2, weight_decay=wd,
+                           eps=cfg.eps, amsgrad=False, maximize=False)
+            for p in self.params.values():
                 p.grad = None
 
+    def _index(self) -> None:
+        """Per-member views of the stacked parameters and moments (what the fused kernel updates in
+        place), and each member's parameter groups by learning rate and weight decay."""
+        import torch
+
+        with torch.no_grad():
+            self._views = {k: (p.detach().unbind(0), self.exp_avg[k].unbind(0), self.exp_avg_sq[k].unbind(0))
+                           for k, p in self.params.items()}
+        self._groups: dict[int, list[tuple[tuple[float, float], list[str]]]] = {}
+        for i in self.alive:
+            groups: dict[tuple[float, float], list[str]] = {}
+            for key in self.params:
+                groups.setdefault((self.lr[i][key[2:]], self.wd[i][key[2:]]), []).append(key)
+            self._groups[i] = list(groups.items())
+
+    def _keep(self, positions: list[int]) -> None:
+        """Keep only the stacked members at ``positions`` (the others have finished)."""
+        import torch
+
+        pick = torch.as_tensor(positions, dtype=torch.long, device=self.device)
+        with torch.no_grad():
+            kept = {}
+            for k, v in self.params.items():
+                kept[k] = v.detach()[pick].clone().requires_grad_(True)
+                if v.grad is not None:
+                    kept[k].grad = v.grad[pick].clone()
+            self.params = kept
+            self.exp_avg = {k: v[pick].clone() for k, v in self.exp_avg.items()}
+            self.exp_avg_sq = {k: v[pick].clone() for k, v in self.exp_avg_sq.items()}
+            self.buffers = {k: v[pick].clone() for k, v in self.buffers.items()}
+        self.train_idx, self.train_w, self.train_n = self.train_idx[pick], self.train_w[pick], self.train_n[pick]
+        self.alive = [self.alive[j] for j in positions]
+        self._index()
+
     # one member's view ------------------------------------------------------------------------------------
-    def _state(self, i: int, step: int, schedule: Schedule) -> ResumeState:
+    def _series(self, j: int, i: int) -> dict[str, np.ndarray]:
+        return {n: self.params[f"m.{n}"][j].detach().cpu().numpy() for n in self.members[i].saved}
+
+    def _state(self, j: int, i: int, step: int, schedule: Schedule) -> ResumeState:
         from probe.train.loop import _optim_keys
 
         trainer = self.members[i]
-        params = {n: self.params[f"m.{n}"][i].detach().cpu().numpy().copy() for n in self.names}
+        params = {n: self.params[f"m.{n}"][j].detach().cpu().numpy().copy() for n in self.names}
         optim: dict[str, np.ndarray] = {}
         has = self.adam_steps > 0
         for name, p in trainer._ordered_params():
@@ -217,79 +266,92 @@ class Ensemble:
                 if key == "step":
                     optim[f"{name}/step"] = np.asarray(float(self.adam_steps))
                 else:
-                    src = (self.exp_avg if key == "exp_avg" else self.exp_avg_sq)[f"m.{name}"][i]
+                    src = (self.exp_avg if key == "exp_avg" else self.exp_avg_sq)[f"m.{name}"][j]
                     optim[f"{name}/{key}"] = np.asarray(src.detach().cpu().numpy(), dtype=np.float64)
         return ResumeState(step=step, params=params, optim=optim, has_optim=has, rng=self.rng[i],
                            schedule=schedule.state.copy())
 
+    def _metrics(self, step: int, due: list[tuple[int, int]], loss: Any) -> dict[int, dict[str, float]]:
+        """The metric rows of the members due at ``step`` (``(position, member)`` pairs), as the
+        ordinary trainer writes them."""
+        import torch
+
+        out = self._outputs()
+        rows = {}
+        with torch.no_grad():
+            for j, i in due:
+                trainer = self.members[i]
+                o = out[j]
+                pred = trainer.model.predict(o)
+                correct = (pred == self.labels).double()
+                tr, va = self.train_sets[i], self.val_sets[i]
+                values = torch.stack([
+                    loss[j].detach().double() if len(tr) else torch.tensor(float("nan"), dtype=torch.float64),
+                    correct[tr].mean() if len(tr) else torch.tensor(float("nan"), dtype=torch.float64),
+                    torch.as_tensor(trainer.model.loss(o[va], self.labels[va]), dtype=torch.float64) if len(va)
+                    else torch.tensor(float("nan"), dtype=torch.float64),
+                    correct[va].mean() if len(va) else torch.tensor(float("nan"), dtype=torch.float64)]).tolist()
+                rows[i] = {"step": step, "train_loss": values[0], "train_acc": values[1], "val_loss": values[2],
+                           "val_acc": values[3], "lr": self.configs[i].lr * trainer.lr_factor(step)}
+        return rows
+
     def run(self, writers: Sequence[RunWriter]) -> None:
+        import time
+
         import torch
         from tqdm import tqdm
 
-        schedules = [make_schedule(c.checkpoint, c.steps) for c in self.configs]
-        last = [-1] * len(self.members)
-        total = self.steps
-        ends = [c.steps for c in self.configs]  # each member's last step (its early stop may come sooner)
-        seen: list[dict[str, list[float]]] = [{"step": [], "train_acc": [], "val_acc": []} for _ in self.members]
-        active = torch.ones(len(self.members), dtype=torch.float64, device=self.device)
-        bar = tqdm(total=total, desc=f"ensemble x{len(self.members)}", unit="step", disable=not self.progress,
-                   mininterval=0.5, dynamic_ncols=True)
-        finished = False
         from probe.train.loop import _Deterministic
 
+        schedules = [make_schedule(c.checkpoint, c.steps) for c in self.configs]
+        last = [-1] * len(self.members)
+        ends = [c.steps for c in self.configs]  # each member's last step (its early stop may come sooner)
+        seen: list[dict[str, list[float]]] = [{"step": [], "train_acc": [], "val_acc": []} for _ in self.members]
+        committed = [time.monotonic()] * len(self.members)
+        closed = [False] * len(self.members)
+        bar = tqdm(total=self.steps, desc=f"ensemble x{len(self.members)}", unit="step",
+                   disable=not self.progress, mininterval=0.5, dynamic_ncols=True)
+        finished = False
         determinism = _Deterministic(self.device)
         try:
             step = 0
-            while True:
-                if step < total:
-                    loss, out = self._losses()
-                else:
-                    with torch.no_grad():
-                        loss, out = self._losses()
-                rows: list[dict[str, float] | None] = [None] * len(self.members)
-                due = [step <= ends[i] and (step % self.metrics_every == 0 or step == ends[i])
-                       for i in range(len(self.members))]
-                if any(due):
-                    with torch.no_grad():
-                        preds = self._predict(out.detach())
-                        for i, trainer in enumerate(self.members):
-                            if not due[i]:
-                                continue
-                            o = out[i].detach()
-                            tr, va = self.train_sets[i], self.val_sets[i]
-                            correct = (preds[i] == self.labels).double()
-                            row = {"step": step,
-                                   "train_loss": float(loss[i]) if len(tr) else float("nan"),
-                                   "train_acc": float(correct[tr].mean()) if len(tr) else float("nan"),
-                                   "val_loss": float(trainer.model.loss(o[va], self.labels[va])) if len(va)
-                                   else float("nan"),
-                                   "val_acc": float(correct[va].mean()) if len(va) else float("nan"),
-                                   "lr": self.configs[i].lr * self.members[i].lr_factor(step)}
-                            writers[i].add_metrics(row)
-                            rows[i] = row
-                            cfg = self.configs[i]
-                            if cfg.stop.after_generalization is not None and ends[i] == cfg.steps:
-                                for k in seen[i]:
-                                    seen[i][k].append(row[k])
-                                stop_at = cfg.stop.stop_step(seen[i]["step"], seen[i]["train_acc"],
-                                                             seen[i]["val_acc"])
-                                if stop_at is not None and stop_at < ends[i]:
-                                    ends[i] = max(stop_at, step)
-                                    schedules[i].total = ends[i]
-                for i, sched in enumerate(schedules):
-                    if step <= ends[i] and step > last[i] and sched.due(step, rows[i]):
-                        sched.record(step, rows[i])
-                        series = {n: self.params[f"m.{n}"][i].detach().cpu().numpy() for n in self.members[i].saved}
-                        writers[i].write_checkpoint(step, series, self._state(i, step, sched))
+            while self.alive:
+                training = any(step < ends[i] for i in self.alive)
+                with torch.enable_grad() if training else torch.no_grad():
+                    loss = self._train_losses()
+                due = [(j, i) for j, i in enumerate(self.alive)
+                       if step % self.metrics_every == 0 or step == ends[i]]
+                rows = self._metrics(step, due, loss) if due else {}
+                for i, row in rows.items():
+                    writers[i].add_metrics(row)
+                    cfg = self.configs[i]
+                    if cfg.stop.after_generalization is not None and ends[i] == cfg.steps:
+                        for k in seen[i]:
+                            seen[i][k].append(row[k])
+                        stop_at = cfg.stop.stop_step(seen[i]["step"], seen[i]["train_acc"], seen[i]["val_acc"])
+                        if stop_at is not None and stop_at < ends[i]:
+                            ends[i] = max(stop_at, step)
+                            schedules[i].total = ends[i]
+                now = time.monotonic()
+                for j, i in enumerate(self.alive):
+                    sched = schedules[i]
+                    if step > last[i] and sched.due(step, rows.get(i)):
+                        sched.record(step, rows.get(i))
+                        writers[i].queue_checkpoint(step, self._series(j, i))
                         last[i] = step
-                for i in range(len(self.members)):
-                    if step >= ends[i] and active[i] > 0:
-                        active[i] = 0.0  # this member is finished: its parameters stay as they are
-                        writers[i].close(finished=True)
-                if step >= total or not bool(active.any()):
+                        if step >= ends[i] or now - committed[i] >= self.COMMIT_SECONDS:
+                            writers[i].commit(self._state(j, i, step, sched))
+                            committed[i] = now
+                done = [i for i in self.alive if step >= ends[i]]
+                for i in done:
+                    writers[i].close(finished=True)
+                    closed[i] = True
+                if not training:
                     break
                 loss.sum().backward()
-                self._adam_step(self.members[0].lr_factor(step), active)
+                if done:  # finished members leave the stack (their gradients go with them)
+                    self._keep([j for j, i in enumerate(self.alive) if not closed[i]])
+                self._adam_step(self.members[0].lr_factor(step))
                 step += 1
                 bar.update(1)
             finished = True
@@ -297,7 +359,7 @@ class Ensemble:
             determinism.restore()
             bar.close()
             for i, w in enumerate(writers):
-                if active[i] > 0:
+                if not closed[i]:
                     w.close(finished=finished)
 
 

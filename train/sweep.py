@@ -483,6 +483,15 @@ def _executor(root: Path, opts: ExecutorOptions) -> Any:
     return ex
 
 
+def _cores() -> int:
+    """The cores this process may run on (its affinity mask: taskset, cgroups, a Slurm allocation),
+    not every core of the machine."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # platforms without affinity masks
+        return os.cpu_count() or 1
+
+
 def launch(root: Path, groups: list[list[str]], opts: ExecutorOptions) -> list[Any]:
     """Submit the groups: on Slurm one array task per group; locally ``jobs`` worker processes that
     share them (submitit's local executor starts every job it is given at once)."""
@@ -494,7 +503,7 @@ def launch(root: Path, groups: list[list[str]], opts: ExecutorOptions) -> list[A
         threads: int | None = None
     else:
         chunks = [groups[i:: opts.jobs] for i in range(min(opts.jobs, len(groups)))]
-        threads = max(1, (os.cpu_count() or 1) // len(chunks))
+        threads = max(1, _cores() // len(chunks))
     return ex.map_array(run_groups, [str(root)] * len(chunks), chunks, [threads] * len(chunks))
 
 

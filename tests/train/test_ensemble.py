@@ -94,3 +94,21 @@ def test_what_does_not_vectorise_is_refused(tmp_path):
     with pytest.raises(ProbeError, match="cannot train as one ensemble"):
         train_ensemble(base, [tmp_path / "x", tmp_path / "y"], progress=False)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_members_that_stop_early_leave_the_others_unchanged(tmp_path):
+    """One member stops early (its phase is decided) and leaves the stack; the members that go on
+    still match their own runs, checkpoint by checkpoint."""
+    base = {**TOY, "steps": "400", "stop.after_generalization": "20", "checkpoint.every": "40"}
+    members = [{"lr": "1e-2", "embed_lr": "3e-2"}, {"lr": "1e-4", "embed_lr": "1e-4", "seed": "1"},
+               {"lr": "3e-4", "weight_decay": "1", "seed": "2"}]
+    configs = _configs("liu-toy-add", base, members)
+    dirs = [tmp_path / f"ens{i}" for i in range(len(configs))]
+    train_ensemble(configs, dirs, progress=False)
+    last = []
+    for i, cfg in enumerate(configs):
+        train(cfg, tmp_path / f"one{i}", progress=False)
+        _compare(dirs[i], tmp_path / f"one{i}", 1e-4, 1e-6)
+        with probe.load_run(dirs[i]) as run:
+            last.append(int(run.steps[-1]))
+    assert min(last) < 400 and max(last) == 400  # one stopped early, one used the whole budget
