@@ -301,7 +301,7 @@ class Ensemble:
         import torch
         from tqdm import tqdm
 
-        from probe.train.loop import _Deterministic
+        from probe.train.loop import _DeferredInterrupt, _Deterministic
 
         schedules = [make_schedule(c.checkpoint, c.steps) for c in self.configs]
         last = [-1] * len(self.members)
@@ -313,9 +313,11 @@ class Ensemble:
                    disable=not self.progress, mininterval=0.5, dynamic_ncols=True)
         finished = False
         determinism = _Deterministic(self.device)
+        stop = _DeferredInterrupt()
         try:
             step = 0
             while self.alive:
+                stop.check()
                 training = any(step < ends[i] for i in self.alive)
                 with torch.enable_grad() if training else torch.no_grad():
                     loss = self._train_losses()
@@ -357,6 +359,7 @@ class Ensemble:
             finished = True
         finally:
             determinism.restore()
+            stop.restore()
             bar.close()
             for i, w in enumerate(writers):
                 if not closed[i]:

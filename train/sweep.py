@@ -31,6 +31,8 @@ import json
 import math
 import os
 import re
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -388,10 +390,43 @@ def run_ensemble(root: str | os.PathLike[str], names: list[str], progress: bool 
     return [states[n] if n in states else run_point(base, n, progress=progress) for n in names]
 
 
-def run_groups(root: str, groups: list[list[str]], threads: int | None = None) -> list[str]:
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (a zombie, killed and not yet reaped, counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True  # no /proc: existence is all we can tell
+
+
+def follow_driver(pid: int, poll: float = 1.0) -> threading.Thread:
+    """Stop this worker, as Ctrl-C would (at a step boundary, its run left resumable), once the
+    sweep driver ``pid`` is gone: a driver killed with kill -9 leaves no orphans training on."""
+
+    def loop() -> None:
+        while _alive(pid):
+            time.sleep(poll)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    t = threading.Thread(target=loop, name="follow-sweep-driver", daemon=True)
+    t.start()
+    return t
+
+
+def run_groups(root: str, groups: list[list[str]], threads: int | None = None,
+               driver: int | None = None) -> list[str]:
     """One worker's share of a sweep: groups of two or more are vectorised ensembles. ``threads``:
     torch threads for this worker (local workers share the machine's cores; more threads than cores
-    make OpenMP spin and every worker slow down many times over)."""
+    make OpenMP spin and every worker slow down many times over). ``driver``: the pid of the local
+    sweep driver this worker stops with."""
+    if driver is not None:
+        follow_driver(driver)
     if threads:
         import torch
 
@@ -504,7 +539,9 @@ def launch(root: Path, groups: list[list[str]], opts: ExecutorOptions) -> list[A
     else:
         chunks = [groups[i:: opts.jobs] for i in range(min(opts.jobs, len(groups)))]
         threads = max(1, _cores() // len(chunks))
-    return ex.map_array(run_groups, [str(root)] * len(chunks), chunks, [threads] * len(chunks))
+    driver = None if opts.kind == "slurm" else os.getpid()  # cluster jobs outlive a logout; local ones do not
+    n = len(chunks)
+    return ex.map_array(run_groups, [str(root)] * n, chunks, [threads] * n, [driver] * n)
 
 
 def watch(root: Path, names: list[str], jobs: list[Any], progress: bool = True, poll: float = 0.5) -> dict[str, int]:

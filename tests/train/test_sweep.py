@@ -263,3 +263,58 @@ def test_local_jobs_have_no_short_time_limit(tmp_path):
     ex = sw._executor(tmp_path, sw.ExecutorOptions())
     assert ex._executor.parameters["timeout_min"] >= 60 * 24
     assert sw._executor(tmp_path, sw.ExecutorOptions(time_min=30))._executor.parameters["timeout_min"] == 30
+
+
+def _workers_of(root: Path) -> list[int]:
+    """Pids of processes (other than this one) whose command line or open files name ``root``."""
+    import os
+
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            links = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+        except OSError:
+            continue
+        if any(str(root) in link for link in links):
+            pids.append(int(proc.name))
+    return pids
+
+
+@pytest.mark.parametrize("vectorize", ["--no-vectorize", "--vectorize"])
+def test_killing_the_driver_takes_its_workers_down(tmp_path, vectorize):
+    """kill -9 of ``probe sweep`` during training: its local workers stop too (no orphan keeps a run
+    locked as "running"), and running the sweep again finishes every run."""
+    import os
+    import signal
+    import time
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("preset: liu-toy-add\nset: {steps: 6000, checkpoint.schedule: every, checkpoint.every: 500}\n"
+                    "grid:\n  lr: [1e-3, 2e-3]\n")
+    root = tmp_path / "s"
+    cmd = [sys.executable, "-m", "probe.cli", "sweep", str(spec), "--out", str(root), "--jobs", "1", "--no-progress",
+           vectorize]
+    driver = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(root.glob("runs/*/run.h5")):  # a worker is training
+        assert driver.poll() is None and time.monotonic() < deadline, driver.stderr.read().decode()
+        time.sleep(0.2)
+    time.sleep(1.0)
+    assert _workers_of(root)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    deadline = time.monotonic() + 30
+    while _workers_of(root):
+        assert time.monotonic() < deadline, "workers outlived the killed driver"
+        time.sleep(0.2)
+    states = set(probe.load_sweep(root).status()["state"])
+    assert "running" not in states and states & {"interrupted", "pending"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    s = probe.load_sweep(root)
+    assert set(s.status()["state"]) == {"done"}
+    for name in s.names:
+        with s.run(name) as run:
+            assert run.finished and int(run.steps[-1]) == 6000
