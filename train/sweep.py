@@ -28,6 +28,7 @@ import fcntl
 import hashlib
 import itertools
 import json
+import logging
 import math
 import os
 import re
@@ -427,6 +428,8 @@ def run_groups(root: str, groups: list[list[str]], threads: int | None = None,
     sweep driver this worker stops with."""
     if driver is not None:
         follow_driver(driver)
+    if threads is None and os.environ.get("SLURM_CPUS_ON_NODE", "").isdigit():
+        threads = int(os.environ["SLURM_CPUS_ON_NODE"])  # the CPUs of this job's allocation
     if threads:
         import torch
 
@@ -499,12 +502,21 @@ def _slurm_reachable() -> str | None:
     return None
 
 
+class _QuietAccounting(logging.Filter):
+    """Clusters without accounting storage answer every ``sacct`` with an error that submitit logs
+    as a warning on each poll; job states still come from ``squeue``, so those lines are noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "sacct" not in record.getMessage()
+
+
 def _executor(root: Path, opts: ExecutorOptions) -> Any:
     import submitit
 
     folder = root / ".submitit"
     if opts.kind == "slurm":  # (reachability is checked by run_sweep before anything is written)
         ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        logging.getLogger("submitit").addFilter(_QuietAccounting())
         params: dict[str, Any] = {"slurm_array_parallelism": opts.jobs, "timeout_min": opts.time_min or 60}
         if opts.partition:
             params["slurm_partition"] = opts.partition

@@ -286,7 +286,6 @@ def _workers_of(root: Path) -> list[int]:
 def test_killing_the_driver_takes_its_workers_down(tmp_path, vectorize):
     """kill -9 of ``probe sweep`` during training: its local workers stop too (no orphan keeps a run
     locked as "running"), and running the sweep again finishes every run."""
-    import os
     import signal
     import time
 
