@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "projection accuracy", description=f"Figures. {figures}.")
     p.add_argument("run_dir", help="a run directory, or a sweep directory for the sweep figures")
     p.add_argument("--figure", default="metric", choices=FIGURES.names() + SWEEP_FIGURES.names())
-    p.add_argument("--x", help="sweep figures: the swept key on the x axis")
+    p.add_argument("--x", help="sweep figures: the swept key on the x axis (data-fraction: train_fraction or "
+                   "n_train, found by itself)")
     p.add_argument("--y", help="sweep figures: the swept key on the y axis")
     p.add_argument("--value", help="phase-diagram: show val_step, train_step or delay as a heat map instead")
     p.add_argument("--threshold", type=float, default=0.9, help="sweep figures: phase accuracy threshold [0.9]")
@@ -460,7 +461,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
         from probe.phases import PhaseRule
 
         req = SweepFigureRequest(args.out, args.x, args.y, args.value, PhaseRule(args.threshold, args.budget,
-                                                                                 args.delay))
+                                                                                 args.delay),
+                                 progress=not args.no_progress)
         make_sweep_figure(args.figure, load_sweep(args.run_dir), req)
         print(f"wrote {args.out}")
         return 0
