@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -295,7 +295,7 @@ class Ensemble:
                            "val_acc": values[3], "lr": self.configs[i].lr * trainer.lr_factor(step)}
         return rows
 
-    def run(self, writers: Sequence[RunWriter]) -> None:
+    def run(self, writers: Sequence[RunWriter], on_finish: Callable[[int], None] | None = None) -> None:
         import time
 
         import torch
@@ -348,6 +348,8 @@ class Ensemble:
                 for i in done:
                     writers[i].close(finished=True)
                     closed[i] = True
+                    if on_finish is not None:
+                        on_finish(i)
                 if not training:
                     break
                 loss.sum().backward()
@@ -366,10 +368,12 @@ class Ensemble:
                     w.close(finished=finished)
 
 
-def train_ensemble(configs: Sequence[TrainConfig], run_dirs: Sequence[str | Path], progress: bool = True) -> list[Path]:
+def train_ensemble(configs: Sequence[TrainConfig], run_dirs: Sequence[str | Path], progress: bool = True,
+                   on_finish: Callable[[int], None] | None = None) -> list[Path]:
     """Train ``configs`` as one batched model; member ``i`` is written to ``run_dirs[i]`` as an ordinary
-    run (resumable and analysable one by one). Directories this call created are removed if training
-    cannot start."""
+    run (resumable and analysable one by one). ``on_finish(i)`` is called as soon as member ``i``'s run
+    file is closed as finished (members that stop early finish before the others). Directories this
+    call created are removed if training cannot start."""
     from probe.train.loop import CONFIG_COPY, _make_dir, _write_config_copy
 
     dirs = [Path(d) for d in run_dirs]
@@ -397,7 +401,7 @@ def train_ensemble(configs: Sequence[TrainConfig], run_dirs: Sequence[str | Path
                 (d / CONFIG_COPY).unlink(missing_ok=True)
                 run_file_path(d).unlink(missing_ok=True)
         raise
-    ens.run(writers)
+    ens.run(writers, on_finish=on_finish)
     return [run_file_path(d) for d in dirs]
 
 

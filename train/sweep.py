@@ -374,17 +374,22 @@ def run_ensemble(root: str | os.PathLike[str], names: list[str], progress: bool 
         states: dict[str, str] = {}
         if len(members) >= 2:
             t0 = time.time()
+
+            def finished(i: int) -> None:  # a member is done (budget or early stop): record it, free its lock
+                n = members[i]
+                _write_status(base, n, {"state": "done", "seconds": time.time() - t0, "ensemble": len(members),
+                                        **_curves(base / RUNS_DIR / n)})
+                states[n] = "done"
+                os.close(fds.pop(n))
+
             try:
                 train_ensemble([TrainConfig.from_dict(index[n]["config"]) for n in members],
-                               [base / RUNS_DIR / n for n in members], progress=progress)
-                for n in members:
-                    _write_status(base, n, {"state": "done", "seconds": time.time() - t0, "ensemble": len(members),
-                                            **_curves(base / RUNS_DIR / n)})
-                    states[n] = "done"
+                               [base / RUNS_DIR / n for n in members], progress=progress, on_finish=finished)
             except Exception as exc:  # noqa: BLE001 - recorded per member; the others go on
                 for n in members:
-                    _write_status(base, n, {"state": "failed", "reason": f"ensemble: {_failure(exc)}"})
-                    states[n] = "failed"
+                    if n not in states:
+                        _write_status(base, n, {"state": "failed", "reason": f"ensemble: {_failure(exc)}"})
+                        states[n] = "failed"
     finally:
         for fd in fds.values():
             os.close(fd)

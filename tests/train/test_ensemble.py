@@ -104,7 +104,8 @@ def test_members_that_stop_early_leave_the_others_unchanged(tmp_path):
                {"lr": "3e-4", "weight_decay": "1", "seed": "2"}]
     configs = _configs("liu-toy-add", base, members)
     dirs = [tmp_path / f"ens{i}" for i in range(len(configs))]
-    train_ensemble(configs, dirs, progress=False)
+    order: list[int] = []
+    train_ensemble(configs, dirs, progress=False, on_finish=order.append)
     last = []
     for i, cfg in enumerate(configs):
         train(cfg, tmp_path / f"one{i}", progress=False)
@@ -112,3 +113,4 @@ def test_members_that_stop_early_leave_the_others_unchanged(tmp_path):
         with probe.load_run(dirs[i]) as run:
             last.append(int(run.steps[-1]))
     assert min(last) < 400 and max(last) == 400  # one stopped early, one used the whole budget
+    assert sorted(order) == [0, 1, 2] and last[order[0]] == min(last)  # reported as each one finished
