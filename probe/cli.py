@@ -331,6 +331,15 @@ def _fmt(x: Any) -> str:
     return "n/a" if x is None or x != x else f"{x:.4g}"
 
 
+def _early_stop_text(rule: dict[str, Any] | None) -> str:
+    if rule is None:
+        return ""
+    when = (f"stopped early at step {rule['stopped_at']}" if rule["stopped_at"] is not None
+            else "no early stop taken")
+    return (f"; early stop {rule['after_generalization']} steps after train and val acc pass "
+            f"{rule['threshold']:g}: {when}")
+
+
 @command("info")
 def cmd_info(args: argparse.Namespace) -> int:
     from probe.run import describe_run, load_run
@@ -363,7 +372,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ("optimizer", f"{opt['name']} lr {opt['lr']:g} wd {opt['weight_decay']:g}; embeddings lr "
                       f"{opt['embed_lr']:g} wd {opt['embed_weight_decay']:g}; betas {tuple(opt['betas'])}; "
                       f"warmup {opt['warmup_steps']}; batch {opt['batch_size']}"),
-        ("steps", f"{info['steps']} configured"),
+        ("steps", f"{info['steps']} configured" + _early_stop_text(info["early_stop"])),
         ("checkpoints", f"{ckpts}; schedule {sched_txt}; tensors {len(ck['tensors'])} ({', '.join(ck['tensors'])})"),
         ("metrics", f"{info['metrics_rows']} rows, every {sched['metrics_every']} steps"),
         ("final", final),

@@ -435,6 +435,16 @@ def run_labels(paths: list[Path]) -> list[str]:
         depth += 1
 
 
+def _early_stop(run: Run, last_step: Any) -> dict[str, Any] | None:
+    """The run's early-stop rule, and the step it stopped at when it stopped before its budget."""
+    stop = run.config.stop
+    if stop.after_generalization is None:
+        return None
+    stopped = (int(last_step) if run.finished and last_step is not None and int(last_step) < run.config.steps
+               else None)
+    return {"after_generalization": stop.after_generalization, "threshold": stop.threshold, "stopped_at": stopped}
+
+
 def describe_run(run: Run) -> dict[str, Any]:
     """The facts ``probe info`` prints, as a JSON-able dict (works on a run with no metrics or
     checkpoints yet)."""
@@ -459,6 +469,7 @@ def describe_run(run: Run) -> dict[str, Any]:
         "split": {"train": n_train, "val": n_val, "train_fraction": cfg.train_fraction, "n_train": cfg.n_train},
         "seeds": {"seed": cfg.seed, "split_seed": cfg.split_seed},
         "steps": cfg.steps,
+        "early_stop": _early_stop(run, last.get("step")),
         "checkpoints": {"count": int(len(steps)), "first": int(steps[0]) if len(steps) else None,
                         "last": int(steps[-1]) if len(steps) else None,
                         "schedule": cfg.to_dict()["checkpoint"], "tensors": run.tensor_names},

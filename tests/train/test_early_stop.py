@@ -8,6 +8,7 @@ import pytest
 
 import probe
 from probe.config import StopConfig
+from probe.run import describe_run
 from probe.train import loop
 from probe.train.config import load_config
 from probe.train.ensemble import train_ensemble
@@ -64,3 +65,6 @@ def test_ensemble_members_stop_where_their_own_runs_stop(tmp_path):
         with probe.load_run(tmp_path / f"e{i}") as a, probe.load_run(tmp_path / f"o{i}") as b:
             assert a.finished and b.finished
             assert abs(int(a.steps[-1]) - int(b.steps[-1])) <= 10  # decided at the same metric row
+            info = describe_run(a)["early_stop"]  # probe info says where and why it stopped
+            assert info["after_generalization"] == 40
+            assert info["stopped_at"] == int(a.metrics["step"].iloc[-1]) < cfg.steps
