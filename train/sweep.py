@@ -411,14 +411,22 @@ def _alive(pid: int) -> bool:
         return True  # no /proc: existence is all we can tell
 
 
+GRACE_SECONDS = 5.0  # how long a worker whose driver is gone may take to stop at a step boundary
+
+
 def follow_driver(pid: int, poll: float = 1.0) -> threading.Thread:
     """Stop this worker, as Ctrl-C would (at a step boundary, its run left resumable), once the
-    sweep driver ``pid`` is gone: a driver killed with kill -9 leaves no orphans training on."""
+    sweep driver ``pid`` is gone: a driver killed with kill -9 leaves no orphans training on. A worker
+    still alive after two interrupts and ``2 * GRACE_SECONDS`` is killed; its run files stay intact
+    (they are written to survive a kill at any instant) and the next sweep resumes them."""
 
     def loop() -> None:
         while _alive(pid):
             time.sleep(poll)
-        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(2):  # Ctrl-C, and once more in case the first was swallowed on its way
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(GRACE_SECONDS)
+        os.kill(os.getpid(), signal.SIGKILL)  # run files survive a kill at any instant; the lock goes with it
 
     t = threading.Thread(target=loop, name="follow-sweep-driver", daemon=True)
     t.start()
@@ -432,6 +440,8 @@ def run_groups(root: str, groups: list[list[str]], threads: int | None = None,
     make OpenMP spin and every worker slow down many times over). ``driver``: the pid of the local
     sweep driver this worker stops with."""
     if driver is not None:
+        if not _alive(driver):  # started (or restarted by submitit) after the driver was gone
+            return []
         follow_driver(driver)
     if threads is None and os.environ.get("SLURM_CPUS_ON_NODE", "").isdigit():
         threads = int(os.environ["SLURM_CPUS_ON_NODE"])  # the CPUs of this job's allocation
