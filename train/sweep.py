@@ -442,6 +442,10 @@ def run_groups(root: str, groups: list[list[str]], threads: int | None = None,
     if driver is not None:
         if not _alive(driver):  # started (or restarted by submitit) after the driver was gone
             return []
+        if threading.current_thread() is threading.main_thread():
+            # a driver started in the background (nohup, `cmd &`) passes SIGINT on as ignored; the
+            # worker needs it, to stop at a step boundary when the driver is gone
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         follow_driver(driver)
     if threads is None and os.environ.get("SLURM_CPUS_ON_NODE", "").isdigit():
         threads = int(os.environ["SLURM_CPUS_ON_NODE"])  # the CPUs of this job's allocation
