@@ -277,22 +277,20 @@ class Ensemble:
         import torch
 
         out = self._outputs()
+        nan = float("nan")
         rows = {}
         with torch.no_grad():
             for j, i in due:
                 trainer = self.members[i]
                 o = out[j]
-                pred = trainer.model.predict(o)
-                correct = (pred == self.labels).double()
+                correct = (trainer.model.predict(o) == self.labels).double()
                 tr, va = self.train_sets[i], self.val_sets[i]
-                values = torch.stack([
-                    loss[j].detach().double() if len(tr) else torch.tensor(float("nan"), dtype=torch.float64),
-                    correct[tr].mean() if len(tr) else torch.tensor(float("nan"), dtype=torch.float64),
-                    torch.as_tensor(trainer.model.loss(o[va], self.labels[va]), dtype=torch.float64) if len(va)
-                    else torch.tensor(float("nan"), dtype=torch.float64),
-                    correct[va].mean() if len(va) else torch.tensor(float("nan"), dtype=torch.float64)]).tolist()
-                rows[i] = {"step": step, "train_loss": values[0], "train_acc": values[1], "val_loss": values[2],
-                           "val_acc": values[3], "lr": self.configs[i].lr * trainer.lr_factor(step)}
+                rows[i] = {"step": step,
+                           "train_loss": float(loss[j]) if len(tr) else nan,
+                           "train_acc": float(correct[tr].mean()) if len(tr) else nan,
+                           "val_loss": float(trainer.model.loss(o[va], self.labels[va])) if len(va) else nan,
+                           "val_acc": float(correct[va].mean()) if len(va) else nan,
+                           "lr": self.configs[i].lr * trainer.lr_factor(step)}
         return rows
 
     def run(self, writers: Sequence[RunWriter], on_finish: Callable[[int], None] | None = None) -> None:

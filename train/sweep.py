@@ -535,7 +535,9 @@ def _executor(root: Path, opts: ExecutorOptions) -> Any:
     folder = root / ".submitit"
     if opts.kind == "slurm":  # (reachability is checked by run_sweep before anything is written)
         ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
-        logging.getLogger("submitit").addFilter(_QuietAccounting())
+        log = logging.getLogger("submitit")
+        if not any(isinstance(f, _QuietAccounting) for f in log.filters):  # once per process
+            log.addFilter(_QuietAccounting())
         params: dict[str, Any] = {"slurm_array_parallelism": opts.jobs, "timeout_min": opts.time_min or 60}
         if opts.partition:
             params["slurm_partition"] = opts.partition
