@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config value, e.g. --set lr=1e-3 --set model.d_model=64 (repeatable)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     p.add_argument("--steps", type=int, help="with --resume: train to this many steps in total")
+    p.add_argument("--from", dest="from_run", metavar="RUN[:STEP]", help="start from a checkpoint of another run "
+                   "(default: its last) with its config, changed by --set (e.g. train_subset=0.5); the new run "
+                   "records its parent and step")
+    p.add_argument("--with-optimizer", action="store_true", help="with --from: also take the optimizer state "
+                   "(stored at the run's last checkpoint)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
 
@@ -239,9 +244,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     if args.steps is not None:
         raise ProbeError("--steps goes with --resume; for a new run use --set steps=N")
-    if not args.config and not args.preset:
+    if args.with_optimizer and not args.from_run:
+        raise ProbeError("--with-optimizer goes with --from RUN[:STEP]")
+    if not args.config and not args.preset and not args.from_run:
         raise ProbeError("give a preset (--preset NAME) or a YAML config file; 'probe presets' lists presets")
-    cfg = load_config(args.preset, args.config, parse_sets(args.set))
+    parent = None
+    if args.from_run:
+        from probe.run import load_run
+        from probe.train.loop import parent_checkpoint, parse_from
+
+        with load_run(parse_from(args.from_run)[0]) as prun:
+            base = prun.config
+        cfg = load_config(args.preset, args.config, parse_sets(args.set), base=base)
+        parent = parent_checkpoint(args.from_run, cfg, optimizer=args.with_optimizer)
+    else:
+        cfg = load_config(args.preset, args.config, parse_sets(args.set))
     if args.dry_run:
         import yaml
 
@@ -252,7 +269,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from probe.train.loop import train
 
     try:
-        path = train(cfg, args.out, progress=not args.no_progress)
+        path = train(cfg, args.out, progress=not args.no_progress, parent=parent)
     except KeyboardInterrupt:
         return _interrupted(args.out)
     print(f"wrote {path}")
@@ -373,6 +390,11 @@ def cmd_info(args: argparse.Namespace) -> int:
                       f"{opt['embed_lr']:g} wd {opt['embed_weight_decay']:g}; betas {tuple(opt['betas'])}; "
                       f"warmup {opt['warmup_steps']}; batch {opt['batch_size']}"),
         ("steps", f"{info['steps']} configured" + _early_stop_text(info["early_stop"])),
+        *([("training", info["training"])] if info["training"] else []),
+        *([("parent", f"{info['parent']['run']} at step {info['parent']['step']}"
+                      + (" (weights and optimizer state)" if info["parent"]["optimizer"] else " (weights)")
+                      + (f"; changed: {info['parent']['changed']}" if info["parent"]["changed"] else ""))]
+          if info["parent"] else []),
         ("checkpoints", f"{ckpts}; schedule {sched_txt}; tensors {len(ck['tensors'])} ({', '.join(ck['tensors'])})"),
         ("metrics", f"{info['metrics_rows']} rows, every {sched['metrics_every']} steps"),
         ("final", final),

@@ -319,6 +319,61 @@ class StopConfig:
 
 
 @dataclass(frozen=True)
+class GrokfastConfig:
+    """Gradient filters of Grokfast (Lee et al. 2024, Algorithms 1 and 2), applied to every
+    parameter's gradient before the optimizer step: the slow component of the gradient sequence is
+    amplified by ``lamb``.
+
+    ``filter=ema``: ``mu <- alpha mu + (1 - alpha) g`` (``mu`` starts at the first gradient), then
+    ``g <- g + lamb mu``. ``filter=ma``: the mean of the last ``window`` gradients (this one included)
+    is added, times ``lamb``, once ``window`` gradients have been seen (``warmup``; without it from
+    the first step). ``lamb`` None takes the paper's default for the filter (2 for EMA, 5 for MA).
+    """
+
+    filter: Literal["none", "ema", "ma"] = "none"
+    alpha: float = 0.98
+    lamb: float | None = None
+    window: int = 100
+    warmup: bool = True
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.alpha < 1.0, "grokfast.alpha", self.alpha, "must be in [0, 1)")
+        _check(self.lamb is None or 0.0 <= self.lamb < float("inf"), "grokfast.lamb", self.lamb,
+               "must be a number >= 0")
+        _check(1 <= self.window <= 100_000, "grokfast.window", self.window, "must be in 1..100000")
+
+    @property
+    def amplification(self) -> float:
+        if self.lamb is not None:
+            return self.lamb
+        return 5.0 if self.filter == "ma" else 2.0
+
+
+@dataclass(frozen=True)
+class ConstraintConfig:
+    """Constrained weight norm (Omnigrok, Liu, Michaud and Tegmark 2023, Sec. 3): after every optimizer
+    step, the tensors matching ``tensors`` are rescaled together so that their total L2 norm is
+    fixed: ``norm`` (an absolute value) or ``relative`` times their norm at initialisation (1: keep
+    the initial norm; with the digits model's ``model.init_alpha`` that is Omnigrok's alpha)."""
+
+    norm: float | None = None
+    relative: float | None = None
+    tensors: tuple[str, ...] = ("*",)
+
+    def __post_init__(self) -> None:
+        for name in ("norm", "relative"):
+            value = getattr(self, name)
+            _check(value is None or 0 < value < float("inf"), f"constraint.{name}", value, "must be a number > 0")
+        _check(self.norm is None or self.relative is None, "constraint.relative", self.relative,
+               "set either constraint.norm or constraint.relative, not both")
+        _check(len(self.tensors) > 0, "constraint.tensors", self.tensors, "must name at least one pattern")
+
+    @property
+    def active(self) -> bool:
+        return self.norm is not None or self.relative is not None
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a run. ``seed`` seeds the model and batches; ``split_seed`` the split."""
 
@@ -343,9 +398,19 @@ class TrainConfig:
     momentum: float = 0.0
     warmup_steps: int = 0
     device: str = "auto"
+    #: cross-entropy's normaliser: softmax, or Prieto et al.'s (2025) StableMax (Eq. 7-8)
+    softmax: Literal["softmax", "stablemax"] = "softmax"
+    #: precision of the (stable)softmax and cross-entropy (float32 shows softmax collapse, Prieto et al.)
+    softmax_dtype: Literal["float32", "float64"] = "float64"
+    #: Prieto et al.'s perpendicular gradient: each tensor's gradient loses its component along the tensor
+    orthogonal_grad: bool = False
+    #: keep this fraction of the training split (a fixed subset chosen with split_seed; validation unchanged)
+    train_subset: float | None = None
     model: ModelConfig = field(default_factory=lambda: TransformerConfig())
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     stop: StopConfig = field(default_factory=StopConfig)
+    grokfast: GrokfastConfig = field(default_factory=GrokfastConfig)
+    constraint: ConstraintConfig = field(default_factory=ConstraintConfig)
 
     def __post_init__(self) -> None:
         _check(self.task in TASK_NAMES, "task", self.task, f"unknown task{valid(TASK_NAMES)}")
@@ -368,6 +433,11 @@ class TrainConfig:
         _check(0.0 <= self.momentum < 1.0, "momentum", self.momentum, "must be in [0, 1)")
         _check(self.steps <= 10**9, "steps", self.steps, "must be <= 1e9")
         _check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
+        _check(self.train_subset is None or 0.0 < self.train_subset <= 1.0, "train_subset", self.train_subset,
+               "must be in (0, 1]")
+        if self.softmax != "softmax" or self.softmax_dtype != "float64":
+            _check(self.model.objective == "cross_entropy", "softmax", self.softmax,
+                   f"applies to cross_entropy; this model trains with {self.model.objective}")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
                self.device, "must be auto, cpu, cuda or cuda:N")
         if self.task == "digits":
@@ -415,7 +485,7 @@ class TrainConfig:
         return TrainConfig.from_dict(data)
 
 
-SECTIONS = ("model", "checkpoint", "stop")  # nested config sections (dotted keys)
+SECTIONS = ("model", "checkpoint", "stop", "grokfast", "constraint")  # nested config sections (dotted keys)
 
 
 def _to_jsonable(obj: Any) -> Any:
@@ -431,6 +501,8 @@ def valid_keys() -> list[str]:
     keys = [f.name for f in fields(TrainConfig) if f.name not in SECTIONS]
     keys += [f"checkpoint.{f.name}" for f in fields(CheckpointConfig)]
     keys += [f"stop.{f.name}" for f in fields(StopConfig)]
+    keys += [f"grokfast.{f.name}" for f in fields(GrokfastConfig)]
+    keys += [f"constraint.{f.name}" for f in fields(ConstraintConfig)]
     model_keys = sorted({"kind"} | {f.name for _, cls in MODELS.items() for f in fields(cls)})
     keys += [f"model.{k}" for k in model_keys]
     return keys
@@ -466,12 +538,14 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
             kwargs[name] = _build(MODELS.get(value.get("kind", "transformer")), value, "model.")
         elif cls is TrainConfig and name == "checkpoint":
             kwargs[name] = _build(CheckpointConfig, value, "checkpoint.")
-        elif cls is TrainConfig and name == "stop":
-            kwargs[name] = _build(StopConfig, value, "stop.")
+        elif cls is TrainConfig and name in SUBSECTIONS:
+            kwargs[name] = _build(SUBSECTIONS[name], value, f"{name}.")
         else:
             kwargs[name] = coerce(hints[name], value, key)
     return cls(**kwargs)
 
+
+SUBSECTIONS: dict[str, type] = {"stop": StopConfig, "grokfast": GrokfastConfig, "constraint": ConstraintConfig}
 
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}

@@ -10,6 +10,7 @@ saved step of any checkpoint series (a run, or arrays handed to the analyses).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -338,7 +339,7 @@ class Run:
         """A ``HookedRootModule`` with the weights of ``step`` (``run_with_cache`` / ``run_with_hooks`` work)."""
         from probe.models import build_model
 
-        model = build_model(self.config.model, self.task)
+        model = build_model(self.config.model, self.task).set_loss(self.config.softmax, self.config.softmax_dtype)
         self.load_weights(model, self._index(step))
         return model.to(device).eval()
 
@@ -347,7 +348,8 @@ class Run:
         from probe.models import build_model
 
         if self._model is None or str(next(self._model.parameters()).device) != str(device):
-            self._model = build_model(self.config.model, self.task).eval().to(device)
+            self._model = (build_model(self.config.model, self.task).set_loss(self.config.softmax, self.config.softmax_dtype)
+                           .eval().to(device))
         return self.load_weights(self._model, index)
 
     def load_weights(self, model: "ProbeModel", index: int) -> "ProbeModel":
@@ -445,6 +447,49 @@ def _early_stop(run: Run, last_step: Any) -> dict[str, Any] | None:
     return {"after_generalization": stop.after_generalization, "threshold": stop.threshold, "stopped_at": stopped}
 
 
+def _interventions_text(cfg: Any) -> str:
+    """The training-side knobs a run turned, in words ("" when none)."""
+    parts = []
+    if cfg.grokfast.filter != "none":
+        g = cfg.grokfast
+        parts.append(f"grokfast {g.filter} (" + (f"alpha {g.alpha:g}" if g.filter == "ema" else f"window {g.window}")
+                     + f", lamb {g.amplification:g})")
+    if cfg.constraint.active:
+        c = cfg.constraint
+        target = f"norm {c.norm:g}" if c.norm is not None else f"{c.relative:g} x initial norm"
+        parts.append(f"constrained weight norm ({target}; tensors {','.join(c.tensors)})")
+    if cfg.softmax != "softmax" or cfg.softmax_dtype != "float64":
+        parts.append(f"{cfg.softmax} cross-entropy in {cfg.softmax_dtype}")
+    if cfg.orthogonal_grad:
+        parts.append("orthogonal gradients")
+    if cfg.train_subset is not None:
+        parts.append(f"training subset {cfg.train_subset:g} of the split")
+    return "; ".join(parts)
+
+
+def _lineage(run: Run) -> dict[str, Any] | None:
+    """The run this one started from: its path, step, whether the optimizer state came along, and the
+    config keys that changed."""
+    raw = run.attrs.get("parent")
+    if raw is None:
+        return None
+    info = json.loads(str(raw))
+    mine, theirs = _flat(run.config.to_dict()), _flat(info.get("config", {}))
+    changed = [f"{k} {theirs.get(k)} -> {v}" for k, v in mine.items() if theirs.get(k) != v]
+    return {"run": info["run"], "step": int(info["step"]), "optimizer": bool(info.get("optimizer")),
+            "changed": ", ".join(changed)}
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def describe_run(run: Run) -> dict[str, Any]:
     """The facts ``probe info`` prints, as a JSON-able dict (works on a run with no metrics or
     checkpoints yet)."""
@@ -470,6 +515,8 @@ def describe_run(run: Run) -> dict[str, Any]:
         "seeds": {"seed": cfg.seed, "split_seed": cfg.split_seed},
         "steps": cfg.steps,
         "early_stop": _early_stop(run, last.get("step")),
+        "training": _interventions_text(cfg),
+        "parent": _lineage(run),
         "checkpoints": {"count": int(len(steps)), "first": int(steps[0]) if len(steps) else None,
                         "last": int(steps[-1]) if len(steps) else None,
                         "schedule": cfg.to_dict()["checkpoint"], "tensors": run.tensor_names},

@@ -396,3 +396,14 @@ def make_split(n_samples: int, train_fraction: float, seed: int, n_train: int | 
         raise ProbeError(f"n_train must be in 1..{n_samples}, got {n_train}")
     perm = np.random.default_rng(seed).permutation(n_samples)
     return Split(train=np.sort(perm[:n_train]).astype(np.int64), val=np.sort(perm[n_train:]).astype(np.int64))
+
+
+def subset_split(split: Split, fraction: float | None, seed: int) -> Split:
+    """Keep ``floor(fraction * n_train)`` (at least one) of the training rows, chosen with
+    ``numpy.random.default_rng([seed, 1])``; validation is unchanged (Varma et al.'s ungrokking trains
+    a grokked model further on a subset of its training data and tests on the same held-out set)."""
+    if fraction is None or fraction >= 1.0:
+        return split
+    keep = max(1, int(math.floor(fraction * split.train.shape[0] + 1e-9)))
+    chosen = np.random.default_rng([seed, 1]).permutation(split.train.shape[0])[:keep]
+    return Split(train=np.sort(split.train[chosen]).astype(np.int64), val=split.val)

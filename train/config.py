@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from probe.config import TrainConfig
+from probe.config import SECTIONS, TrainConfig
 from probe.errors import ProbeError, valid
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -98,8 +98,9 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
 
 
 def load_config(preset: str | None = None, path: str | Path | None = None,
-                overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Resolve a config from a preset and/or a YAML file (which may name ``preset:``), then overrides."""
+                overrides: dict[str, Any] | None = None, base: TrainConfig | None = None) -> TrainConfig:
+    """Resolve a config from a preset and/or a YAML file (which may name ``preset:``), then overrides.
+    ``base``: the config to start from when neither names a preset (a parent run's, for ``--from``)."""
     data: dict[str, Any] = {}
     if path is not None:
         import yaml
@@ -117,11 +118,11 @@ def load_config(preset: str | None = None, path: str | Path | None = None,
             raise ProbeError(f"config file {p} must hold a mapping of keys to values")
         data = dict(loaded)
         preset = data.pop("preset", preset)
-    base = preset_config(preset) if preset else TrainConfig()
+    base = preset_config(preset) if preset else (base if base is not None else TrainConfig())
     flat: dict[str, Any] = {}
     user_keys = set(data) | set(overrides or {})
     for key, value in data.items():
-        if isinstance(value, dict) and key in ("model", "checkpoint", "stop"):
+        if isinstance(value, dict) and key in SECTIONS:
             if key == "model" and "kind" in value:
                 flat["model.kind"] = value["kind"]
             flat.update({f"{key}.{k}": v for k, v in value.items() if not (key == "model" and k == "kind")})

@@ -40,15 +40,26 @@ def _blank(cfg: TrainConfig) -> dict[str, Any]:
     return d
 
 
+def _cannot_join(cfg: TrainConfig) -> str | None:
+    """Why one config cannot train in an ensemble (None: it can)."""
+    if cfg.batch_size is not None:
+        return "minibatch training (batch_size) draws random batches per run; only full-batch runs vectorise"
+    if cfg.optimizer not in ("adamw", "adam"):
+        return f"optimizer {cfg.optimizer} does not vectorise (adamw and adam do)"
+    if getattr(cfg.model, "dropout", 0.0):
+        return "dropout does not vectorise"
+    if cfg.grokfast.filter != "none" or cfg.constraint.active or cfg.orthogonal_grad:
+        return "gradient filters, norm constraints and orthogonal gradients are applied by the one-run trainer only"
+    if cfg.softmax != "softmax" or cfg.softmax_dtype != "float64" or cfg.train_subset is not None:
+        return "StableMax, float32 softmax and training subsets are handled by the one-run trainer only"
+    return None
+
+
 def group_key(cfg: TrainConfig) -> str | None:
     """Configs with equal keys can train as one ensemble; None when a config cannot join one."""
     import json
 
-    if cfg.batch_size is not None:
-        return None  # minibatches draw per-run random batches
-    if cfg.optimizer not in ("adamw", "adam"):
-        return None
-    if getattr(cfg.model, "dropout", 0.0):
+    if _cannot_join(cfg) is not None:
         return None
     return json.dumps(_blank(cfg), sort_keys=True, default=str)
 
@@ -58,12 +69,9 @@ def why_not(configs: Sequence[TrainConfig]) -> str | None:
     if len(configs) < 1:
         return "no runs"
     for cfg in configs:
-        if cfg.batch_size is not None:
-            return "minibatch training (batch_size) draws random batches per run; only full-batch runs vectorise"
-        if cfg.optimizer not in ("adamw", "adam"):
-            return f"optimizer {cfg.optimizer} does not vectorise (adamw and adam do)"
-        if getattr(cfg.model, "dropout", 0.0):
-            return "dropout does not vectorise"
+        reason = _cannot_join(cfg)
+        if reason is not None:
+            return reason
     keys = {group_key(c) for c in configs}
     if len(keys) > 1:
         first = _blank(configs[0])

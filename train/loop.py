@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+from dataclasses import dataclass
 import json
 import os
 import shutil
@@ -30,16 +31,94 @@ from probe.errors import ProbeError
 from probe.runfile import (FORMAT_NAME, SCHEMA_VERSION, ResumeState, RunFile, RunWriter, package_versions,
                            run_file_path)
 from probe.schedules import STATE_SIZE, Schedule, make_schedule
-from probe.tasks import Split, Task, make_split, make_task
+from probe.tasks import Split, Task, make_split, make_task, subset_split
+from probe.train.interventions import GradFilter, NormConstraint, orthogonalise
 
 ADAM_KEYS = ("step", "exp_avg", "exp_avg_sq")
 CONFIG_COPY = "config.yaml"
+PARENT_COPY = "parent.npz"  # a fine-tuned run's starting weights, until its run file holds a resume point
 
 
 def _optim_keys(cfg: TrainConfig) -> tuple[str, ...]:
     if cfg.optimizer in ("adam", "adamw"):
         return ADAM_KEYS
     return ("momentum_buffer",) if cfg.momentum > 0 else ()
+
+
+@dataclass(frozen=True)
+class ParentCheckpoint:
+    """Where a fine-tuned run starts: another run's weights at one checkpoint (float32 arrays by
+    parameter name), optionally its optimizer state there, and the lineage the new run records."""
+
+    params: dict[str, np.ndarray]
+    optim: dict[str, np.ndarray] | None
+    lineage: dict[str, Any]
+
+
+def parse_from(spec: str) -> tuple[Path, str]:
+    """``RUN[:STEP]`` -> (run directory, step selector: an integer, ``first`` or ``last``)."""
+    run, sep, step = spec.rpartition(":")
+    if not sep or not step or "/" in step or not (step.isdigit() or step in ("first", "last")):
+        return Path(spec), "last"
+    return Path(run), step
+
+
+def parent_checkpoint(spec: str, cfg: TrainConfig, optimizer: bool = False) -> ParentCheckpoint:
+    """Read checkpoint ``RUN[:STEP]`` (default: the last) of another run to start ``cfg`` from. The
+    run must have saved every parameter at that step and hold the same model and task as ``cfg``;
+    its optimizer state (``optimizer=True``) exists only at the step of its resume state."""
+    from probe.run import Run
+
+    run_dir, step = parse_from(spec)
+    run = Run(run_dir)
+    try:
+        steps = run.steps
+        if len(steps) == 0:
+            raise ProbeError(f"{run_dir} has no checkpoint yet", param="from")
+        if step.isdigit() and int(step) not in set(steps.tolist()):
+            near = steps[np.argsort(np.abs(steps - int(step)))[:3]]
+            raise ProbeError(f"{run_dir} has no checkpoint at step {step} (nearest: "
+                             f"{', '.join(str(int(s)) for s in sorted(near))})", param="from")
+        parent_cfg = run.config
+        if parent_cfg.to_dict()["model"] != cfg.to_dict()["model"] or parent_cfg.task_params != cfg.task_params:
+            diff = _first_difference(parent_cfg, cfg)
+            raise ProbeError(f"{run_dir} holds a different model or task than the new config ({diff}); "
+                             "only the optimizer, data and training settings may change", param="from")
+        index = run._index(step)
+        at = int(steps[index])
+        missing = [n for n in run.file.parameters if n not in run.tensor_names]
+        if missing:
+            raise ProbeError(f"{run_dir} saved only {', '.join(run.tensor_names)} (checkpoint.tensors), so its "
+                             f"weights cannot be restored (missing: {', '.join(missing)})", param="from")
+        params = {n: run.read_tensor(index, n, np.float32) for n in run.file.parameters}
+        optim = None
+        if optimizer:
+            state = run.file.resume_state()
+            if state is None or state.step != at or not state.has_optim:
+                where = f"step {state.step}" if state is not None and state.has_optim else "no step"
+                raise ProbeError(f"{run_dir} keeps its optimizer state only at its last resume point ({where}), "
+                                 f"not at step {at}", param="from")
+            if parent_cfg.optimizer != cfg.optimizer:
+                raise ProbeError(f"the optimizer state of {run_dir} is {parent_cfg.optimizer}'s; the new config uses "
+                                 f"{cfg.optimizer}", param="from")
+            optim = {k: v for k, v in state.optim.items() if k.rsplit("/", 1)[-1] in _optim_keys(cfg)}
+            params = {n: np.asarray(state.params[n], np.float32) for n in run.file.parameters}
+        lineage = {"run": str(run.dir.resolve()), "step": at, "optimizer": bool(optimizer),
+                   "config": parent_cfg.to_dict()}
+        return ParentCheckpoint(params=params, optim=optim, lineage=lineage)
+    finally:
+        run.close()
+
+
+def _first_difference(a: TrainConfig, b: TrainConfig) -> str:
+    da, db = a.to_dict(), b.to_dict()
+    for key in ("task", "p", "n", "group", "ordered"):
+        if da.get(key) != db.get(key):
+            return f"{key}: {da.get(key)} there, {db.get(key)} here"
+    for key in sorted(set(da["model"]) | set(db["model"])):
+        if da["model"].get(key) != db["model"].get(key):
+            return f"model.{key}: {da['model'].get(key)} there, {db['model'].get(key)} here"
+    return "configs differ"
 
 
 class Trainer:
@@ -57,10 +136,13 @@ class Trainer:
         # a resumed run takes its task from the run file (a group table is stored there, so the
         # CSV it came from may have moved)
         self.task = task if task is not None else make_task(**cfg.task_params)
-        self.split: Split = make_split(self.task.n_samples, cfg.train_fraction, cfg.split_seed, cfg.n_train)
+        split = make_split(self.task.n_samples, cfg.train_fraction, cfg.split_seed, cfg.n_train)
+        self.split: Split = subset_split(split, cfg.train_subset, cfg.split_seed)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.task).to(self.device)
+        self.model.set_loss(cfg.softmax, cfg.softmax_dtype)
         self.param_names = [n for n, _ in self.model.named_parameters()]
+        self.parent: dict[str, Any] | None = None
         self.saved = [n for n in self.param_names if any(fnmatch.fnmatchcase(n, pat) for pat in cfg.checkpoint.tensors)]
         if not self.saved:
             raise ProbeError(f"checkpoint.tensors={list(cfg.checkpoint.tensors)} matches no parameter "
@@ -78,6 +160,45 @@ class Trainer:
         self.full_batch = cfg.batch_size is None or cfg.batch_size >= n_train
         dropout = getattr(cfg.model, "dropout", 0.0)
         self.train_metrics_free = self.full_batch and dropout == 0.0
+        self._interventions()
+
+    def _interventions(self) -> None:
+        """Grokfast filter and norm constraint for the current weights (the constraint's relative
+        target is the norm the run starts from; the constraint holds from step 0)."""
+        cfg = self.cfg
+        named = list(self.model.named_parameters())
+        self.grad_filter = (GradFilter(cfg.grokfast, {n: tuple(p.shape) for n, p in named}).to(self.device)
+                            if cfg.grokfast.filter != "none" else None)
+        self.constraint = NormConstraint(cfg.constraint, named) if cfg.constraint.active else None
+        if self.constraint is not None:
+            self.constraint.apply(named)
+
+    def _extra_state(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for part in (self.grad_filter, self.constraint):
+            if part is not None:
+                out.update(part.state())
+        return out
+
+    def _extra_shapes(self) -> dict[str, tuple[int, ...]]:
+        out: dict[str, tuple[int, ...]] = {}
+        for part in (self.grad_filter, self.constraint):
+            if part is not None:
+                out.update(part.state_shapes())
+        return out
+
+    def start_from(self, parent: "ParentCheckpoint") -> None:
+        """Start from another run's checkpoint: its weights (and, when asked and stored, its optimizer
+        state) replace the fresh initialisation; the lineage goes into the run file."""
+        import torch
+
+        with torch.no_grad():
+            for name, param in self.model.named_parameters():
+                param.copy_(torch.from_numpy(parent.params[name]).to(param.dtype))
+        if parent.optim is not None:
+            self._load_optim(parent.optim)
+        self.parent = parent.lineage
+        self._interventions()
 
     # optimizer ----------------------------------------------------------------------------------
     def _make_optimizer(self) -> Any:
@@ -129,6 +250,7 @@ class Trainer:
                 shape = () if key == "step" else tuple(p.shape)
                 optim[f"{name}/{key}"] = (np.zeros(shape) if value is None
                                           else np.asarray(value.detach().cpu().numpy(), dtype=np.float64))
+        optim.update(self._extra_state())
         return ResumeState(step=step, params=params, optim=optim, has_optim=has, rng=rng, schedule=schedule)
 
     def load_state(self, rs: ResumeState) -> None:
@@ -138,28 +260,37 @@ class Trainer:
             for name, param in self.model.named_parameters():
                 param.copy_(torch.from_numpy(rs.params[name]).to(param.dtype))
         if rs.has_optim:
-            sd = self.optimizer.state_dict()
-            new_state = {}
-            for idx, (name, p) in enumerate(self._ordered_params()):
-                entry = {}
-                for key in _optim_keys(self.cfg):
-                    arr = rs.optim[f"{name}/{key}"]
-                    entry[key] = (torch.tensor(float(np.asarray(arr).reshape(-1)[0]), dtype=torch.float32)
-                                  if key == "step"
-                                  else torch.from_numpy(arr).to(p.dtype))
-                new_state[idx] = entry
-            sd["state"] = new_state
-            self.optimizer.load_state_dict(sd)
+            self._load_optim(rs.optim)
+        for part in (self.grad_filter, self.constraint):
+            if part is not None:
+                part.load(rs.optim)
         torch.set_rng_state(torch.from_numpy(rs.rng["torch"].copy()))
         self.batch_gen.set_state(torch.from_numpy(rs.rng["batch"].copy()))
         if self.device.startswith("cuda") and "cuda" in rs.rng:
             torch.cuda.set_rng_state(torch.from_numpy(rs.rng["cuda"].copy()), self.device)
+
+    def _load_optim(self, optim: dict[str, np.ndarray]) -> None:
+        import torch
+
+        sd = self.optimizer.state_dict()
+        new_state = {}
+        for idx, (name, p) in enumerate(self._ordered_params()):
+            entry = {}
+            for key in _optim_keys(self.cfg):
+                arr = optim[f"{name}/{key}"]
+                entry[key] = (torch.tensor(float(np.asarray(arr).reshape(-1)[0]), dtype=torch.float32)
+                              if key == "step"
+                              else torch.from_numpy(np.asarray(arr)).to(p.dtype))
+            new_state[idx] = entry
+        sd["state"] = new_state
+        self.optimizer.load_state_dict(sd)
 
     # file ------------------------------------------------------------------------------------------
     def _writer(self, path: Path, copy_from: RunFile | None = None, resume: ResumeState | None = None) -> RunWriter:
         cfg = self.cfg
         optim_shapes = {f"{n}/{k}": (() if k == "step" else tuple(p.shape))
                         for n, p in self._ordered_params() for k in _optim_keys(cfg)}
+        optim_shapes.update(self._extra_shapes())
         rng = self._rng_snapshot()
         attrs = {
             "format": FORMAT_NAME,
@@ -173,11 +304,15 @@ class Trainer:
             "device": self.device,
             "parameters": json.dumps(self.param_names),
         }
+        if self.parent is not None:
+            attrs["parent"] = json.dumps(self.parent)
         task_arrays = {"inputs": self.task.inputs, "labels": self.task.labels}
         if self.task.table is not None and self.task.name in ("group", "table"):
             task_arrays["table"] = self.task.table  # the run never needs the CSV again
         if copy_from is not None:
             attrs["created"] = str(copy_from.f.attrs.get("created", attrs["created"]))
+            if "parent" in copy_from.f.attrs:
+                attrs["parent"] = str(copy_from.f.attrs["parent"])
             attrs["resumed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         buffers = {n: b.detach().cpu().numpy() for n, b in self.model.named_buffers()}
         return RunWriter.create(
@@ -270,10 +405,18 @@ class Trainer:
                     break
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                if self.grad_filter is not None or cfg.orthogonal_grad:
+                    named = list(self.model.named_parameters())
+                    if self.grad_filter is not None:
+                        self.grad_filter.apply(named)
+                    if cfg.orthogonal_grad:
+                        orthogonalise(named)
                 factor = self.lr_factor(step)
                 for group in self.optimizer.param_groups:
                     group["lr"] = group["base_lr"] * factor
                 self.optimizer.step()
+                if self.constraint is not None:
+                    self.constraint.apply(list(self.model.named_parameters()))
                 step += 1
                 bar.update(1)
             finished = True
@@ -331,8 +474,9 @@ class _DeferredInterrupt:
             self.previous = None
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> Path:
-    """Train a new run into ``run_dir`` (which must not already hold a run).
+def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True, parent: ParentCheckpoint | None = None) -> Path:
+    """Train a new run into ``run_dir`` (which must not already hold a run); with ``parent`` (see
+    :func:`parent_checkpoint`), from another run's checkpoint instead of a fresh initialisation.
 
     Nothing is left behind when training cannot start: a directory this call created is removed
     again. Once the run file exists, an error or interruption leaves a run that ``resume`` continues.
@@ -344,6 +488,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> Path:
     created = _make_dir(run_dir)
     try:
         trainer = Trainer(cfg, run_dir, progress=progress)
+        if parent is not None:
+            trainer.start_from(parent)
+            _write_parent_copy(run_dir, parent)
         _write_config_copy(run_dir, cfg)
         writer = trainer._writer(path)
     except BaseException:
@@ -351,6 +498,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> Path:
             shutil.rmtree(run_dir, ignore_errors=True)
         else:
             (run_dir / CONFIG_COPY).unlink(missing_ok=True)
+            (run_dir / PARENT_COPY).unlink(missing_ok=True)
         raise
     trainer.run(writer, start=0, schedule=make_schedule(cfg.checkpoint, cfg.steps), last_ckpt=-1)
     return path
@@ -389,7 +537,7 @@ def resume(run_dir: str | Path, steps: int | None = None, progress: bool = True)
         cfg = load_config(path=run_dir / CONFIG_COPY)
         if steps is not None:
             cfg = dataclasses.replace(cfg, steps=steps)
-        return train(cfg, run_dir, progress=progress)
+        return train(cfg, run_dir, progress=progress, parent=_read_parent_copy(run_dir))
     from probe.run import Run
 
     run = Run(path)  # the same validation every reader applies: a damaged file is refused unchanged
@@ -415,6 +563,12 @@ def resume(run_dir: str | Path, steps: int | None = None, progress: bool = True)
         if state is None:
             warnings.warn(f"{path} has no usable resume state; training again from step 0 (on CPU this "
                           "reproduces the committed checkpoints exactly)", stacklevel=2)
+            if "parent" in rf.f.attrs:
+                parent = _read_parent_copy(run_dir)
+                if parent is None:
+                    raise ProbeError(f"{run_dir} started from another run's checkpoint and has no resume point; "
+                                     f"its starting weights ({PARENT_COPY}) are missing, so it cannot be trained again")
+                trainer.start_from(parent)
             writer = trainer._writer(path)
             start, schedule, last_ckpt = 0, make_schedule(cfg.checkpoint, cfg.steps), -1
         else:
@@ -428,6 +582,35 @@ def resume(run_dir: str | Path, steps: int | None = None, progress: bool = True)
     trainer.run(writer, start=start, schedule=schedule, last_ckpt=last_ckpt,
                 history=history if state is not None else None)
     return path
+
+
+def _write_parent_copy(run_dir: Path, parent: ParentCheckpoint) -> None:
+    """The weights (and optimizer state) a fine-tuned run starts from, kept beside its run file: a
+    resume that must start again from step 0 starts from them, even if the parent run has gone."""
+    arrays = {f"params/{k}": v for k, v in parent.params.items()}
+    arrays.update({f"optim/{k}": v for k, v in (parent.optim or {}).items()})
+    arrays["lineage"] = np.array(json.dumps(parent.lineage))
+    tmp = run_dir / (PARENT_COPY + ".tmp.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, run_dir / PARENT_COPY)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ProbeError(f"cannot write {run_dir / PARENT_COPY}: {exc.strerror or exc}") from None
+
+
+def _read_parent_copy(run_dir: Path) -> ParentCheckpoint | None:
+    path = run_dir / PARENT_COPY
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            params = {k[len("params/"):]: z[k] for k in z.files if k.startswith("params/")}
+            optim = {k[len("optim/"):]: z[k] for k in z.files if k.startswith("optim/")} or None
+            lineage = json.loads(str(z["lineage"]))
+    except (OSError, ValueError, KeyError) as exc:
+        raise ProbeError(f"{path} (the weights this run started from) is damaged: {exc}") from None
+    return ParentCheckpoint(params=params, optim=optim, lineage=lineage)
 
 
 def _write_config_copy(run_dir: Path, cfg: TrainConfig) -> None:

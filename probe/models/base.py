@@ -29,6 +29,8 @@ class ProbeModel(HookedRootModule):
     """
 
     objective: str = "cross_entropy"
+    softmax: str = "softmax"
+    softmax_dtype: torch.dtype = torch.float64
     cfg: "ModelConfig"
 
     @classmethod
@@ -50,28 +52,50 @@ class ProbeModel(HookedRootModule):
         raise NotImplementedError
 
     def loss(self, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Training loss of ``answer`` outputs against integer labels (float64 for cross-entropy)."""
-        if self.objective == "cross_entropy":
-            return F.cross_entropy(out.to(torch.float64), labels)
-        if self.objective == "mse_targets":
-            return ((out - self.targets[labels]) ** 2).mean()
-        onehot = F.one_hot(labels, out.shape[-1]).to(out.dtype)
-        return ((out - onehot) ** 2).mean()
+        """Training loss of ``answer`` outputs against integer labels (cross-entropy in
+        ``softmax_dtype``, float64 unless the run sets it, through ``softmax``: softmax or StableMax)."""
+        return self.sample_losses(out, labels, reduction="mean")
 
-    def sample_losses(self, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def sample_losses(self, out: torch.Tensor, labels: torch.Tensor, reduction: str = "none") -> torch.Tensor:
         """Per-sample training losses ``[N]`` whose mean is :meth:`loss` (for batched ensembles)."""
         if self.objective == "cross_entropy":
-            return F.cross_entropy(out.to(torch.float64), labels, reduction="none")
-        if self.objective == "mse_targets":
-            return ((out - self.targets[labels]) ** 2).mean(dim=-1)
-        onehot = F.one_hot(labels, out.shape[-1]).to(out.dtype)
-        return ((out - onehot) ** 2).mean(dim=-1)
+            return cross_entropy(out, labels, self.softmax, self.softmax_dtype, reduction)
+        target = (self.targets[labels] if self.objective == "mse_targets"
+                  else F.one_hot(labels, out.shape[-1]).to(out.dtype))
+        sq = (out - target) ** 2
+        return sq.mean() if reduction == "mean" else sq.mean(dim=-1)
+
+    def set_loss(self, softmax: str, dtype: str) -> "ProbeModel":
+        """Use the run's normaliser (``softmax`` or ``stablemax``) and precision for :meth:`loss`."""
+        self.softmax = softmax
+        self.softmax_dtype = getattr(torch, dtype)
+        return self
 
     def predict(self, out: torch.Tensor) -> torch.Tensor:
         """Predicted class per sample (nearest target for regression, Liu et al. Sec. 2)."""
         if self.objective == "mse_targets":
             return torch.cdist(out.to(self.targets.dtype), self.targets).argmin(dim=-1)
         return out.argmax(dim=-1)
+
+
+def stablemax_log_probs(logits: torch.Tensor) -> torch.Tensor:
+    """``log StableMax(x)`` over the last axis (Prieto et al. 2025, Eq. 7-8): ``s(x) = x + 1`` for
+    ``x >= 0`` and ``1 / (1 - x)`` below, normalised to sum to one. Both branches are evaluated on
+    clamped inputs, so neither produces an infinite gradient where it is not used."""
+    pos = logits.clamp(min=0) + 1
+    neg = 1 / (1 - logits.clamp(max=0))
+    s = torch.where(logits >= 0, pos, neg)
+    return torch.log(s) - torch.log(s.sum(dim=-1, keepdim=True))
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, softmax: str = "softmax",
+                  dtype: torch.dtype = torch.float64, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy of ``logits`` ``[N, C]`` computed in ``dtype`` through softmax or StableMax."""
+    x = logits.to(dtype)
+    if softmax == "softmax":
+        return F.cross_entropy(x, labels, reduction=reduction)
+    nll = -stablemax_log_probs(x).gather(-1, labels[:, None])[:, 0]
+    return nll.mean() if reduction == "mean" else nll
 
 
 def uniform_(t: torch.Tensor, fan_in: int) -> torch.Tensor:

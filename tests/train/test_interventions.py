@@ -1,0 +1,255 @@
+"""Grokfast filters, ⊥Grad, the norm constraint, StableMax and fine-tuning from a checkpoint."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import probe
+from probe.config import ConstraintConfig, GrokfastConfig
+from probe.errors import ProbeError
+from probe.models.base import cross_entropy, stablemax_log_probs
+from probe.runfile import RunFile, run_file_path
+from probe.train.config import load_config
+from probe.train.interventions import GradFilter, NormConstraint, orthogonalise, total_norm
+from probe.train.loop import parent_checkpoint, resume, train
+
+MLP = {"p": "11", "steps": "80", "model.d_embed": "16", "model.hidden": "16", "checkpoint.schedule": "every",
+       "checkpoint.every": "10", "checkpoint.metrics_every": "5"}
+
+
+def _grads(seed, n, shape=(3, 4)):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=g) for _ in range(n)]
+
+
+def _run_filter(cfg, grads):
+    p = torch.nn.Parameter(torch.zeros(grads[0].shape))
+    f = GradFilter(cfg, {"w": tuple(p.shape)})
+    out = []
+    for g in grads:
+        p.grad = g.clone()
+        f.apply([("w", p)])
+        out.append(p.grad.clone())
+    return out
+
+
+def test_ema_filter_matches_the_recursion():
+    grads = _grads(0, 12)
+    got = _run_filter(GrokfastConfig(filter="ema", alpha=0.9, lamb=3.0), grads)
+    mu = None
+    for g, h in zip(grads, got):
+        mu = g.clone() if mu is None else 0.9 * mu + 0.1 * g
+        assert torch.allclose(h, g + 3.0 * mu, atol=1e-6)
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_ma_filter_is_the_windowed_mean(warmup):
+    grads = _grads(1, 9)
+    got = _run_filter(GrokfastConfig(filter="ma", window=4, lamb=5.0, warmup=warmup), grads)
+    for t, (g, h) in enumerate(zip(grads, got)):
+        window = grads[max(0, t - 3): t + 1]
+        if warmup and len(window) < 4:
+            assert torch.equal(h, g)
+        else:
+            assert torch.allclose(h, g + 5.0 * torch.stack(window).mean(0), atol=1e-6)
+
+
+def test_filter_defaults_follow_the_paper():
+    assert GrokfastConfig(filter="ema").amplification == 2.0
+    assert GrokfastConfig(filter="ma").amplification == 5.0
+
+
+def test_orthogonal_gradient_has_no_component_along_the_weights():
+    w = torch.nn.Parameter(torch.randn(5, 6, dtype=torch.float64))
+    w.grad = torch.randn(5, 6, dtype=torch.float64) + 3 * w.detach()
+    orthogonalise([("w", w)])
+    assert abs(float((w.detach() * w.grad).sum())) < 1e-10
+
+
+def test_norm_constraint_holds_relative_and_absolute():
+    a = torch.nn.Parameter(torch.randn(4, 4))
+    b = torch.nn.Parameter(torch.randn(4))
+    named = [("a", a), ("b", b)]
+    start = total_norm([a, b])
+    c = NormConstraint(ConstraintConfig(relative=0.5), named)
+    with torch.no_grad():
+        a.mul_(3.0)
+    c.apply(named)
+    assert total_norm([a, b]) == pytest.approx(0.5 * start, rel=1e-6)
+    only_a = NormConstraint(ConstraintConfig(norm=2.0, tensors=("a",)), named)
+    before_b = b.detach().clone()
+    only_a.apply(named)
+    assert total_norm([a]) == pytest.approx(2.0, rel=1e-6) and torch.equal(b.detach(), before_b)
+    with pytest.raises(ProbeError, match="matches no parameter"):
+        NormConstraint(ConstraintConfig(norm=1.0, tensors=("nothing*",)), named)
+
+
+def test_stablemax_values_and_gradients():
+    x = torch.tensor([[0.0, 0.0], [1.0, -1.0], [200.0, -3.0]], dtype=torch.float64, requires_grad=True)
+    p = stablemax_log_probs(x).exp()
+    assert torch.allclose(p[0], torch.tensor([0.5, 0.5], dtype=torch.float64))
+    assert torch.allclose(p[1], torch.tensor([2 / 2.5, 0.5 / 2.5], dtype=torch.float64))  # s(1)=2, s(-1)=1/2
+    assert torch.allclose(p.sum(-1), torch.ones(3, dtype=torch.float64))
+    loss = cross_entropy(x, torch.tensor([0, 1, 0]), "stablemax")
+    loss.backward()
+    assert torch.isfinite(x.grad).all()
+    # the default path is torch's cross-entropy in float64
+    y = torch.randn(4, 5)
+    lab = torch.tensor([0, 1, 2, 3])
+    assert torch.equal(cross_entropy(y, lab), torch.nn.functional.cross_entropy(y.double(), lab))
+
+
+def test_float32_softmax_collapses_where_float64_does_not():
+    logits = torch.tensor([[20.0, 0.0, 0.0]])  # exp(-20) is below float32 resolution of 1, not float64
+    assert float(cross_entropy(logits, torch.tensor([0]), dtype=torch.float32)) == 0.0
+    assert float(cross_entropy(logits, torch.tensor([0]), dtype=torch.float64)) > 0.0
+
+
+@pytest.mark.parametrize("sets", [
+    {"grokfast.filter": "ema"},
+    {"grokfast.filter": "ma", "grokfast.window": "7"},
+    {"constraint.relative": "1.0", "orthogonal_grad": "true"},
+    {"softmax": "stablemax", "softmax_dtype": "float32"},
+])
+def test_interrupted_run_with_interventions_resumes_bit_identical(tmp_path, sets):
+    cfg = load_config("kitouni-mlp", overrides={**MLP, **sets})
+    train(cfg, tmp_path / "full", progress=False)
+    import probe.train.loop as loop
+
+    original = loop.Trainer.lr_factor
+    calls = {"n": 0}
+
+    def boom(self, step):
+        calls["n"] += 1
+        if calls["n"] == 47:
+            raise KeyboardInterrupt
+        return original(self, step)
+
+    loop.Trainer.lr_factor = boom
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, tmp_path / "cut", progress=False)
+    finally:
+        loop.Trainer.lr_factor = original
+    resume(tmp_path / "cut", progress=False)
+    with probe.load_run(tmp_path / "full") as a, probe.load_run(tmp_path / "cut") as b:
+        assert np.array_equal(a.steps, b.steps)
+        for name in a.tensor_names:
+            assert np.array_equal(a.series(name), b.series(name)), name
+        assert a.metrics.equals(b.metrics)
+
+
+def test_filter_changes_training_and_constraint_fixes_the_norm(tmp_path):
+    plain = load_config("kitouni-mlp", overrides=MLP)
+    train(plain, tmp_path / "plain", progress=False)
+    train(load_config("kitouni-mlp", overrides={**MLP, "grokfast.filter": "ema"}), tmp_path / "ema", progress=False)
+    train(load_config("kitouni-mlp", overrides={**MLP, "constraint.norm": "20"}), tmp_path / "norm", progress=False)
+    with probe.load_run(tmp_path / "plain") as a, probe.load_run(tmp_path / "ema") as b:
+        assert np.array_equal(a.series("embed.W_E")[0], b.series("embed.W_E")[0])  # same initialisation
+        assert not np.allclose(a.series("embed.W_E")[-1], b.series("embed.W_E")[-1])
+    with probe.load_run(tmp_path / "norm") as run:
+        for step in run.steps:
+            norm = np.sqrt(sum((v.double() ** 2).sum().item() for v in run.params(int(step)).values()))
+            assert norm == pytest.approx(20.0, rel=1e-5)
+
+
+def test_fine_tune_from_a_checkpoint(tmp_path):
+    cfg = load_config("kitouni-mlp", overrides=MLP)
+    train(cfg, tmp_path / "parent", progress=False)
+    child_cfg = load_config(overrides={"train_subset": "0.5", "weight_decay": "1.0", "steps": "20"}, base=cfg)
+    parent = parent_checkpoint(f"{tmp_path / 'parent'}:40", child_cfg)
+    train(child_cfg, tmp_path / "child", progress=False, parent=parent)
+    with probe.load_run(tmp_path / "parent") as a, probe.load_run(tmp_path / "child") as b:
+        for name, value in a.params(40).items():
+            assert torch.equal(value, b.params(0)[name]), name
+        assert b.split.sizes[0] == a.split.sizes[0] // 2 and np.array_equal(a.split.val, b.split.val)
+        assert set(b.split.train) <= set(a.split.train)
+        info = probe.run.describe_run(b)
+        assert info["parent"]["step"] == 40 and "weight_decay 0.03 -> 1.0" in info["parent"]["changed"]
+    # the optimizer state exists at the last checkpoint only
+    with pytest.raises(ProbeError, match="optimizer state only at its last"):
+        parent_checkpoint(f"{tmp_path / 'parent'}:40", child_cfg, optimizer=True)
+    with_opt = parent_checkpoint(f"{tmp_path / 'parent'}", child_cfg, optimizer=True)
+    assert with_opt.optim is not None and with_opt.lineage["step"] == 80
+
+
+def test_fine_tuned_run_killed_before_its_first_commit_restarts_from_the_parent(tmp_path):
+    cfg = load_config("kitouni-mlp", overrides=MLP)
+    train(cfg, tmp_path / "parent", progress=False)
+    child_cfg = load_config(overrides={"train_subset": "0.5", "steps": "20"}, base=cfg)
+    train(child_cfg, tmp_path / "ref", progress=False, parent=parent_checkpoint(str(tmp_path / "parent"), child_cfg))
+    # as if killed after the config copy was written and before the run file existed
+    train(child_cfg, tmp_path / "cut", progress=False, parent=parent_checkpoint(str(tmp_path / "parent"), child_cfg))
+    os.remove(run_file_path(tmp_path / "cut"))
+    resume(tmp_path / "cut", progress=False)
+    with probe.load_run(tmp_path / "ref") as a, probe.load_run(tmp_path / "cut") as b:
+        assert np.array_equal(a.series("embed.W_E"), b.series("embed.W_E"))
+        assert b.attrs.get("parent") is not None
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "probe.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_bad_interventions_and_from_are_one_line(tmp_path):
+    cfg = load_config("kitouni-mlp", overrides=MLP)
+    train(cfg, tmp_path / "parent", progress=False)
+    cases = [
+        (["train", "--preset", "kitouni-mlp", "--set", "grokfast.alpha=1.5", "--out", str(tmp_path / "x")],
+         "grokfast.alpha"),
+        (["train", "--preset", "kitouni-mlp", "--set", "grokfast.filter=lowpass", "--out", str(tmp_path / "x")],
+         "grokfast.filter"),
+        (["train", "--preset", "kitouni-mlp", "--set", "constraint.norm=-1", "--out", str(tmp_path / "x")],
+         "constraint.norm"),
+        (["train", "--preset", "liu-toy-add", "--set", "softmax=stablemax", "--out", str(tmp_path / "x")],
+         "cross_entropy"),
+        (["train", "--from", f"{tmp_path / 'parent'}:7", "--out", str(tmp_path / "x")], "no checkpoint at step 7"),
+        (["train", "--from", str(tmp_path / "parent"), "--set", "model.hidden=32", "--out", str(tmp_path / "x")],
+         "different model"),
+        (["train", "--from", str(tmp_path / "missing"), "--out", str(tmp_path / "x")], "missing"),
+    ]
+    for args, match in cases:
+        r = _cli(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert match in r.stderr and "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "x").exists()
+
+
+def test_killed_fine_tuned_run_with_filter_resumes_bit_identical(tmp_path):
+    """kill -9 of a Grokfast MA run (the filter's ring buffer is resume state), then --resume."""
+    sets = ["p=11", "steps=1500", "model.d_embed=16", "model.hidden=16", "checkpoint.schedule=every",
+            "checkpoint.every=3", "grokfast.filter=ma", "grokfast.window=5"]
+    cfg = load_config("kitouni-mlp", overrides=dict(s.split("=") for s in sets))
+    train(cfg, tmp_path / "ref", progress=False)
+    run_dir = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "probe.cli", "train", "--preset", "kitouni-mlp", "--no-progress", "--out", str(run_dir)]
+    for s in sets:
+        cmd += ["--set", s]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if run_file_path(run_dir).exists():
+            try:
+                rf = RunFile(run_file_path(run_dir))
+                n = len(rf.steps)
+                rf.close()
+            except Exception:
+                n = 0
+            if n >= 20:
+                break
+        time.sleep(0.05)
+    killed = proc.poll() is None
+    if killed:
+        os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert killed, "training finished before it could be killed"
+    assert _cli("train", "--resume", str(run_dir), "--no-progress").returncode == 0
+    with probe.load_run(tmp_path / "ref") as a, probe.load_run(run_dir) as b:
+        for name in a.tensor_names:
+            assert np.array_equal(a.series(name), b.series(name)), name
