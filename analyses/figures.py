@@ -41,25 +41,36 @@ class FigureRequest:
 
 @dataclass(frozen=True)
 class Figure:
+    """A registered figure; ``overlay`` figures take a list of runs (drawn in one figure)."""
+
     name: str
     description: str
-    draw: Callable[["Run", FigureRequest], "pd.DataFrame | None"]
+    draw: Callable[[Any, FigureRequest], "pd.DataFrame | None"]
+    overlay: bool = False
 
 
 FIGURES: Registry[Figure] = Registry("figure")
 
 
-def figure(name: str, description: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def figure(name: str, description: str, overlay: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
-        FIGURES.add(name, Figure(name, description, fn))
+        FIGURES.add(name, Figure(name, description, fn, overlay))
         return fn
 
     return wrap
 
 
-def make_figure(name: str, run: "Run", request: FigureRequest) -> "pd.DataFrame | None":
-    """Draw figure ``name`` of ``run`` into ``request.out``; returns the table it showed (notes in attrs)."""
-    return FIGURES.get(name).draw(run, request)
+def make_figure(name: str, runs: "Run | list[Run]", request: FigureRequest) -> "pd.DataFrame | None":
+    """Draw figure ``name`` of ``runs`` (one run, or several for the overlay figures) into
+    ``request.out``; returns the table it showed (notes in attrs)."""
+    fig = FIGURES.get(name)
+    many = list(runs) if isinstance(runs, (list, tuple)) else [runs]
+    if fig.overlay:
+        return fig.draw(many, request)
+    if len(many) != 1:
+        overlays = ", ".join(n for n, f in FIGURES.items() if f.overlay)
+        raise ProbeError(f"--figure {name} shows one run; {overlays} overlay several", param="figure")
+    return fig.draw(many[0], request)
 
 
 @figure("metric", "the metrics over log steps, with train/val accuracy")
@@ -129,3 +140,48 @@ def _projection(run: "Run", req: FigureRequest) -> "pd.DataFrame":
         raise ProbeError("--figure projection shows one checkpoint: give one step", param="steps")
     plots.save(plots.projection_curves(df.iloc[0], int(df["step"].iloc[0])), req.out)
     return df
+
+
+def _labels(runs: list["Run"]) -> list[str]:
+    from probe.run import run_labels
+
+    return run_labels([r.dir for r in runs])
+
+
+@figure("curves", "train and validation loss (log-log) and accuracy over log steps, events marked (probe "
+        "events); several runs overlay", overlay=True)
+def _curves(runs: list["Run"], req: FigureRequest) -> "pd.DataFrame":
+    import pandas as pd
+
+    from probe.analyses.events import EventRule, find_events
+
+    plots.check_figure_path(req.out)
+    rule = EventRule(**req.only(*EventRule.__dataclass_fields__))
+    rows, curves = [], []
+    for label, run in zip(_labels(runs), runs):
+        m = run.metrics
+        if m.empty:
+            raise ProbeError(f"{run.dir} has no metric rows yet")
+        ev = find_events(m, rule)
+        curves.append((label, m, ev))
+        t = ev.table()
+        t.insert(0, "run", label)
+        rows.append(t)
+    plots.save(plots.training_curves(curves, title=runs[0].dir.name if len(runs) == 1 else ""), req.out)
+    return pd.concat(rows, ignore_index=True)
+
+
+@figure("norms", "parameter norms over log steps: total, embeddings and the rest, last layer, distance from "
+        "initialisation (param_norm); several runs overlay", overlay=True)
+def _norms(runs: list["Run"], req: FigureRequest) -> "pd.DataFrame":
+    import pandas as pd
+
+    plots.check_figure_path(req.out)
+    tables = []
+    for label, run in zip(_labels(runs), runs):
+        df = compute(run, "param_norm", steps=req.steps or "all", progress=req.progress)
+        tables.append((label, df))
+    plots.save(plots.norm_curves(tables, title=runs[0].dir.name if len(runs) == 1 else ""), req.out)
+    out = pd.concat([df.assign(run=label) for label, df in tables], ignore_index=True)
+    out.attrs["probe"] = tables[0][1].attrs.get("probe", {})
+    return out

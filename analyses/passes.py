@@ -34,13 +34,9 @@ def hook_activations(ckpt: "Checkpoint", ctx: "Context", hook: str, position: in
     the unembedding at the answer position (its outputs)."""
     import torch
 
-    model = ckpt.model()
     if hook == LOGITS:
-        def answers() -> np.ndarray:
-            with torch.no_grad():
-                return model.answer(ctx.model_inputs(model)).double().cpu().numpy()
-
-        return ctx.memo_step(("hook", LOGITS), ckpt.index, answers)
+        return answers(ckpt, ctx)
+    model = ckpt.model()
     if hook not in model.hook_dict:
         raise ProbeError(f"unknown hook {hook!r}{valid([LOGITS, *model.hook_dict])}", param="hook")
     check_position(ctx, position)
@@ -94,6 +90,23 @@ def clean_pass(ckpt: "Checkpoint", ctx: "Context") -> tuple[str, np.ndarray, np.
         return hook, act.double().cpu().numpy(), out.double().cpu().numpy()
 
     return ctx.memo_step("clean", ckpt.index, run)
+
+
+def answers(ckpt: "Checkpoint", ctx: "Context") -> np.ndarray:
+    """The model's outputs for every sample ``[N, n_out]`` (float64 copies of the float32 outputs), from
+    the one forward pass per checkpoint that every metric shares: :func:`clean_pass` where the model
+    declares neurons, else a plain pass."""
+    import torch
+
+    if ctx.config is not None and ctx.config.model.neuron_hook is not None:
+        return clean_pass(ckpt, ctx)[2]
+
+    def run() -> np.ndarray:
+        model = ckpt.model()
+        with torch.no_grad():
+            return model.answer(ctx.model_inputs(model)).double().cpu().numpy()
+
+    return ctx.memo_step(("hook", LOGITS), ckpt.index, run)
 
 
 def neuron_activations(ckpt: "Checkpoint", ctx: "Context") -> tuple[str, np.ndarray]:

@@ -220,3 +220,82 @@ def animate_pca(coords: np.ndarray, steps: np.ndarray, out: str, axes: str, fps:
         raise ProbeError(f"cannot write {out}: {exc.strerror or exc}") from None
     finally:
         plt.close(fig)
+
+
+def _colours(n: int):  # type: ignore[no-untyped-def]
+    cmap = _plt().get_cmap("tab10")
+    return [cmap(i % 10) for i in range(n)]
+
+
+def training_curves(curves: Sequence[tuple[str, "pd.DataFrame", object]], title: str = "") -> "Figure":
+    """Train (solid) and validation (dashed) loss on log-log axes and accuracy on a log step axis, one
+    colour per run; events marked: accuracy thresholds passed (dotted verticals at the delay
+    threshold), validation loss levels (circles), loss spikes (triangles at their peaks) and
+    ungrokking (a cross). ``curves``: ``(label, metric rows, Events)`` per run."""
+    plt = _plt()
+    fig, (ax_l, ax_a) = plt.subplots(1, 2, figsize=(11, 3.9), constrained_layout=True)
+    all_steps = []
+    for (label, m, ev), colour in zip(curves, _colours(len(curves))):
+        steps = m["step"].to_numpy()
+        all_steps.append(steps)
+        for col, ls in (("train_loss", "-"), ("val_loss", "--")):
+            y = m[col].to_numpy(dtype=float)
+            ok = y > 0
+            ax_l.plot(steps[ok], y[ok], color=colour, ls=ls, lw=1.2,
+                      label=f"{label} {col.split('_')[0]}" if len(curves) > 1 else col)
+        ax_a.plot(steps, m["train_acc"], color=colour, ls="-", lw=1.2,
+                  label=f"{label} train" if len(curves) > 1 else "train_acc")
+        ax_a.plot(steps, m["val_acc"], color=colour, ls="--", lw=1.2,
+                  label=f"{label} val" if len(curves) > 1 else "val_acc")
+        ev_ = ev  # Events (typed loosely to keep this module free of analysis imports)
+        thr = ev_.rule.delay_threshold  # type: ignore[attr-defined]
+        for s in (ev_.train_passes.get(thr), ev_.val_passes.get(thr)):  # type: ignore[attr-defined]
+            if s is not None:
+                ax_a.axvline(max(s, 1), color=colour, ls=":", lw=0.8)
+        val_loss = dict(zip(steps.tolist(), m["val_loss"].to_numpy(dtype=float).tolist()))
+        for level, s in ev_.val_loss_below.items():  # type: ignore[attr-defined]
+            if s is not None:
+                ax_l.plot([max(s, 1)], [val_loss.get(s, level)], "o", color=colour, ms=5, mfc="none")
+        train_loss = dict(zip(steps.tolist(), m["train_loss"].to_numpy(dtype=float).tolist()))
+        for sp in ev_.spikes:  # type: ignore[attr-defined]
+            ax_l.plot([max(sp.peak, 1)], [train_loss.get(sp.peak, np.nan)], "^", color=colour, ms=6)
+        if ev_.ungrok_step is not None:  # type: ignore[attr-defined]
+            ax_a.plot([ev_.ungrok_step], [0.0], "x", color=colour, ms=8, mew=2)  # type: ignore[attr-defined]
+    steps = np.concatenate(all_steps) if all_steps else np.array([1])
+    for ax in (ax_l, ax_a):
+        _log_steps(ax, steps)
+        ax.set_xlim(left=0, right=float(steps.max()) * 1.05 if steps.size else 1.0)
+    ax_l.set_yscale("log")
+    ax_l.set_ylabel("loss")
+    ax_a.set_ylabel("accuracy")
+    ax_a.set_ylim(-0.03, 1.03)
+    ax_l.legend(fontsize=7, loc="best")
+    ax_a.legend(fontsize=7, loc="best")
+    ax_l.set_title("loss (triangles: spikes; circles: val loss levels)", fontsize=9)
+    ax_a.set_title("accuracy (dotted: threshold passed; x: ungrokking)", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def norm_curves(tables: Sequence[tuple[str, "pd.DataFrame"]], title: str = "") -> "Figure":
+    """Parameter norms over log steps, one colour per run: total, the embedding and other groups, the
+    last layer, and the distance from initialisation (``param_norm`` columns)."""
+    plt = _plt()
+    panels = [("norm_total", "total L2 norm"), ("norm_embed", "embeddings / rest (dashed)"),
+              ("norm_last", "last layer (unembedding)"), ("dist_init", "distance from initialisation")]
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.4), constrained_layout=True)
+    for (label, df), colour in zip(tables, _colours(len(tables))):
+        steps = df["step"].to_numpy()
+        for ax, (col, name) in zip(axes, panels):
+            if col in df.columns:
+                ax.plot(steps, df[col], color=colour, lw=1.3, label=label)
+            if col == "norm_embed" and "norm_rest" in df.columns:
+                ax.plot(steps, df["norm_rest"], color=colour, lw=1.3, ls="--")
+            ax.set_title(name, fontsize=9)
+            _log_steps(ax, steps)
+            ax.set_xlim(left=0)
+    axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig

@@ -19,6 +19,7 @@ from probe.errors import ProbeError, valid
 from probe.registry import Registry
 
 if TYPE_CHECKING:
+    from probe.config import TrainConfig
     from probe.tasks import Task
 
 Values = dict[str, Any]
@@ -30,6 +31,7 @@ CATALOGUE: tuple[str, ...] = (
     "probe.analyses.families.pca",
     "probe.analyses.families.clock_pizza",
     "probe.analyses.families.coordinates",
+    "probe.analyses.families.dynamics",
 )
 
 
@@ -102,6 +104,8 @@ class Metric:
     needs_for: Callable[[dict[str, Any]], frozenset[str]] | None = None
     batch_fn: Callable[..., list[Values]] | None = None
     batch_when: Callable[[dict[str, Any]], bool] | None = None
+    #: applicability that depends on how the run was trained (e.g. margins need class logits)
+    applies_config: Callable[["TrainConfig"], str | None] | None = None
 
     def resolve(self, given: dict[str, Any]) -> dict[str, Any]:
         """Defaults filled in, values validated: the parameters recorded with the result."""
@@ -115,11 +119,15 @@ class Metric:
     def batch_fn_applies(self, params: dict[str, Any]) -> bool:
         return self.batch_fn is not None and (self.batch_when is None or self.batch_when(params))
 
-    def check_task(self, task: "Task") -> None:
+    def check_task(self, task: "Task", config: "TrainConfig | None" = None) -> None:
         """The one "does this metric apply" check: raises naming the metric, task and reason."""
         reason = self.applies(task)
         if reason:
             raise ProbeError(f"metric {self.name} does not apply to task {task.describe()}: {reason}")
+        if config is not None and self.applies_config is not None:
+            reason = self.applies_config(config)
+            if reason:
+                raise ProbeError(f"metric {self.name} does not apply to this run: {reason}")
 
 
 METRICS: Registry[Metric] = Registry("metric")

@@ -54,9 +54,11 @@ def compute(source: Any, metrics: str | Sequence[str], steps: Any = "all", *, ta
                          f"{', '.join(sorted(known)) or 'none'})", param=extra[0])
     resolved = {m.name: m.resolve(params) for m in chosen}
     for m in chosen:
-        m.check_task(src.task)
+        m.check_task(src.task, src.config)
         if "forward" in m.requirements(resolved[m.name]) and not src.has_model:
             raise ProbeError(f"metric {m.name} needs a model forward pass; plain arrays have no model")
+        if "weights" in m.requirements(resolved[m.name]) and not src.has_model:
+            raise ProbeError(f"metric {m.name} needs the run's weights; plain arrays have none")
     idx = select_steps(src.steps, steps)
     results: dict[str, tuple["pd.DataFrame", dict[str, Any]]] = {}
     pending: list[tuple[Metric, Path | None]] = []

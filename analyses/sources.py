@@ -41,6 +41,20 @@ class Source:
     def read_tensor(self, index: int, name: str) -> np.ndarray:
         raise ProbeError(f"this metric needs the parameter {name}; plain embedding arrays do not have it")
 
+    def read_series(self, indices: np.ndarray, name: str) -> np.ndarray:
+        """One saved tensor at several checkpoints, float64 ``[len(indices), *shape]``."""
+        raise ProbeError(f"this metric needs the parameter {name}; plain embedding arrays do not have it")
+
+    @property
+    def tensor_names(self) -> list[str]:
+        """Names of the parameters the series saved (none for plain arrays)."""
+        return []
+
+    @property
+    def parameters(self) -> list[str]:
+        """Names of all the model's parameters (saved or not)."""
+        return []
+
     def content_key(self, indices: np.ndarray) -> str | None:
         """A hash of the data an analysis of ``indices`` reads (None: do not cache)."""
         return None
@@ -72,6 +86,17 @@ class RunSource(Source):
 
     def read_tensor(self, index: int, name: str) -> np.ndarray:
         return self.run.read_tensor(index, name)
+
+    def read_series(self, indices: np.ndarray, name: str) -> np.ndarray:
+        return self.run.series(name, np.asarray(indices, dtype=np.int64)).astype(np.float64)
+
+    @property
+    def tensor_names(self) -> list[str]:
+        return self.run.tensor_names
+
+    @property
+    def parameters(self) -> list[str]:
+        return list(self.run.file.parameters)
 
     def content_key(self, indices: np.ndarray) -> str:
         """Computed once per selection: every metric of one ``compute`` call keys its cache with it."""

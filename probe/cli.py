@@ -117,6 +117,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     metric_options(p)
 
+    p = sub.add_parser("events", help="events in a run's training curves: thresholds passed, val loss levels, "
+                       "grokking delay, loss spikes, ungrokking",
+                       description="Events from the per-step training metrics. Every threshold is a parameter "
+                       "and is printed with the result.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--threshold", type=float, action="append", metavar="ACC",
+                   help="accuracy threshold passed by train and val accuracy (repeatable) [0.5, 0.9, 0.99]")
+    p.add_argument("--loss-level", type=float, action="append", metavar="LOSS",
+                   help="validation-loss level first undercut (repeatable) [1, 0.1]")
+    p.add_argument("--delay-threshold", type=float, default=0.9, help="accuracy for the grokking delay [0.9]")
+    p.add_argument("--spike-factor", type=float, default=10.0, help="a spike: training loss above this factor "
+                   "times its minimum over the window before [10]")
+    p.add_argument("--spike-window", type=int, default=1000, help="steps of that running minimum [1000]")
+    p.add_argument("--ungrok-below", type=float, default=0.5, help="ungrokking: val accuracy below this after "
+                   "it passed the delay threshold [0.5]")
+    p.add_argument("--format", default="table", choices=("table", "csv", "json"))
+    p.add_argument("--out", help="write to this file instead of stdout")
+
     p = sub.add_parser("export", help="tables for papers: tidy per-step rows or one summary row per run")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--metric", action="append", default=[], metavar="NAME", help=metric_help)
@@ -130,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     figures = "; ".join(f"{name}: {fig.description}" for name, fig in FIGURES.items())
     p = sub.add_parser("plot", help="figures: a metric over time, PCA pictures and animation, Fourier norms, "
                        "projection accuracy", description=f"Figures. {figures}.")
-    p.add_argument("run_dir", help="a run directory, or a sweep directory for the sweep figures")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a run directory (several for the overlay "
+                   "figures curves and norms), or a sweep directory for the sweep figures")
     p.add_argument("--figure", default="metric", choices=FIGURES.names() + SWEEP_FIGURES.names())
     p.add_argument("--x", help="sweep figures: the swept key on the x axis (data-fraction: train_fraction or "
                    "n_train, found by itself)")
@@ -441,6 +460,33 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("events")
+def cmd_events(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from probe.analyses.events import EventRule, find_events
+    from probe.analyses.export import check_writable, write_table
+    from probe.run import load_run, run_labels
+
+    rule = EventRule(thresholds=tuple(args.threshold or (0.5, 0.9, 0.99)),
+                     loss_levels=tuple(args.loss_level or (1.0, 0.1)), delay_threshold=args.delay_threshold,
+                     spike_factor=args.spike_factor, spike_window=args.spike_window, ungrok_below=args.ungrok_below)
+    if args.out:
+        check_writable(args.out)
+    runs = [load_run(d) for d in args.run_dirs]
+    tables = []
+    for label, run in zip(run_labels([r.dir for r in runs]), runs):
+        t = find_events(run.metrics, rule).table()
+        if len(runs) > 1:
+            t.insert(0, "run", label)
+        tables.append(t)
+    df = pd.concat(tables, ignore_index=True)
+    params = ", ".join(f"{k}={v}" for k, v in vars(rule).items())
+    print(f"# events: {params}", file=sys.stderr)
+    _emit(write_table(df, args.format, args.out))
+    return 0
+
+
 @command("export")
 def cmd_export(args: argparse.Namespace) -> int:
     from probe.analyses import export
@@ -482,8 +528,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from probe.run import load_run
     from probe.sweep import INDEX_FILE, load_sweep
 
+    args.run_dir = args.run_dirs[0]
     is_sweep = (Path(args.run_dir) / INDEX_FILE).is_file()
     if args.figure in SWEEP_FIGURES.names() or is_sweep:
+        if len(args.run_dirs) > 1:
+            raise ProbeError("a sweep figure shows one sweep directory")
         if args.figure not in SWEEP_FIGURES.names():
             raise ProbeError(f"{args.run_dir} is a sweep; sweep figures: {', '.join(SWEEP_FIGURES.names())}",
                              param="figure")
@@ -499,7 +548,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
         return 0
     request = FigureRequest(out=args.out, metrics=tuple(args.metric), steps=args.steps, params=_params(args),
                             fps=args.fps, progress=not args.no_progress)
-    df = make_figure(args.figure, load_run(args.run_dir), request)
+    runs = [load_run(d) for d in args.run_dirs]
+    df = make_figure(args.figure, runs if len(runs) > 1 else runs[0], request)
     _print_notes(df)
     print(f"wrote {args.out}")
     return 0

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The training runs behind the dynamics reproductions in docs/reproductions.md (into runs/dyn/).
+# Each command is an ordinary `probe train`; run from the repository root.
+set -euo pipefail
+OUT=${OUT:-runs/dyn}
+P53="--preset nanda-modadd --set p=53 --set train_fraction=0.4 --set model.d_model=64 --set model.d_mlp=256"
+
+# Grokfast (Lee et al. 2024): Kitouni's MLP (p = 53, weight decay 0.03: it groks), with and without the EMA filter
+for seed in 0 1 2; do
+  for filter in none ema; do
+    probe train --preset kitouni-mlp --set seed=$seed --set grokfast.filter=$filter \
+        --set stop.after_generalization=100 --set stop.threshold=0.95 --no-progress --out $OUT/grokfast/$filter-seed$seed
+  done
+done
+
+# Softmax collapse (Prieto et al. 2025): Kitouni's MLP without weight decay, float32 softmax vs StableMax / float64
+for variant in "softmax float32" "stablemax float32" "softmax float64"; do
+  set -- $variant
+  probe train --preset kitouni-mlp --set weight_decay=0 --set softmax=$1 --set softmax_dtype=$2 --set steps=5000 \
+      --no-progress --out $OUT/collapse/$1-$2
+done
+
+# Ungrokking (Varma et al.): the shipped grokked run, trained on 10% of its training split (and, as a
+# control, on all of it), weight decay and optimizer state carried over
+probe train --from data/runs/modadd-p53 --with-optimizer --set train_subset=0.1 --set steps=3000 \
+    --set checkpoint.schedule=every --set checkpoint.every=50 --no-progress --out $OUT/ungrok/subset0.1
+probe train --from data/runs/modadd-p53 --with-optimizer --set steps=3000 \
+    --set checkpoint.schedule=every --set checkpoint.every=50 --no-progress --out $OUT/ungrok/control
+
+# Omnigrok: the digits MLP at init scale 8, free and with its weight norm held at 1/8 of the initial norm
+probe train --preset omnigrok-digits --no-progress --out $OUT/omnigrok/free
+probe train --preset omnigrok-digits --set constraint.relative=0.125 --no-progress --out $OUT/omnigrok/constrained
+
+# Loss spikes (Arn; Power et al.'s configuration at p = 31)
+probe train --preset power-moddiv --set p=31 --set steps=30000 --no-progress --out $OUT/spikes/div-p31
