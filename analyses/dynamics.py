@@ -29,8 +29,21 @@ def matrix_view(name: str, w: np.ndarray) -> np.ndarray | None:
 
 
 def singular_values(mats: np.ndarray) -> np.ndarray:
-    """Singular values of ``[..., m, n]`` matrices, ``[..., min(m, n)]`` in descending order."""
+    """Singular values of ``[..., m, n]`` matrices, ``[..., min(m, n)]`` in descending order (LAPACK's SVD;
+    the reference for :func:`fast_singular_values`)."""
     return np.linalg.svd(np.asarray(mats, dtype=np.float64), compute_uv=False)
+
+
+def fast_singular_values(mats: np.ndarray) -> np.ndarray:
+    """Singular values from the eigenvalues of the smaller Gram matrix (``W^T W`` or ``W W^T``) in
+    float64: several times faster than an SVD for stacks of matrices. Absolute error about
+    ``1e-16 s_max^2 / s_i``, so values below ``~1e-8 s_max`` are noise (clipped at zero); the ranks and
+    norms built on them change by less than that share."""
+    a = np.asarray(mats, dtype=np.float64)
+    m, n = a.shape[-2:]
+    gram = np.swapaxes(a, -1, -2) @ a if m >= n else a @ np.swapaxes(a, -1, -2)
+    eig = np.linalg.eigvalsh(gram)[..., ::-1]
+    return np.sqrt(np.clip(eig, 0.0, None))
 
 
 def effective_rank(s: np.ndarray) -> np.ndarray:

@@ -85,6 +85,18 @@ def _metric(run: "Run", req: FigureRequest) -> "pd.DataFrame":
     return df
 
 
+@figure("metric-loss", "the metrics over log steps beside the train and validation loss (e.g. llc)")
+def _metric_loss(run: "Run", req: FigureRequest) -> "pd.DataFrame":
+    if not req.metrics:
+        raise ProbeError("--figure metric-loss needs at least one metric", param="metric")
+    plots.check_figure_path(req.out)
+    df = compute(run, list(req.metrics), steps=req.steps or "all", progress=req.progress, **req.params)
+    cols = [m for m in req.metrics if m in df.columns] or [c for c in df.columns if c != "step"]
+    numeric = [c for c in cols if np.issubdtype(df[c].dtype, np.number)]
+    plots.save(plots.metric_and_loss(df, numeric, run), req.out)
+    return df
+
+
 def _spread(steps: np.ndarray) -> str:
     picks = sorted({0, len(steps) // 4, len(steps) // 2, (3 * len(steps)) // 4, len(steps) - 1})
     return ",".join(str(int(steps[i])) for i in picks)

@@ -299,3 +299,32 @@ def norm_curves(tables: Sequence[tuple[str, "pd.DataFrame"]], title: str = "") -
     if title:
         fig.suptitle(title)
     return fig
+
+
+def metric_and_loss(df: "pd.DataFrame", columns: Sequence[str], run: "Run", title: str | None = None) -> "Figure":
+    """Metric columns over log steps (left) beside the run's train and validation loss on log-log axes
+    (right), e.g. the local learning coefficient next to the losses (Hoogland et al.)."""
+    plt = _plt()
+    fig, (ax, ax_l) = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True)
+    steps = df["step"].to_numpy()
+    for col in columns:
+        ax.plot(steps, df[col].to_numpy(), marker=".", ms=4, lw=1.5, label=col)
+        std = f"{col}_std"
+        if std in df.columns:
+            ax.fill_between(steps, df[col] - df[std], df[col] + df[std], alpha=0.25)
+    _log_steps(ax, steps)
+    ax.set_xlim(left=0)
+    ax.legend(fontsize=8)
+    ax.set_ylabel(", ".join(columns))
+    m = run.metrics
+    for col, ls in (("train_loss", "-"), ("val_loss", "--")):
+        y = m[col].to_numpy(dtype=float)
+        ok = y > 0
+        ax_l.plot(m["step"].to_numpy()[ok], y[ok], ls=ls, color="0.2", lw=1.2, label=col)
+    _log_steps(ax_l, m["step"].to_numpy())
+    ax_l.set_xlim(left=0)
+    ax_l.set_yscale("log")
+    ax_l.set_ylabel("loss")
+    ax_l.legend(fontsize=8)
+    fig.suptitle(title or run.dir.name)
+    return fig

@@ -125,7 +125,7 @@ def spectrum_rows(w: Weights, zero_tol: float) -> list[dict[str, float]]:
         mats = [dyn.matrix_view(name, v[j]) for j in range(k)]
         if mats[0] is None:
             continue
-        s = dyn.singular_values(np.stack(mats))
+        s = dyn.fast_singular_values(np.stack(mats))
         cols = {"erank": dyn.effective_rank(s), "srank": dyn.stable_rank(s), "nuclear": dyn.nuclear_norm(s),
                 "zero_frac": dyn.near_zero_fraction(v, zero_tol)}
         for j in range(k):

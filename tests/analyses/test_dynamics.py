@@ -53,6 +53,20 @@ def test_ranks_are_invariant_to_scale_and_rotation(seed, scale):
     assert dyn.nuclear_norm(s2) == pytest.approx(scale * dyn.nuclear_norm(s1), rel=1e-8)
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 40), st.integers(1, 40), st.floats(-6, 2))
+def test_fast_singular_values_match_the_svd(seed, m, n, log_scale):
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(3, m, n)) * 10.0**log_scale
+    w[0, :, 0] = 0.0  # a rank-deficient member
+    fast, ref = dyn.fast_singular_values(w), dyn.singular_values(w)
+    top = ref.max(axis=-1, keepdims=True)
+    assert np.allclose(fast, ref, atol=1e-7 * top.max(), rtol=0)
+    assert np.allclose(dyn.stable_rank(fast), dyn.stable_rank(ref), rtol=1e-9)
+    assert np.allclose(dyn.nuclear_norm(fast), dyn.nuclear_norm(ref), rtol=1e-6)
+    assert np.allclose(dyn.effective_rank(fast), dyn.effective_rank(ref), rtol=1e-6)
+
+
 def test_per_head_tensors_are_joined_over_heads():
     w_q = np.arange(2 * 5 * 3, dtype=float).reshape(2, 5, 3)  # [heads, d_model, d_head]
     m = dyn.matrix_view("blocks.0.attn.W_Q", w_q)
