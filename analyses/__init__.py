@@ -16,12 +16,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from probe.analyses.events import EventRule, find_events
     from probe.analyses.registry import Metric, Param, get_metric
     from probe.analyses.runner import compute
     from probe.analyses.sources import ArraySource
     from probe.run import select_steps
 
-_LAZY = {"compute": "probe.analyses.runner", "ArraySource": "probe.analyses.sources", "select_steps": "probe.run",
+_LAZY = {"compute": "probe.analyses.runner", "find_events": "probe.analyses.events", "EventRule": "probe.analyses.events", "ArraySource": "probe.analyses.sources", "select_steps": "probe.run",
          "Metric": "probe.analyses.registry", "Param": "probe.analyses.registry",
          "get_metric": "probe.analyses.registry"}
 
@@ -41,4 +42,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'probe.analyses' has no attribute {name!r}")
 
 
-__all__ = ["ArraySource", "Metric", "Param", "compute", "get_metric", "metrics", "select_steps"]
+__all__ = ["ArraySource", "EventRule", "Metric", "Param", "compute", "find_events", "get_metric", "metrics",
+           "select_steps"]

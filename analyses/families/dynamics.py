@@ -287,11 +287,10 @@ def llc(ckpt: "Checkpoint", ctx: "Context", llc_lr: float, llc_gamma: float, llc
     ds.set_format("torch")
     wrapped = Sampled(model)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    previous = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
     try:
-        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), \
-                contextlib.redirect_stdout(open(os.devnull, "w")):
+        # devinterp draws a progress bar per chain; the runner's own bar counts checkpoints
+        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings(), open(os.devnull, "w") as null, \
+                contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
             warnings.simplefilter("ignore")
             logging.getLogger("devinterp").setLevel(logging.ERROR)
             res = run_llc(wrapped, ds, observables={}, lr=llc_lr, n_beta=nbeta, localization=llc_gamma,
@@ -299,10 +298,6 @@ def llc(ckpt: "Checkpoint", ctx: "Context", llc_lr: float, llc_gamma: float, llc
                           init_seed=llc_seed, device=str(ctx.device), num_init_loss_batches=max(1, math.ceil(n / llc_batch)),
                           loss_fn=per_sample, output_path=os.path.join(tmp, "samples.zarr"))
     finally:
-        if previous is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = previous
         model.load_state_dict(state)  # the runner's model is shared: leave its weights as they were
     traces = np.asarray(res["loss_trace"].values, dtype=np.float64)
     tenth = max(1, traces.shape[1] // 10)

@@ -253,3 +253,15 @@ def test_killed_fine_tuned_run_with_filter_resumes_bit_identical(tmp_path):
     with probe.load_run(tmp_path / "ref") as a, probe.load_run(run_dir) as b:
         for name in a.tensor_names:
             assert np.array_equal(a.series(name), b.series(name)), name
+
+
+def test_interventions_keep_runs_out_of_the_vectorised_ensemble():
+    from probe.train.ensemble import group_key, why_not
+
+    plain = load_config("kitouni-mlp", overrides=MLP)
+    assert group_key(plain) is not None
+    for sets in ({"grokfast.filter": "ema"}, {"constraint.norm": "3"}, {"softmax": "stablemax"},
+                 {"train_subset": "0.5"}, {"orthogonal_grad": "true"}):
+        cfg = load_config("kitouni-mlp", overrides={**MLP, **sets})
+        assert group_key(cfg) is None
+        assert "one-run trainer" in why_not([cfg, cfg])
