@@ -13,11 +13,13 @@ for seed in 0 1 2; do
   done
 done
 
-# Softmax collapse (Prieto et al. 2025): Kitouni's MLP without weight decay, float32 softmax vs StableMax / float64
-for variant in "softmax float32" "stablemax float32" "softmax float64"; do
+# Softmax collapse (Prieto et al. 2025): Kitouni's MLP without weight decay at lr 1e-2 for 20,000 steps:
+# float32 softmax, StableMax, float32 softmax with orthogonal gradients, and float64 softmax
+for variant in "softmax float32 false" "stablemax float32 false" "softmax float32 true" "softmax float64 false"; do
   set -- $variant
-  probe train --preset kitouni-mlp --set weight_decay=0 --set softmax=$1 --set softmax_dtype=$2 --set steps=5000 \
-      --no-progress --out $OUT/collapse/$1-$2
+  probe train --preset kitouni-mlp --set weight_decay=0 --set lr=1e-2 --set softmax=$1 --set softmax_dtype=$2 \
+      --set orthogonal_grad=$3 --set steps=20000 --set checkpoint.schedule=geometric --set checkpoint.count=40 \
+      --no-progress --out $OUT/collapse/$1-$2-$3
 done
 
 # Ungrokking (Varma et al.): the shipped grokked run, trained on 10% of its training split (and, as a
@@ -31,5 +33,7 @@ probe train --from data/runs/modadd-p53 --with-optimizer --set steps=3000 \
 probe train --preset omnigrok-digits --no-progress --out $OUT/omnigrok/free
 probe train --preset omnigrok-digits --set constraint.relative=0.125 --no-progress --out $OUT/omnigrok/constrained
 
-# Loss spikes (Arn; Power et al.'s configuration at p = 31)
-probe train --preset power-moddiv --set p=31 --set steps=30000 --no-progress --out $OUT/spikes/div-p31
+# Loss spikes (Arn; Power et al.'s configuration at p = 31). The recorded run was started with steps=30000,
+# killed at step 10,850 and resumed to 12,000 (--resume --steps 12000); the metric rows equal an uninterrupted
+# run's, only the geometric checkpoint steps depend on the budget.
+probe train --preset power-moddiv --set p=31 --set steps=12000 --no-progress --out $OUT/spikes/div-p31
