@@ -30,7 +30,9 @@ class GradFilter:
     EMA (Algorithm 2): ``mu_t = alpha mu_{t-1} + (1 - alpha) g_t`` with ``mu_0 = g_0``, and the
     gradient becomes ``g_t + lamb mu_t``. MA (Algorithm 1): the mean of the last ``window`` gradients
     (``g_t`` included) times ``lamb`` is added, once the window is full when ``warmup`` is set.
-    State: ``count`` (gradients seen), the EMA per parameter, or the MA ring buffer per parameter.
+    State: ``count`` (gradients seen), the EMA per parameter, or the MA ring buffer and its running
+    sum per parameter (the sum is updated by the entering and leaving gradient and recomputed from the
+    ring each time the ring wraps, so a step costs O(parameters), not O(window x parameters)).
     """
 
     def __init__(self, cfg: "GrokfastConfig", shapes: dict[str, tuple[int, ...]]) -> None:
@@ -42,28 +44,36 @@ class GradFilter:
         self.count = 0
         if cfg.filter == "ema":
             self.buf = {n: torch.zeros(s) for n, s in shapes.items()}
+            self.sum: dict[str, Any] = {}
         else:
             self.buf = {n: torch.zeros((cfg.window, *s)) for n, s in shapes.items()}
+            self.sum = {n: torch.zeros(s) for n, s in shapes.items()}
+
+    def _arrays(self) -> dict[str, Any]:
+        out = {f"{n}/grokfast_{self.cfg.filter}": b for n, b in self.buf.items()}
+        out.update({f"{n}/grokfast_ma_sum": b for n, b in self.sum.items()})
+        return out
 
     def state_shapes(self) -> dict[str, tuple[int, ...]]:
         out: dict[str, tuple[int, ...]] = {"grokfast/count": ()}
-        out.update({f"{n}/grokfast_{self.cfg.filter}": tuple(b.shape) for n, b in self.buf.items()})
+        out.update({k: tuple(b.shape) for k, b in self._arrays().items()})
         return out
 
     def state(self) -> dict[str, np.ndarray]:
         out = {"grokfast/count": np.array(float(self.count))}
-        out.update({f"{n}/grokfast_{self.cfg.filter}": b.numpy().copy() for n, b in self.buf.items()})
+        out.update({k: b.detach().cpu().numpy().copy() for k, b in self._arrays().items()})
         return out
 
     def load(self, state: dict[str, np.ndarray]) -> None:
         import torch
 
         self.count = int(np.asarray(state["grokfast/count"]).reshape(-1)[0])
-        for n, b in self.buf.items():
-            b.copy_(torch.from_numpy(np.asarray(state[f"{n}/grokfast_{self.cfg.filter}"])).to(b.dtype))
+        for k, b in self._arrays().items():
+            b.copy_(torch.from_numpy(np.asarray(state[k])).to(b.dtype))
 
     def to(self, device: str) -> "GradFilter":
         self.buf = {n: b.to(device) for n, b in self.buf.items()}
+        self.sum = {n: b.to(device) for n, b in self.sum.items()}
         return self
 
     def apply(self, params: Named) -> None:
@@ -89,10 +99,18 @@ class GradFilter:
                 for name, p in params:
                     if p.grad is None:
                         continue
-                    ring = self.buf[name]
-                    ring[slot].copy_(p.grad)
+                    ring, total = self.buf[name], self.sum[name]
+                    if self.count < w:
+                        total.add_(p.grad)
+                        ring[slot].copy_(p.grad)
+                    elif slot == 0:  # the ring wraps: recompute the sum exactly (bounded drift)
+                        ring[slot].copy_(p.grad)
+                        torch.sum(ring, dim=0, out=total)
+                    else:
+                        total.sub_(ring[slot]).add_(p.grad)
+                        ring[slot].copy_(p.grad)
                     if seen == w or not self.cfg.warmup:
-                        p.grad.add_(ring[:seen].sum(dim=0), alpha=self.lamb / seen)
+                        p.grad.add_(total, alpha=self.lamb / seen)
         self.count += 1
 
 

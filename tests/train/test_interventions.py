@@ -50,7 +50,7 @@ def test_ema_filter_matches_the_recursion():
 
 @pytest.mark.parametrize("warmup", [True, False])
 def test_ma_filter_is_the_windowed_mean(warmup):
-    grads = _grads(1, 9)
+    grads = _grads(1, 23)
     got = _run_filter(GrokfastConfig(filter="ma", window=4, lamb=5.0, warmup=warmup), grads)
     for t, (g, h) in enumerate(zip(grads, got)):
         window = grads[max(0, t - 3): t + 1]
