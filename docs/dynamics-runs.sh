@@ -13,6 +13,22 @@ for seed in 0 1 2; do
   done
 done
 
+# Further Grokfast settings, one seed each (filter none vs ema): Kitouni's MLP at lr 1e-3 / weight decay 1, full
+# batch and batches of 128; at its own lr with batches of 128; at lr 1e-3 / weight decay 0.01 with batches of 128;
+# the EMA filter alone on the shipped transformer at weight decay 0.005 and on Power et al.'s at p = 47
+# (batches of 512, weight decay 0.005, Lee et al.'s setting for the algorithmic tasks)
+STOP="--set stop.after_generalization=100 --set stop.threshold=0.95 --no-progress"
+for f in none ema; do
+  probe train --preset kitouni-mlp --set lr=1e-3 --set weight_decay=1 --set steps=8000 --set grokfast.filter=$f $STOP --out $OUT/grokfast-more/lr3-$f
+  probe train --preset kitouni-mlp --set lr=1e-3 --set weight_decay=1 --set batch_size=128 --set steps=8000 --set grokfast.filter=$f $STOP --out $OUT/grokfast-more/lr3mb-$f
+  probe train --preset kitouni-mlp --set batch_size=128 --set grokfast.filter=$f $STOP --out $OUT/grokfast-more/mb-$f
+  probe train --preset kitouni-mlp --set lr=1e-3 --set weight_decay=0.01 --set batch_size=128 --set steps=10000 --set grokfast.filter=$f $STOP --out $OUT/grokfast-more/wd01-$f
+done
+probe train $P53 --set weight_decay=0.005 --set grokfast.filter=ema --set steps=3000 --set checkpoint.schedule=geometric \
+    --set checkpoint.count=30 $STOP --out $OUT/grokfast-more/tf-ema
+probe train --preset power-moddiv --set p=47 --set weight_decay=0.005 --set steps=10000 --set grokfast.filter=ema \
+    --set checkpoint.count=60 $STOP --out $OUT/grokfast-more/pw-ema
+
 # Softmax collapse (Prieto et al. 2025): Kitouni's MLP without weight decay at lr 1e-2 for 20,000 steps:
 # float32 softmax, StableMax, float32 softmax with orthogonal gradients, and float64 softmax
 for variant in "softmax float32 false" "stablemax float32 false" "softmax float32 true" "softmax float64 false"; do
