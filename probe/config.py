@@ -354,7 +354,8 @@ class ConstraintConfig:
     """Constrained weight norm (Omnigrok, Liu, Michaud and Tegmark 2023, Sec. 3): after every optimizer
     step, the tensors matching ``tensors`` are rescaled together so that their total L2 norm is
     fixed: ``norm`` (an absolute value) or ``relative`` times their norm at initialisation (1: keep
-    the initial norm; with the digits model's ``model.init_alpha`` that is Omnigrok's alpha)."""
+    the initial norm; after ``init_alpha``, or the digits model's ``model.init_alpha``, that is Omnigrok's
+    alpha times the standard initialisation's norm)."""
 
     norm: float | None = None
     relative: float | None = None
@@ -406,6 +407,9 @@ class TrainConfig:
     orthogonal_grad: bool = False
     #: keep this fraction of the training split (a fixed subset chosen with split_seed; validation unchanged)
     train_subset: float | None = None
+    #: Omnigrok's alpha: every weight matrix (tensors of two or more dimensions) is multiplied by it at
+    #: initialisation, after the model's own initialisation (the digits model's model.init_alpha comes first)
+    init_alpha: float = 1.0
     model: ModelConfig = field(default_factory=lambda: TransformerConfig())
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     stop: StopConfig = field(default_factory=StopConfig)
@@ -435,6 +439,7 @@ class TrainConfig:
         _check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0")
         _check(self.train_subset is None or 0.0 < self.train_subset <= 1.0, "train_subset", self.train_subset,
                "must be in (0, 1]")
+        _check(0.0 < self.init_alpha < float("inf"), "init_alpha", self.init_alpha, "must be a number > 0")
         if self.softmax != "softmax" or self.softmax_dtype != "float64":
             _check(self.model.objective == "cross_entropy", "softmax", self.softmax,
                    f"applies to cross_entropy; this model trains with {self.model.objective}")

@@ -464,6 +464,8 @@ def _interventions_text(cfg: Any) -> str:
         parts.append("orthogonal gradients")
     if cfg.train_subset is not None:
         parts.append(f"training subset {cfg.train_subset:g} of the split")
+    if cfg.init_alpha != 1.0:
+        parts.append(f"weight matrices initialised x{cfg.init_alpha:g}")
     return "; ".join(parts)
 
 

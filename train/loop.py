@@ -141,6 +141,11 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.task).to(self.device)
         self.model.set_loss(cfg.softmax, cfg.softmax_dtype)
+        if cfg.init_alpha != 1.0:
+            with torch.no_grad():
+                for p in self.model.parameters():
+                    if p.ndim >= 2:
+                        p.mul_(cfg.init_alpha)
         self.param_names = [n for n, _ in self.model.named_parameters()]
         self.parent: dict[str, Any] | None = None
         self.saved = [n for n in self.param_names if any(fnmatch.fnmatchcase(n, pat) for pat in cfg.checkpoint.tensors)]

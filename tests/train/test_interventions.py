@@ -261,7 +261,21 @@ def test_interventions_keep_runs_out_of_the_vectorised_ensemble():
     plain = load_config("kitouni-mlp", overrides=MLP)
     assert group_key(plain) is not None
     for sets in ({"grokfast.filter": "ema"}, {"constraint.norm": "3"}, {"softmax": "stablemax"},
-                 {"train_subset": "0.5"}, {"orthogonal_grad": "true"}):
+                 {"train_subset": "0.5"}, {"orthogonal_grad": "true"}, {"init_alpha": "4"}):
         cfg = load_config("kitouni-mlp", overrides={**MLP, **sets})
         assert group_key(cfg) is None
         assert "one-run trainer" in why_not([cfg, cfg])
+
+
+def test_init_alpha_scales_the_weight_matrices(tmp_path):
+    sets = {**MLP, "steps": "1"}
+    train(load_config("kitouni-mlp", overrides=sets), tmp_path / "a1", progress=False)
+    train(load_config("kitouni-mlp", overrides={**sets, "init_alpha": "4"}), tmp_path / "a4", progress=False)
+    with probe.load_run(tmp_path / "a1") as a, probe.load_run(tmp_path / "a4") as b:
+        pa, pb = a.params(0), b.params(0)
+        for name in pa:
+            factor = 4.0 if pa[name].ndim >= 2 else 1.0
+            assert torch.allclose(pb[name], factor * pa[name]), name
+        assert "x4" in probe.run.describe_run(b)["training"]
+    with pytest.raises(ProbeError, match="init_alpha"):
+        load_config("kitouni-mlp", overrides={"init_alpha": "0"})
