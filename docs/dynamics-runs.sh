@@ -29,6 +29,16 @@ probe train $P53 --set weight_decay=0.005 --set grokfast.filter=ema --set steps=
 probe train --preset power-moddiv --set p=47 --set weight_decay=0.005 --set steps=10000 --set grokfast.filter=ema \
     --set checkpoint.count=60 $STOP --out $OUT/grokfast-more/pw-ema
 
+# Lee et al.'s algorithmic setting: x * y mod p, half the table, Power et al.'s two-layer transformer with GELU,
+# batches of 512, Adam with L2 weight decay (torch.optim.Adam), lr 1e-3; the EMA filter at weight decay 0.005
+# against no filter at 0.005 and at 0 (Lee et al.'s baseline)
+LEE="--preset power-moddiv --set task=mul --set optimizer=adam --set model.act=gelu --set steps=3000 --set checkpoint.count=40"
+for p in 47 97; do
+  probe train $LEE --set p=$p --set weight_decay=0.005 --set grokfast.filter=ema $STOP --out $OUT/grokfast-lee/mul-p$p-ema
+  probe train $LEE --set p=$p --set weight_decay=0.005 $STOP --out $OUT/grokfast-lee/mul-p$p-none
+done
+probe train $LEE --set p=97 --set weight_decay=0 $STOP --out $OUT/grokfast-lee/mul-p97-none-wd0
+
 # Softmax collapse (Prieto et al. 2025): Kitouni's MLP without weight decay at lr 1e-2 for 20,000 steps:
 # float32 softmax, StableMax, float32 softmax with orthogonal gradients, and float64 softmax
 for variant in "softmax float32 false" "stablemax float32 false" "softmax float32 true" "softmax float64 false"; do
