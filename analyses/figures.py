@@ -73,26 +73,26 @@ def make_figure(name: str, runs: "Run | list[Run]", request: FigureRequest) -> "
     return fig.draw(many[0], request)
 
 
-@figure("metric", "the metrics over log steps, with train/val accuracy")
-def _metric(run: "Run", req: FigureRequest) -> "pd.DataFrame":
+def _metric_columns(name: str, run: "Run", req: FigureRequest) -> tuple["pd.DataFrame", list[str]]:
+    """The requested metrics over the chosen steps, and the numeric columns a metric figure draws."""
     if not req.metrics:
-        raise ProbeError("--figure metric needs at least one metric (or choose another figure)", param="metric")
+        raise ProbeError(f"--figure {name} needs at least one metric (or choose another figure)", param="metric")
     plots.check_figure_path(req.out)
     df = compute(run, list(req.metrics), steps=req.steps or "all", progress=req.progress, **req.params)
     cols = [m for m in req.metrics if m in df.columns] or [c for c in df.columns if c != "step"]
-    numeric = [c for c in cols if np.issubdtype(df[c].dtype, np.number)]
+    return df, [c for c in cols if np.issubdtype(df[c].dtype, np.number)]
+
+
+@figure("metric", "the metrics over log steps, with train/val accuracy")
+def _metric(run: "Run", req: FigureRequest) -> "pd.DataFrame":
+    df, numeric = _metric_columns("metric", run, req)
     plots.save(plots.metric_over_time(df, numeric, run=run), req.out)
     return df
 
 
 @figure("metric-loss", "the metrics over log steps beside the train and validation loss (e.g. llc)")
 def _metric_loss(run: "Run", req: FigureRequest) -> "pd.DataFrame":
-    if not req.metrics:
-        raise ProbeError("--figure metric-loss needs at least one metric", param="metric")
-    plots.check_figure_path(req.out)
-    df = compute(run, list(req.metrics), steps=req.steps or "all", progress=req.progress, **req.params)
-    cols = [m for m in req.metrics if m in df.columns] or [c for c in df.columns if c != "step"]
-    numeric = [c for c in cols if np.issubdtype(df[c].dtype, np.number)]
+    df, numeric = _metric_columns("metric-loss", run, req)
     plots.save(plots.metric_and_loss(df, numeric, run), req.out)
     return df
 

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
+    from probe.analyses.events import Events
     from probe.run import Run
 
 FIG_SUFFIXES = (".png", ".pdf", ".svg")
@@ -227,7 +228,7 @@ def _colours(n: int):  # type: ignore[no-untyped-def]
     return [cmap(i % 10) for i in range(n)]
 
 
-def training_curves(curves: Sequence[tuple[str, "pd.DataFrame", object]], title: str = "") -> "Figure":
+def training_curves(curves: Sequence[tuple[str, "pd.DataFrame", "Events"]], title: str = "") -> "Figure":
     """Train (solid) and validation (dashed) loss on log-log axes and accuracy on a log step axis, one
     colour per run; events marked: accuracy thresholds passed (dotted verticals at the delay
     threshold), validation loss levels (circles), loss spikes (triangles at their peaks) and
@@ -247,20 +248,19 @@ def training_curves(curves: Sequence[tuple[str, "pd.DataFrame", object]], title:
                   label=f"{label} train" if len(curves) > 1 else "train_acc")
         ax_a.plot(steps, m["val_acc"], color=colour, ls="--", lw=1.2,
                   label=f"{label} val" if len(curves) > 1 else "val_acc")
-        ev_ = ev  # Events (typed loosely to keep this module free of analysis imports)
-        thr = ev_.rule.delay_threshold  # type: ignore[attr-defined]
-        for s in (ev_.train_passes.get(thr), ev_.val_passes.get(thr)):  # type: ignore[attr-defined]
+        thr = ev.rule.delay_threshold
+        for s in (ev.train_passes.get(thr), ev.val_passes.get(thr)):
             if s is not None:
                 ax_a.axvline(max(s, 1), color=colour, ls=":", lw=0.8)
         val_loss = dict(zip(steps.tolist(), m["val_loss"].to_numpy(dtype=float).tolist()))
-        for level, s in ev_.val_loss_below.items():  # type: ignore[attr-defined]
+        for level, s in ev.val_loss_below.items():
             if s is not None:
                 ax_l.plot([max(s, 1)], [val_loss.get(s, level)], "o", color=colour, ms=5, mfc="none")
         train_loss = dict(zip(steps.tolist(), m["train_loss"].to_numpy(dtype=float).tolist()))
-        for sp in ev_.spikes:  # type: ignore[attr-defined]
+        for sp in ev.spikes:
             ax_l.plot([max(sp.peak, 1)], [train_loss.get(sp.peak, np.nan)], "^", color=colour, ms=6)
-        if ev_.ungrok_step is not None:  # type: ignore[attr-defined]
-            ax_a.plot([ev_.ungrok_step], [0.0], "x", color=colour, ms=8, mew=2)  # type: ignore[attr-defined]
+        if ev.ungrok_step is not None:
+            ax_a.plot([ev.ungrok_step], [0.0], "x", color=colour, ms=8, mew=2)
     steps = np.concatenate(all_steps) if all_steps else np.array([1])
     for ax in (ax_l, ax_a):
         _log_steps(ax, steps)

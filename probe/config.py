@@ -450,6 +450,27 @@ class TrainConfig:
         else:
             _check(self.model.kind != "digits", "model.kind", self.model.kind, "the digits model needs task=digits")
 
+    def interventions(self) -> list[str]:
+        """The training-side knobs this config turns, in words (empty when none): what ``probe info``
+        shows, and what keeps a run out of vectorised ensembles (only the one-run trainer applies them)."""
+        parts = []
+        g, c = self.grokfast, self.constraint
+        if g.filter != "none":
+            setting = f"alpha {g.alpha:g}" if g.filter == "ema" else f"window {g.window}"
+            parts.append(f"grokfast {g.filter} ({setting}, lamb {g.amplification:g})")
+        if c.active:
+            target = f"norm {c.norm:g}" if c.norm is not None else f"{c.relative:g} x initial norm"
+            parts.append(f"constrained weight norm ({target}; tensors {','.join(c.tensors)})")
+        if self.softmax != "softmax" or self.softmax_dtype != "float64":
+            parts.append(f"{self.softmax} cross-entropy in {self.softmax_dtype}")
+        if self.orthogonal_grad:
+            parts.append("orthogonal gradients")
+        if self.train_subset is not None:
+            parts.append(f"training subset {self.train_subset:g} of the split")
+        if self.init_alpha != 1.0:
+            parts.append(f"weight matrices initialised x{self.init_alpha:g}")
+        return parts
+
     @property
     def task_params(self) -> dict[str, Any]:
         return {"name": self.task, "p": self.p, "n": self.n, "group": self.group, "ordered": self.ordered}

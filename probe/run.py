@@ -337,20 +337,21 @@ class Run:
     # models -----------------------------------------------------------------------------------------
     def model(self, step: int | str, device: str = "cpu") -> "ProbeModel":
         """A ``HookedRootModule`` with the weights of ``step`` (``run_with_cache`` / ``run_with_hooks`` work)."""
-        from probe.models import build_model
-
-        model = build_model(self.config.model, self.task).set_loss(self.config.softmax, self.config.softmax_dtype)
+        model = self._build_model()
         self.load_weights(model, self._index(step))
         return model.to(device).eval()
 
     def load_model(self, index: int, device: str = "cpu") -> "ProbeModel":
         """The weights of checkpoint ``index`` in one model per run (a series reuses it)."""
+        if self._model is None or str(next(self._model.parameters()).device) != str(device):
+            self._model = self._build_model().eval().to(device)
+        return self.load_weights(self._model, index)
+
+    def _build_model(self) -> "ProbeModel":
+        """A fresh model of this run's config, with the run's loss (softmax or StableMax, precision)."""
         from probe.models import build_model
 
-        if self._model is None or str(next(self._model.parameters()).device) != str(device):
-            self._model = (build_model(self.config.model, self.task).set_loss(self.config.softmax, self.config.softmax_dtype)
-                           .eval().to(device))
-        return self.load_weights(self._model, index)
+        return build_model(self.config.model, self.task).set_loss(self.config.softmax, self.config.softmax_dtype)
 
     def load_weights(self, model: "ProbeModel", index: int) -> "ProbeModel":
         """Copy the weights of checkpoint ``index`` (and the run's fixed buffers) into ``model``, built
@@ -447,28 +448,6 @@ def _early_stop(run: Run, last_step: Any) -> dict[str, Any] | None:
     return {"after_generalization": stop.after_generalization, "threshold": stop.threshold, "stopped_at": stopped}
 
 
-def _interventions_text(cfg: Any) -> str:
-    """The training-side knobs a run turned, in words ("" when none)."""
-    parts = []
-    if cfg.grokfast.filter != "none":
-        g = cfg.grokfast
-        parts.append(f"grokfast {g.filter} (" + (f"alpha {g.alpha:g}" if g.filter == "ema" else f"window {g.window}")
-                     + f", lamb {g.amplification:g})")
-    if cfg.constraint.active:
-        c = cfg.constraint
-        target = f"norm {c.norm:g}" if c.norm is not None else f"{c.relative:g} x initial norm"
-        parts.append(f"constrained weight norm ({target}; tensors {','.join(c.tensors)})")
-    if cfg.softmax != "softmax" or cfg.softmax_dtype != "float64":
-        parts.append(f"{cfg.softmax} cross-entropy in {cfg.softmax_dtype}")
-    if cfg.orthogonal_grad:
-        parts.append("orthogonal gradients")
-    if cfg.train_subset is not None:
-        parts.append(f"training subset {cfg.train_subset:g} of the split")
-    if cfg.init_alpha != 1.0:
-        parts.append(f"weight matrices initialised x{cfg.init_alpha:g}")
-    return "; ".join(parts)
-
-
 def _lineage(run: Run) -> dict[str, Any] | None:
     """The run this one started from: its path, step, whether the optimizer state came along, and the
     config keys that changed."""
@@ -517,7 +496,7 @@ def describe_run(run: Run) -> dict[str, Any]:
         "seeds": {"seed": cfg.seed, "split_seed": cfg.split_seed},
         "steps": cfg.steps,
         "early_stop": _early_stop(run, last.get("step")),
-        "training": _interventions_text(cfg),
+        "training": "; ".join(cfg.interventions()),
         "parent": _lineage(run),
         "checkpoints": {"count": int(len(steps)), "first": int(steps[0]) if len(steps) else None,
                         "last": int(steps[-1]) if len(steps) else None,

@@ -48,11 +48,9 @@ def _cannot_join(cfg: TrainConfig) -> str | None:
         return f"optimizer {cfg.optimizer} does not vectorise (adamw and adam do)"
     if getattr(cfg.model, "dropout", 0.0):
         return "dropout does not vectorise"
-    if cfg.grokfast.filter != "none" or cfg.constraint.active or cfg.orthogonal_grad or cfg.init_alpha != 1.0:
-        return ("gradient filters, norm constraints, orthogonal gradients and init_alpha are applied by the one-run "
-                "trainer only")
-    if cfg.softmax != "softmax" or cfg.softmax_dtype != "float64" or cfg.train_subset is not None:
-        return "StableMax, float32 softmax and training subsets are handled by the one-run trainer only"
+    knobs = cfg.interventions()
+    if knobs:
+        return f"{'; '.join(knobs)}: applied by the one-run trainer only"
     return None
 
 

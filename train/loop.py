@@ -178,19 +178,9 @@ class Trainer:
         if self.constraint is not None:
             self.constraint.apply(named)
 
-    def _extra_state(self) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        for part in (self.grad_filter, self.constraint):
-            if part is not None:
-                out.update(part.state())
-        return out
-
-    def _extra_shapes(self) -> dict[str, tuple[int, ...]]:
-        out: dict[str, tuple[int, ...]] = {}
-        for part in (self.grad_filter, self.constraint):
-            if part is not None:
-                out.update(part.state_shapes())
-        return out
+    def _stateful(self) -> list[Any]:
+        """The interventions whose state goes into the resume slots beside the optimizer's."""
+        return [part for part in (self.grad_filter, self.constraint) if part is not None]
 
     def start_from(self, parent: "ParentCheckpoint") -> None:
         """Start from another run's checkpoint: its weights (and, when asked and stored, its optimizer
@@ -255,7 +245,8 @@ class Trainer:
                 shape = () if key == "step" else tuple(p.shape)
                 optim[f"{name}/{key}"] = (np.zeros(shape) if value is None
                                           else np.asarray(value.detach().cpu().numpy(), dtype=np.float64))
-        optim.update(self._extra_state())
+        for part in self._stateful():
+            optim.update(part.state())
         return ResumeState(step=step, params=params, optim=optim, has_optim=has, rng=rng, schedule=schedule)
 
     def load_state(self, rs: ResumeState) -> None:
@@ -266,9 +257,8 @@ class Trainer:
                 param.copy_(torch.from_numpy(rs.params[name]).to(param.dtype))
         if rs.has_optim:
             self._load_optim(rs.optim)
-        for part in (self.grad_filter, self.constraint):
-            if part is not None:
-                part.load(rs.optim)
+        for part in self._stateful():
+            part.load(rs.optim)
         torch.set_rng_state(torch.from_numpy(rs.rng["torch"].copy()))
         self.batch_gen.set_state(torch.from_numpy(rs.rng["batch"].copy()))
         if self.device.startswith("cuda") and "cuda" in rs.rng:
@@ -295,7 +285,8 @@ class Trainer:
         cfg = self.cfg
         optim_shapes = {f"{n}/{k}": (() if k == "step" else tuple(p.shape))
                         for n, p in self._ordered_params() for k in _optim_keys(cfg)}
-        optim_shapes.update(self._extra_shapes())
+        for part in self._stateful():
+            optim_shapes.update(part.state_shapes())
         rng = self._rng_snapshot()
         attrs = {
             "format": FORMAT_NAME,

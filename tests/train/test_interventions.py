@@ -4,7 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ import probe
 from probe.config import ConstraintConfig, GrokfastConfig
 from probe.errors import ProbeError
 from probe.models.base import cross_entropy, stablemax_log_probs
-from probe.runfile import RunFile, run_file_path
+from probe.runfile import run_file_path
 from probe.train.config import load_config
 from probe.train.interventions import GradFilter, NormConstraint, orthogonalise, total_norm
 from probe.train.loop import parent_checkpoint, resume, train
@@ -117,26 +116,10 @@ def test_float32_softmax_collapses_where_float64_does_not():
     {"constraint.relative": "1.0", "orthogonal_grad": "true"},
     {"softmax": "stablemax", "softmax_dtype": "float32"},
 ])
-def test_interrupted_run_with_interventions_resumes_bit_identical(tmp_path, sets):
+def test_interrupted_run_with_interventions_resumes_bit_identical(tmp_path, sets, train_interrupted):
     cfg = load_config("kitouni-mlp", overrides={**MLP, **sets})
     train(cfg, tmp_path / "full", progress=False)
-    import probe.train.loop as loop
-
-    original = loop.Trainer.lr_factor
-    calls = {"n": 0}
-
-    def boom(self, step):
-        calls["n"] += 1
-        if calls["n"] == 47:
-            raise KeyboardInterrupt
-        return original(self, step)
-
-    loop.Trainer.lr_factor = boom
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            train(cfg, tmp_path / "cut", progress=False)
-    finally:
-        loop.Trainer.lr_factor = original
+    train_interrupted(cfg, tmp_path / "cut", at_call=47)
     resume(tmp_path / "cut", progress=False)
     with probe.load_run(tmp_path / "full") as a, probe.load_run(tmp_path / "cut") as b:
         assert np.array_equal(a.steps, b.steps)
@@ -221,38 +204,34 @@ def test_bad_interventions_and_from_are_one_line(tmp_path):
         assert not (tmp_path / "x").exists()
 
 
-def test_killed_fine_tuned_run_with_filter_resumes_bit_identical(tmp_path):
-    """kill -9 of a Grokfast MA run (the filter's ring buffer is resume state), then --resume."""
+def test_killed_run_with_filter_resumes_bit_identical(tmp_path, wait_for_checkpoints):
+    """kill -9 of a Grokfast MA run (the filter's ring buffer and its running sum are resume state), kill -9
+    again during the resume, then --resume to the end: bit-identical to an uninterrupted run."""
     sets = ["p=11", "steps=1500", "model.d_embed=16", "model.hidden=16", "checkpoint.schedule=every",
             "checkpoint.every=3", "grokfast.filter=ma", "grokfast.window=5"]
     cfg = load_config("kitouni-mlp", overrides=dict(s.split("=") for s in sets))
     train(cfg, tmp_path / "ref", progress=False)
     run_dir = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "probe.cli", "train", "--preset", "kitouni-mlp", "--no-progress", "--out", str(run_dir)]
+    first = [sys.executable, "-m", "probe.cli", "train", "--preset", "kitouni-mlp", "--no-progress", "--out", str(run_dir)]
     for s in sets:
-        cmd += ["--set", s]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if run_file_path(run_dir).exists():
-            try:
-                rf = RunFile(run_file_path(run_dir))
-                n = len(rf.steps)
-                rf.close()
-            except Exception:
-                n = 0
-            if n >= 20:
-                break
-        time.sleep(0.05)
-    killed = proc.poll() is None
-    if killed:
-        os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert killed, "training finished before it could be killed"
+        first += ["--set", s]
+    again = [sys.executable, "-m", "probe.cli", "train", "--resume", str(run_dir), "--no-progress"]
+    for cmd, at in ((first, 20), (again, 150)):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_checkpoints(proc, run_dir, at)
+        killed = proc.poll() is None
+        if killed:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert killed, "training finished before it could be killed"
+        with probe.load_run(run_dir) as run:
+            assert not run.finished and len(run.steps) >= at
     assert _cli("train", "--resume", str(run_dir), "--no-progress").returncode == 0
     with probe.load_run(tmp_path / "ref") as a, probe.load_run(run_dir) as b:
+        assert b.finished and np.array_equal(a.steps, b.steps)
         for name in a.tensor_names:
             assert np.array_equal(a.series(name), b.series(name)), name
+        assert a.metrics.equals(b.metrics)
 
 
 def test_interventions_keep_runs_out_of_the_vectorised_ensemble():

@@ -7,7 +7,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 import probe
 from probe.runfile import RunFile, run_file_path
@@ -32,33 +31,17 @@ def _assert_identical(a, b):
     assert ma.equals(mb)
 
 
-def test_interrupted_run_resumes_bit_identical(tmp_path, tiny_toy_config):
+def test_interrupted_run_resumes_bit_identical(tmp_path, tiny_toy_config, train_interrupted):
     """In-process: stop after an exception mid-run, resume, compare with an uninterrupted run."""
     train(tiny_toy_config, tmp_path / "full", progress=False)
-    import probe.train.loop as loop
-
-    original = loop.Trainer.lr_factor
-    calls = {"n": 0}
-
-    def boom(self, step):
-        calls["n"] += 1
-        if calls["n"] == 33:
-            raise KeyboardInterrupt
-        return original(self, step)
-
-    loop.Trainer.lr_factor = boom
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            train(tiny_toy_config, tmp_path / "cut", progress=False)
-    finally:
-        loop.Trainer.lr_factor = original
+    train_interrupted(tiny_toy_config, tmp_path / "cut", at_call=33)
     with probe.load_run(tmp_path / "cut") as run:
         assert not run.finished and run.steps[-1] == 25
     resume(tmp_path / "cut", progress=False)
     _assert_identical(_final_params(tmp_path / "full"), _final_params(tmp_path / "cut"))
 
 
-def test_kill_minus_nine_then_resume(tmp_path):
+def test_kill_minus_nine_then_resume(tmp_path, wait_for_checkpoints):
     cfg = load_config("liu-toy-add", overrides=dict(s.split("=") for s in KILL_SETS))
     train(cfg, tmp_path / "ref", progress=False)
     reference = _final_params(tmp_path / "ref")
@@ -73,18 +56,7 @@ def test_kill_minus_nine_then_resume(tmp_path):
                                                           str(run_dir), "--no-progress"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         # wait until training writes, then kill at a random moment while checkpoints stream in
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            if run_file_path(run_dir).exists():
-                try:
-                    rf = RunFile(run_file_path(run_dir))
-                    n = len(rf.steps)
-                    rf.close()
-                except Exception:
-                    n = 0
-                if n >= 5:
-                    break
-            time.sleep(0.05)
+        wait_for_checkpoints(proc, run_dir, 5)
         time.sleep(float(rng.uniform(0.05, 0.4)))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
