@@ -455,7 +455,11 @@ def _lineage(run: Run) -> dict[str, Any] | None:
     if raw is None:
         return None
     info = json.loads(str(raw))
-    mine, theirs = _flat(run.config.to_dict()), _flat(info.get("config", {}))
+    try:  # read the parent's config as the run's own is read: keys added since then take their defaults
+        theirs = _flat(TrainConfig.from_dict(info.get("config", {})).to_dict())
+    except ProbeError:
+        theirs = _flat(info.get("config", {}))
+    mine = _flat(run.config.to_dict())
     changed = [f"{k} {theirs.get(k)} -> {v}" for k, v in mine.items() if theirs.get(k) != v]
     return {"run": info["run"], "step": int(info["step"]), "optimizer": bool(info.get("optimizer")),
             "changed": ", ".join(changed)}

@@ -258,3 +258,21 @@ def test_init_alpha_scales_the_weight_matrices(tmp_path):
         assert "x4" in probe.run.describe_run(b)["training"]
     with pytest.raises(ProbeError, match="init_alpha"):
         load_config("kitouni-mlp", overrides={"init_alpha": "0"})
+
+
+def test_lineage_reads_an_older_parent_config_with_defaults(tmp_path):
+    """A parent config stored before a key existed lists no change for that key."""
+    import json
+
+    import h5py
+
+    cfg = load_config("kitouni-mlp", overrides=MLP)
+    train(cfg, tmp_path / "parent", progress=False)
+    child_cfg = load_config(overrides={"steps": "20"}, base=cfg)
+    train(child_cfg, tmp_path / "child", progress=False, parent=parent_checkpoint(str(tmp_path / "parent"), child_cfg))
+    with h5py.File(run_file_path(tmp_path / "child"), "r+") as f:
+        lineage = json.loads(f.attrs["parent"])
+        del lineage["config"]["init_alpha"]
+        f.attrs["parent"] = json.dumps(lineage)
+    with probe.load_run(tmp_path / "child") as run:
+        assert probe.run.describe_run(run)["parent"]["changed"] == "steps 80 -> 20"
