@@ -8,15 +8,13 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from probe.errors import ProbeError
-from probe.run import select_steps
+from probe.run import Checkpoint, CheckpointSource, select_steps
 from probe.tasks import Split, Task
 
 if TYPE_CHECKING:
     import torch
 
-    from probe.analyses.sources import Source
     from probe.config import TrainConfig
-    from probe.run import Checkpoint
 
 
 class Context:
@@ -24,7 +22,7 @@ class Context:
     the torch device, a memo for structures computed once (a metric family's own, e.g. the
     parallelogram set) and the notes each metric records."""
 
-    def __init__(self, source: "Source", device: str = "cpu") -> None:
+    def __init__(self, source: CheckpointSource, device: str = "cpu") -> None:
         self.source = source
         self.task: Task = source.task
         self.split: Split = source.split
@@ -50,11 +48,9 @@ class Context:
         return self.memo(("embeddings", index), read)
 
     def checkpoint_at(self, step: Any) -> "Checkpoint":
-        """Another checkpoint of the series (``"first"``, ``"last"`` or a step)."""
-        from probe.run import Checkpoint
-
+        """Another checkpoint of the series (``"first"``, ``"last"`` or a step), on this context's device."""
         index = int(select_steps(self.source.steps, str(step))[0])
-        return Checkpoint(self.source, int(self.source.steps[index]), index)
+        return Checkpoint(self.source, int(self.source.steps[index]), index, device=self.device)
 
     def model_inputs(self, model: Any) -> "torch.Tensor":
         """The task's samples as ``model`` inputs on this context's device (built once)."""

@@ -94,12 +94,6 @@ def critical_fraction(task: Task, trials: int = 100, sizes: np.ndarray | None = 
     return sizes, prob, crit, full
 
 
-def effective_loss(e: np.ndarray, h: np.ndarray, n_constraints: int) -> float:
-    """``l_eff = l0 / Z0`` (Liu eq. 5) of normalised embeddings ``e [p, d]``; ``l0 = tr(E^T H E) / |P0(D)|``."""
-    l0 = float(np.sum(e * (h @ e))) / max(n_constraints, 1)
-    return l0 / float(np.sum(e * e))
-
-
 def _gradient_flow(e0: np.ndarray, h: np.ndarray, n_constraints: int) -> tuple[np.ndarray, Any]:
     """The normalised start and the right-hand side ``-d l_eff / dE`` (Liu eq. 4-5) on flattened
     embeddings, shared by :func:`effective_flow` and :func:`effective_dynamics`."""

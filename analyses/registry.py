@@ -12,9 +12,10 @@ in one of those modules (a new family: one more line in the catalogue).
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
+from probe.analyses.applies import Applies, anything, describe
 from probe.errors import ProbeError, valid
 from probe.registry import Registry
 
@@ -86,6 +87,11 @@ class Param:
 class Metric:
     """One registered metric. ``fn(checkpoint, ctx, **params) -> {column: value}``.
 
+    ``applies`` (a task check) and ``applies_config`` (a check of how the run was trained, e.g.
+    margins need class logits) are :class:`~probe.analyses.applies.Applies`: what ``probe metrics``
+    prints under "applies to" (:attr:`tasks`) is their description, so the words and the check are
+    one fact.
+
     ``batch_fn(checkpoints, ctx, **params) -> [values per checkpoint]`` is an optional faster form
     over a chunk of checkpoints; the runner uses it when ``batch_when(params)`` holds, and its
     results must equal ``fn``'s.
@@ -94,18 +100,22 @@ class Metric:
     name: str
     description: str
     needs: frozenset[str]
-    tasks: str  # which tasks it applies to, in words
     fn: Callable[..., Values]
     scope: Literal["checkpoint", "split"] = "checkpoint"
     direction: Literal["higher", "lower", "none"] = "none"
     params: tuple[Param, ...] = ()
-    applies: Callable[["Task"], str | None] = field(default=lambda task: None)
+    applies: "Applies[Task]" = anything
     #: extra needs that depend on the parameters (e.g. ``rqi --hook`` needs a forward pass)
     needs_for: Callable[[dict[str, Any]], frozenset[str]] | None = None
     batch_fn: Callable[..., list[Values]] | None = None
     batch_when: Callable[[dict[str, Any]], bool] | None = None
     #: applicability that depends on how the run was trained (e.g. margins need class logits)
-    applies_config: Callable[["TrainConfig"], str | None] | None = None
+    applies_config: "Applies[TrainConfig] | None" = None
+
+    @property
+    def tasks(self) -> str:
+        """What the metric applies to, in words: the descriptions of its checks."""
+        return describe(self.applies, self.applies_config)
 
     def resolve(self, given: dict[str, Any]) -> dict[str, Any]:
         """Defaults filled in, values validated: the parameters recorded with the result."""
@@ -134,12 +144,13 @@ METRICS: Registry[Metric] = Registry("metric")
 _loaded = False
 
 
-def metric(name: str, description: str, needs: tuple[str, ...], tasks: str,
+def metric(name: str, description: str, needs: tuple[str, ...],
            **kw: Any) -> Callable[[Callable[..., Values]], Callable[..., Values]]:
-    """Decorator: register ``fn`` as metric ``name``."""
+    """Decorator: register ``fn`` as metric ``name`` (``applies=`` says which tasks it applies to;
+    without it, any task)."""
 
     def wrap(fn: Callable[..., Values]) -> Callable[..., Values]:
-        METRICS.add(name, Metric(name=name, description=description, needs=frozenset(needs), tasks=tasks, fn=fn, **kw))
+        METRICS.add(name, Metric(name=name, description=description, needs=frozenset(needs), fn=fn, **kw))
         return fn
 
     return wrap

@@ -2,8 +2,9 @@
 
 ``compute(run, "rqi", delta=0.01)`` returns a pandas DataFrame with one row per checkpoint step and
 one column per metric value; ``df.attrs["probe"]`` records every metric's parameters and notes.
-Sources are a :class:`probe.Run` or plain arrays (:class:`~probe.analyses.sources.ArraySource`), so
-the same metrics run on checkpoints that were never written by probe.
+Sources are any :class:`probe.run.CheckpointSource`: a :class:`probe.run.Run` or plain arrays
+(:class:`~probe.analyses.sources.ArraySource`), so the same metrics run on checkpoints that were
+never written by probe.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ import numpy as np
 from probe.analyses import cache as result_cache
 from probe.analyses.context import Context
 from probe.analyses.registry import Metric, get_metric
-from probe.analyses.sources import Source, as_source
+from probe.analyses.sources import as_source
 from probe.devices import resolve_device
-from probe.errors import ProbeError
-from probe.run import Checkpoint, select_steps
+from probe.errors import ProbeError, valid
+from probe.run import Checkpoint, CheckpointSource, Run, select_steps
 from probe.tasks import Split, Task
 
 if TYPE_CHECKING:
@@ -33,16 +34,27 @@ def compute(source: Any, metrics: str | Sequence[str], steps: Any = "all", *, ta
             chunk: int = CHUNK, device: str = "auto", **params: Any) -> "pd.DataFrame":
     """Compute metrics over a checkpoint series: one row per step, one column per value.
 
-    ``source``: a :class:`probe.Run`, a run directory, or embeddings ``[T, n, d]`` / ``[n, d]`` with
+    ``source``: a :class:`probe.run.Run` (or any :class:`~probe.run.CheckpointSource`), a run
+    directory (opened and closed here), or embeddings ``[T, n, d]`` / ``[n, d]`` with
     ``task`` (and ``split``). ``params`` are metric parameters (``delta=0.01``, ``hook=...``); each
     must belong to at least one of the requested metrics. Results for runs are cached beside the run
     in ``RUN_DIR/analysis/`` per metric, parameters and checkpoint content; ``force=True``
     recomputes. ``device``: ``auto`` (CUDA when present), ``cpu`` or a torch device; forward passes
     and the parallelogram distances run there (threshold decisions are rechecked exactly on the CPU).
     """
+    src = as_source(source, task=task, split=split)
+    try:
+        return _compute(src, metrics, steps, cache=cache, force=force, progress=progress, chunk=chunk,
+                        device=device, **params)
+    finally:
+        if src is not source and isinstance(src, Run):
+            src.close()
+
+
+def _compute(src: CheckpointSource, metrics: str | Sequence[str], steps: Any, *, cache: bool, force: bool,
+             progress: bool, chunk: int, device: str, **params: Any) -> "pd.DataFrame":
     import pandas as pd
 
-    src = as_source(source, task=task, split=split)
     names = [metrics] if isinstance(metrics, str) else list(metrics)
     if not names:
         raise ProbeError("no metric given (see 'probe metrics')", param="metric")
@@ -59,6 +71,7 @@ def compute(source: Any, metrics: str | Sequence[str], steps: Any = "all", *, ta
             raise ProbeError(f"metric {m.name} needs a model forward pass; plain arrays have no model")
         if "weights" in m.requirements(resolved[m.name]) and not src.has_model:
             raise ProbeError(f"metric {m.name} needs the run's weights; plain arrays have none")
+    _check_hooks(src, {r["hook"] for r in resolved.values() if r.get("hook") is not None})
     idx = select_steps(src.steps, steps)
     results: dict[str, tuple["pd.DataFrame", dict[str, Any]]] = {}
     pending: list[tuple[Metric, Path | None]] = []
@@ -70,8 +83,7 @@ def compute(source: Any, metrics: str | Sequence[str], steps: Any = "all", *, ta
         else:
             pending.append((m, path))
     if pending:
-        src.device = resolve_device(device)  # cached results need no torch
-        ctx = Context(src, src.device)
+        ctx = Context(src, resolve_device(device))  # cached results need no torch
         rows = _loop(src, ctx, [m for m, _ in pending], resolved, idx, progress=progress, chunk=chunk)
         for m, path in pending:
             df = pd.DataFrame(rows[m.name])
@@ -100,7 +112,21 @@ def compute(source: Any, metrics: str | Sequence[str], steps: Any = "all", *, ta
     return out
 
 
-def _loop(src: Source, ctx: Context, metrics: list[Metric], params: dict[str, dict[str, Any]], idx: np.ndarray,
+def _check_hooks(src: CheckpointSource, hooks: set[str]) -> None:
+    """Hook names the source's model does not have are refused before any checkpoint is read or any
+    metric computed (the names come from the model its config builds, as ``probe info --hooks``)."""
+    from probe.analyses.passes import LOGITS
+
+    names = getattr(src, "hook_names", None)
+    if not hooks - {LOGITS} or not src.has_model or names is None:
+        return
+    known = names()
+    for hook in sorted(hooks):
+        if hook != LOGITS and hook not in known:
+            raise ProbeError(f"unknown hook {hook!r}{valid([LOGITS, *known])}", param="hook")
+
+
+def _loop(src: CheckpointSource, ctx: Context, metrics: list[Metric], params: dict[str, dict[str, Any]], idx: np.ndarray,
           *, progress: bool, chunk: int) -> dict[str, list[dict[str, Any]]]:
     """Checkpoints outside, metrics inside, so that one checkpoint's model and forward passes are
     loaded once and shared by every metric that needs them. Split-scope metrics run once. Metrics
@@ -127,7 +153,7 @@ def _loop(src: Source, ctx: Context, metrics: list[Metric], params: dict[str, di
             if need_emb and emb is None:
                 names = [m.name for m in per_ckpt if "embeddings" in m.requirements(params[m.name])]
                 raise ProbeError(f"metric {names[0]} needs symbol embeddings; this model has none")
-            ckpts = [Checkpoint(src, int(src.steps[i]), int(i), None if emb is None else emb[j])
+            ckpts = [Checkpoint(src, int(src.steps[i]), int(i), None if emb is None else emb[j], ctx.device)
                      for j, i in enumerate(part)]
             batched = {}
             for m in per_ckpt:

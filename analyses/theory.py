@@ -9,25 +9,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from probe.analyses.applies import abelian, require
+from probe.config import SEED_LIMIT
 from probe.errors import ProbeError
-from probe.tasks import Task, make_task
+from probe.tasks import TASKS, Task, make_task
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from probe.run import Run
 
-THEORY_TASKS = {"add": ("nonmod-add", "Liu et al.'s addition (non-modular, unordered pairs)"),
-                "mod-add": ("add", "modular addition")}
-
-
 def theory_task(name: str, p: int) -> tuple[Task, str]:
-    """``add`` is Liu et al.'s (non-modular) addition, ``mod-add`` modular addition; any other
-    abelian probe task by its own name."""
+    """The task ``name`` with modulus ``p`` and its description: task names mean what they mean
+    everywhere (``nonmod-add`` is Liu et al.'s non-modular addition, ``add`` modular addition)."""
     if p < 2:
         raise ProbeError(f"must be >= 2, got {p}", param="p")
-    task_name, label = THEORY_TASKS.get(name, (name, name))
-    return make_task(task_name, p=p), label
+    return make_task(name, p=p), TASKS.get(name).description
 
 
 @dataclass(frozen=True)
@@ -46,6 +42,8 @@ def critical_fraction_table(name: str, p: int, trials: int, seed: int, progress:
 
     from probe.analyses.effective import critical_fraction
 
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < SEED_LIMIT:
+        raise ProbeError(f"must be an integer in 0..{SEED_LIMIT - 1}, got {seed!r}", param="seed")
     task, label = theory_task(name, p)
     sizes, prob, crit, full = critical_fraction(task, trials=trials, seed=seed, progress=progress)
     notes = []

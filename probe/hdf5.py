@@ -68,13 +68,6 @@ def _superblock(head: bytes) -> tuple[int, int] | None:
     return size, head[11]
 
 
-def write_flags(path: str | os.PathLike[str]) -> int | None:
-    """The superblock's file-consistency flags (None for a file without a v2/v3 superblock)."""
-    with open(path, "rb") as fh:
-        sb = _superblock(fh.read(64))
-    return None if sb is None else sb[1]
-
-
 def held_by_another_process(path: str | os.PathLike[str]) -> bool:
     """True when some process holds an HDF5 file lock on ``path`` (a live writer or locking reader)."""
     fd = os.open(path, os.O_RDONLY)

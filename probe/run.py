@@ -15,11 +15,11 @@ import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 
-from probe.config import TrainConfig
+from probe.config import TrainConfig, UnknownSectionError
 from probe.errors import ProbeError, valid
 from probe.runfile import RunFile, run_file_path
 from probe.tasks import Split, Task, task_from_spec
@@ -42,10 +42,13 @@ def select_steps(steps: np.ndarray, spec: Any = "all") -> np.ndarray:
     steps = np.asarray(steps)
     if len(steps) == 0:
         raise ProbeError("the run has no checkpoints yet")
-    if spec is None or (isinstance(spec, str) and spec.strip() in ("all", "")):
+    if spec is None or (isinstance(spec, str) and spec.strip() == "all"):
         return np.arange(len(steps))
     if isinstance(spec, str):
         spec = spec.strip()
+        if not spec:
+            raise ProbeError("empty selection (use all, first, last, START:STOP[:STRIDE] or a list of steps)",
+                             param="steps")
     if isinstance(spec, str) and ":" in spec:
         parts = spec.split(":")
         if len(parts) > 3:
@@ -63,6 +66,8 @@ def select_steps(steps: np.ndarray, spec: Any = "all") -> np.ndarray:
             raise ProbeError(f"{spec!r} selects no checkpoint (checkpoints {steps[0]}..{steps[-1]})", param="steps")
         return idx
     wanted = spec.split(",") if isinstance(spec, str) else list(np.atleast_1d(spec))
+    if not wanted:
+        raise ProbeError("empty list of steps", param="steps")
     out = []
     for w in wanted:
         w = w.strip() if isinstance(w, str) else w
@@ -70,6 +75,8 @@ def select_steps(steps: np.ndarray, spec: Any = "all") -> np.ndarray:
             out.append(0 if w == "first" else len(steps) - 1)
             continue
         try:
+            if isinstance(w, (float, np.floating)) and not float(w).is_integer():
+                raise ValueError(w)  # a step is a whole number; int() would truncate it
             s = int(w)
         except (TypeError, ValueError, OverflowError):
             raise ProbeError(f"{str(w)[:40]!r} is not a step (use all, first, last, START:STOP:STRIDE or a list)",
@@ -86,32 +93,82 @@ def select_steps(steps: np.ndarray, spec: Any = "all") -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 # checkpoints
 # --------------------------------------------------------------------------------------------------
+@runtime_checkable
 class CheckpointSource(Protocol):
-    """What a :class:`Checkpoint` reads from: a :class:`Run`, or the analyses' array sources."""
+    """A series of saved checkpoints: what a :class:`Checkpoint` and the analyses read
+    (docs/design.md, "One way to do each thing").
 
-    steps: np.ndarray
+    Implemented by :class:`Run` and by ``probe.analyses.sources.ArraySource`` (plain embedding
+    arrays: no config, model, tensors or cache). ``indices`` are checkpoint indices into ``steps``;
+    arrays come back as float64 unless a ``dtype`` is asked for.
+    """
 
-    def read_embeddings(self, indices: np.ndarray) -> np.ndarray | None: ...
+    @property
+    def task(self) -> Task: ...
 
-    def read_tensor(self, index: int, name: str) -> np.ndarray: ...
+    @property
+    def split(self) -> Split: ...
 
-    def load_model(self, index: int) -> "ProbeModel": ...
+    @property
+    def steps(self) -> np.ndarray: ...
+
+    @property
+    def config(self) -> TrainConfig | None:
+        """The training config (None: the series was not trained by probe)."""
+
+    @property
+    def embed_lr(self) -> float | None:
+        """The learning rate of the symbol embeddings, if known (Liu et al.'s effective theory)."""
+
+    @property
+    def has_model(self) -> bool:
+        """Whether :meth:`load_model` can build a model (forward passes)."""
+
+    @property
+    def tensor_names(self) -> list[str]:
+        """The parameters saved at every checkpoint."""
+
+    @property
+    def parameters(self) -> list[str]:
+        """Every parameter of the model, saved or not."""
+
+    @property
+    def cache_dir(self) -> Path | None:
+        """Where results computed from the series may be kept (None: nowhere)."""
+
+    def read_embeddings(self, indices: np.ndarray) -> np.ndarray | None:
+        """Symbol embeddings ``[len(indices), n_symbols, ...]`` (None: the model has none)."""
+
+    def read_tensor(self, index: int, name: str, dtype: Any = np.float64) -> np.ndarray:
+        """One saved parameter at one checkpoint."""
+
+    def read_series(self, indices: np.ndarray, name: str) -> np.ndarray:
+        """One saved parameter at several checkpoints, ``[len(indices), *shape]``."""
+
+    def load_model(self, index: int, device: str = "cpu") -> "ProbeModel":
+        """A model with the weights of checkpoint ``index``."""
+
+    def content_key(self, indices: np.ndarray) -> str | None:
+        """A hash of everything an analysis of ``indices`` reads (None: do not cache)."""
 
 
 @dataclass(frozen=True, eq=False)
 class Checkpoint:
-    """One saved step of a checkpoint series; tensors are read when asked for.
+    """One saved step of a checkpoint series (any :class:`CheckpointSource`); tensors are read when
+    asked for.
 
     ``embeddings()`` are the symbol embeddings as float64 ``[n_symbols, d]`` (``[n, d, d]`` for
-    matrix embeddings); ``tensor(name)`` one saved parameter as float64; ``model()`` a
-    ``HookedRootModule`` with this step's weights. A runner that has read a chunk of embeddings
-    hands them in as ``preloaded`` so each checkpoint is read once.
+    matrix embeddings); ``tensor(name)`` one saved parameter as float64; ``params()`` every saved
+    parameter as float32 torch tensors; ``model()`` a ``HookedRootModule`` with this step's weights
+    on ``device``. A runner that has read a chunk of embeddings hands them in as ``preloaded`` so
+    each checkpoint is read once.
     """
 
     source: CheckpointSource = field(repr=False)
     step: int
     index: int
     preloaded: np.ndarray | None = field(default=None, repr=False)
+    device: str = "cpu"
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def embeddings(self) -> np.ndarray:
@@ -129,13 +186,17 @@ class Checkpoint:
 
     def model(self) -> "ProbeModel":
         if "model" not in self._memo:
-            self._memo["model"] = self.source.load_model(self.index)
+            self._memo["model"] = self.source.load_model(self.index, self.device)
         return self._memo["model"]
 
     def params(self) -> dict[str, "torch.Tensor"]:
-        if not isinstance(self.source, Run):
-            raise ProbeError("params() needs a checkpoint of a run")
-        return self.source.params(self.step)
+        """Every saved parameter at this checkpoint, by name (float32 tensors on the CPU)."""
+        import torch
+
+        names = self.source.tensor_names
+        if not names:
+            raise ProbeError("this checkpoint series saved no parameters (plain embedding arrays have none)")
+        return {name: torch.from_numpy(self.source.read_tensor(self.index, name, np.float32)) for name in names}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -156,8 +217,16 @@ def stored_task(f: RunFile) -> Task:
     return task
 
 
+#: beside the run file: what is computed from a run (the analysis cache, the verification record)
+ANALYSIS_DIR = "analysis"
+
+
 class Run:
-    """A training run on disk. Use :func:`load_run` to open one."""
+    """A training run on disk. Use :func:`load_run` to open one. A :class:`CheckpointSource`: the
+    analyses read runs through the same interface as plain arrays."""
+
+    #: a run rebuilds its model from its config
+    has_model = True
 
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.path = run_file_path(run_dir)
@@ -167,10 +236,14 @@ class Run:
             self.config = TrainConfig.from_dict(self._file.config)
             self.task = stored_task(self._file)
             self._check_static()
+        except UnknownSectionError as exc:  # not damage: this process lacks the extension that wrote it
+            self._file.close()
+            raise ProbeError(f"{self.path}: {exc}") from None
         except ProbeError as exc:
             self._file.close()
             raise ProbeError(f"{self.path} is damaged: {exc}") from None
         self._model: "ProbeModel | None" = None
+        self._content_keys: dict[tuple[Any, ...], str] = {}
 
     def _check_static(self) -> None:
         expected = self.config.model.buffer_shapes(self.task.n_classes)
@@ -233,6 +306,20 @@ class Run:
         return self._file.tensor_names
 
     @property
+    def parameters(self) -> list[str]:
+        """Every parameter of the run's model, saved or not."""
+        return list(self._file.parameters)
+
+    @property
+    def embed_lr(self) -> float:
+        return self.config.resolved_embed_lr
+
+    @property
+    def cache_dir(self) -> Path:
+        """``RUN_DIR/analysis``: results computed from the run, never inside the run file."""
+        return self.dir / ANALYSIS_DIR
+
+    @property
     def checkpoints(self) -> list[Checkpoint]:
         return [Checkpoint(self, int(s), i) for i, s in enumerate(self.steps)]
 
@@ -255,10 +342,7 @@ class Run:
     # reads ---------------------------------------------------------------------------------------------
     def params(self, step: int | str) -> dict[str, "torch.Tensor"]:
         """All saved tensors at ``step``, by parameter name (float32 tensors on CPU)."""
-        import torch
-
-        i = self._index(step)
-        return {name: torch.from_numpy(self.read_tensor(i, name, np.float32)) for name in self.tensor_names}
+        return self.checkpoint(step).params()
 
     def read_tensor(self, index: int, name: str, dtype: Any = np.float64) -> np.ndarray:
         """One saved tensor at checkpoint ``index`` (checksums verified)."""
@@ -292,6 +376,10 @@ class Run:
         out[order] = block[inverse]
         return out
 
+    def read_series(self, indices: np.ndarray, name: str) -> np.ndarray:
+        """One tensor at checkpoints ``indices`` as float64 ``[len(indices), *shape]``."""
+        return self.series(name, np.asarray(indices, dtype=np.int64)).astype(np.float64)
+
     def iter_tensor(self, name: str, chunk: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream one tensor across all checkpoints: yields ``(steps[c], values[c, *shape])``.
 
@@ -315,8 +403,16 @@ class Run:
     def content_key(self, indices: np.ndarray) -> str:
         """A hash of what an analysis of checkpoints ``indices`` reads: config, task, split, steps and
         the checkpoints' contents (their stored digests, or the tensors themselves for files that
-        have none). A copied, replaced or edited run gets a different key."""
+        have none). A copied, replaced or edited run gets a different key. Memoised per selection
+        while the file is unchanged (its inode, size, modification and change times)."""
         idx = np.asarray(indices, dtype=np.int64)
+        st = os.stat(self.path)
+        memo = (idx.tobytes(), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if memo not in self._content_keys:
+            self._content_keys = {memo: self._content_key(idx)}  # one selection held: memory stays flat
+        return self._content_keys[memo]
+
+    def _content_key(self, idx: np.ndarray) -> str:
         h = hashlib.blake2b(digest_size=16)
         f = self._file
         for key in ("config", "task", "parameters"):

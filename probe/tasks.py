@@ -4,8 +4,11 @@ A :class:`Task` is a pure description of a dataset: every sample as (inputs, lab
 for operation tables, the full table. It is rebuilt from its JSON spec (``Task.spec``), which the run
 file stores, so a run never needs pickled data.
 
-Operations follow Power et al. (2022), Table 1 / Sec. 2: modular ``+ - * /`` and polynomials mod a
-prime ``p``; division is defined for ``b != 0`` only. ``nonmod-add`` is the non-modular addition of
+Operations follow Power et al. (2022), Table 1 / Sec. 2: modular ``+ - * /`` and polynomials mod
+``p``; division is defined for ``b != 0`` only. Power et al. take ``p`` prime; only the operations
+that divide (``div``, ``mix1``) need it, the others are defined on ``Z_p`` for every ``p >= 2``.
+Tasks are looked up in :data:`TASKS` when used, so a task registered from any module is as good as
+a shipped one. ``nonmod-add`` is the non-modular addition of
 Liu et al. (2022), Sec. 2 (outputs ``0..2p-2``), over unordered pairs ``i <= j`` by default.
 """
 
@@ -42,11 +45,11 @@ def _is_prime(n: int) -> bool:
     return all(n % k for k in range(2, int(math.isqrt(n)) + 1))
 
 
-# name -> (function of (a, b, p) on int arrays, needs b != 0, commutative, needs prime p)
 _Binary = Callable[[np.ndarray, np.ndarray, int], np.ndarray]
 
 
 def _div(a: np.ndarray, b: np.ndarray, p: int) -> np.ndarray:
+    """``a / b mod p`` via Fermat's inverse ``b^(p-2)``, an inverse only when ``p`` is prime."""
     inv = np.array([pow(int(x), p - 2, p) if x % p else 0 for x in range(p)], dtype=np.int64)
     return (a * inv[b]) % p
 
@@ -55,18 +58,35 @@ def _mix1(a: np.ndarray, b: np.ndarray, p: int) -> np.ndarray:
     return np.where(b % 2 == 1, _div(a, b, p), (a - b) % p)
 
 
-# name -> (function of (a, b, p) on int arrays, needs b != 0, commutative, needs prime p)
-MODULAR_OPS: dict[str, tuple[_Binary, bool, bool, bool]] = {
-    "add": (lambda a, b, p: (a + b) % p, False, True, False),
-    "sub": (lambda a, b, p: (a - b) % p, False, False, False),
-    "mul": (lambda a, b, p: (a * b) % p, False, True, False),
-    "div": (_div, True, False, True),
-    "x2+y2": (lambda a, b, p: (a * a + b * b) % p, False, True, False),
-    "x2+xy+y2": (lambda a, b, p: (a * a + a * b + b * b) % p, False, True, False),
-    "x2+xy+y2+x": (lambda a, b, p: (a * a + a * b + b * b + a) % p, False, False, False),
-    "x3+xy": (lambda a, b, p: (a**3 + a * b) % p, False, False, False),
-    "x3+xy2+y": (lambda a, b, p: (a**3 + a * b * b + b) % p, False, False, False),
-    "mix1": (_mix1, True, False, True),
+@dataclass(frozen=True)
+class ModularOp:
+    """One operation ``c = fn(a, b) mod p`` on ``Z_p`` (Power et al. Table 1).
+
+    ``needs_prime``: the operation divides, and ``b`` has an inverse mod ``p`` for every ``b != 0``
+    exactly when ``p`` is prime, so a composite ``p`` is refused. Sums, differences, products and
+    polynomials are defined on ``Z_p`` for every ``p >= 2`` (docs/design.md, Tasks).
+    """
+
+    fn: _Binary
+    #: defined for ``b != 0`` only (the operation divides by ``b``)
+    b_nonzero: bool = False
+    commutative: bool = False
+    needs_prime: bool = False
+
+
+#: the modular operations, registered as tasks of the same names
+MODULAR_OPS: dict[str, ModularOp] = {
+    "add": ModularOp(lambda a, b, p: (a + b) % p, commutative=True),
+    "sub": ModularOp(lambda a, b, p: (a - b) % p),
+    "mul": ModularOp(lambda a, b, p: (a * b) % p, commutative=True),
+    "div": ModularOp(_div, b_nonzero=True, needs_prime=True),
+    "x2+y2": ModularOp(lambda a, b, p: (a * a + b * b) % p, commutative=True),
+    "x2+xy+y2": ModularOp(lambda a, b, p: (a * a + a * b + b * b) % p, commutative=True),
+    "x2+xy+y2+x": ModularOp(lambda a, b, p: (a * a + a * b + b * b + a) % p),
+    "x3+xy": ModularOp(lambda a, b, p: (a**3 + a * b) % p),
+    "x3+xy2+y": ModularOp(lambda a, b, p: (a**3 + a * b * b + b) % p),
+    # a / b for odd b, a - b for even b: divides by odd b, so it needs inverses as div does
+    "mix1": ModularOp(_mix1, b_nonzero=True, needs_prime=True),
 }
 
 
@@ -194,30 +214,21 @@ MAX_TABLE = 256  # operation tables from CSV: the group axioms are checked in n^
 class TaskKind:
     """A registered task: its builder and what it needs. ``build(p=, n=, group=, ordered=, table=,
     symbols=) -> Task``; ``table`` and ``symbols`` carry a stored operation table (runs store it, so
-    a run never reads a CSV file again)."""
+    a run never reads a CSV file again). ``check(p=, n=)`` refuses parameters the task cannot use
+    without building anything (configs call it); ``op`` is the operation of a modular task."""
 
     name: str
     description: str
     build: Callable[..., Task]
-    modular: bool = False
+    check: Callable[..., None] = field(default=lambda **_: None)
+    op: ModularOp | None = None
+
+    @property
+    def modular(self) -> bool:
+        return self.op is not None
 
 
 TASKS: Registry[TaskKind] = Registry("task")
-
-
-def _modular_builder(name: str, fn: _Binary, b_nonzero: bool, commutative: bool) -> Callable[..., Task]:
-    def build(p: int | None = None, ordered: bool | None = None, **_: Any) -> Task:
-        _check_modulus(name, p, prime=True)
-        assert p is not None
-        ordered = True if ordered is None else ordered
-        a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
-        table = fn(a.astype(np.int64), b.astype(np.int64), p).astype(np.int64)
-        if b_nonzero:
-            table[:, 0] = -1
-        spec = {"name": name, "p": p, "ordered": ordered}
-        return _table_task(spec, table, tuple(str(k) for k in range(p)), p, commutative, ordered, modulus=p)
-
-    return build
 
 
 def _check_modulus(name: str, p: int | None, prime: bool) -> None:
@@ -226,12 +237,34 @@ def _check_modulus(name: str, p: int | None, prime: bool) -> None:
     if p > MAX_SYMBOLS:
         raise ProbeError(f"task {name!r} supports p <= {MAX_SYMBOLS}, got p={p}", param="p")
     if prime and not _is_prime(p):
-        raise ProbeError(f"task {name!r} needs a prime modulus, got p={p}", param="p")
+        factor = next(k for k in range(2, p) if p % k == 0)
+        raise ProbeError(f"task {name!r} divides mod p and needs a prime p (an inverse of every b != 0); "
+                         f"got p={p} = {factor} x {p // factor}", param="p")
 
 
-for _name, (_fn, _b_nonzero, _commutative, _) in MODULAR_OPS.items():
-    TASKS.add(_name, TaskKind(_name, f"({_name}) mod p, p prime (Power et al. Table 1)",
-                              _modular_builder(_name, _fn, _b_nonzero, _commutative), modular=True))
+def modular_task(name: str, op: ModularOp) -> TaskKind:
+    """Register ``op`` as the task ``name``: the table ``fn(a, b) mod p`` over ``Z_p``."""
+
+    def build(p: int | None = None, ordered: bool | None = None, **_: Any) -> Task:
+        _check_modulus(name, p, op.needs_prime)
+        assert p is not None
+        ordered = True if ordered is None else ordered
+        a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+        table = op.fn(a.astype(np.int64), b.astype(np.int64), p).astype(np.int64)
+        if op.b_nonzero:
+            table[:, 0] = -1
+        spec = {"name": name, "p": p, "ordered": ordered}
+        return _table_task(spec, table, tuple(str(k) for k in range(p)), p, op.commutative, ordered, modulus=p)
+
+    def check(p: int | None = None, **_: Any) -> None:
+        _check_modulus(name, p, op.needs_prime)
+
+    modulus = "p prime" if op.needs_prime else "any p >= 2"
+    return TASKS.add(name, TaskKind(name, f"({name}) mod p, {modulus} (Power et al. Table 1)", build, check, op))
+
+
+for _name, _op in MODULAR_OPS.items():
+    modular_task(_name, _op)
 
 
 def _build_nonmod_add(p: int | None = None, ordered: bool | None = None, **_: Any) -> Task:
@@ -243,9 +276,14 @@ def _build_nonmod_add(p: int | None = None, ordered: bool | None = None, **_: An
                        tuple(str(k) for k in range(p)), 2 * p - 1, True, ordered, modulus=None)
 
 
-def _build_perm(n: int | None = None, **_: Any) -> Task:
+def _check_perm(n: int | None = None, **_: Any) -> None:
     if n is None or not 2 <= n <= 5:
         raise ProbeError(f"task 'perm' (S_n composition) needs 2 <= n <= 5, got n={n}", param="n")
+
+
+def _build_perm(n: int | None = None, **_: Any) -> Task:
+    _check_perm(n)
+    assert n is not None
     table, symbols = _permutation_table(n)
     return _table_task({"name": "perm", "n": n}, table, symbols, len(symbols), n < 3, True, modulus=None)
 
@@ -310,8 +348,8 @@ def group_axioms_problem(table: np.ndarray) -> str | None:
 
 
 TASKS.add("nonmod-add", TaskKind("nonmod-add", "a + b over 0..p-1, not reduced (Liu et al. Sec. 2)",
-                                 _build_nonmod_add))
-TASKS.add("perm", TaskKind("perm", "composition in S_n (n = 2..5)", _build_perm))
+                                 _build_nonmod_add, lambda p=None, **_: _check_modulus("nonmod-add", p, False)))
+TASKS.add("perm", TaskKind("perm", "composition in S_n (n = 2..5)", _build_perm, _check_perm))
 TASKS.add("group", TaskKind("group", "a group from a Cayley table (shipped S3, D4, Q8, A4 or a CSV path); "
                             "group axioms checked", lambda group=None, ordered=None, table=None, symbols=None,
                             **_: _build_table_task("group", group, ordered, table, symbols)))
@@ -329,7 +367,6 @@ def _build_digits(**_: Any) -> Task:
 
 
 TASKS.add("digits", TaskKind("digits", "scikit-learn's bundled 8x8 digits (Omnigrok-style MLP)", _build_digits))
-TASK_NAMES: tuple[str, ...] = TASKS.names()
 
 
 def make_task(name: str, p: int | None = None, n: int | None = None, group: str | None = None,

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 @metric("circularity", "how circular the leading principal components of the embeddings are (Zhong et al.: each "
         "of the first 4 PCs scored on its own, then averaged); 1 for a perfect clock", needs=("embeddings",),
-        tasks="modular tasks", direction="higher",
+        direction="higher",
         params=(Param("pcs", int, 4, "number of leading principal components", check=positive_int),
                 Param("method", str, "zhong", "'zhong' (each PC on its own, Zhong et al.) or 'planes' (probe's "
                       "variant: PCs paired into planes (1,2), (3,4), ...)", choices=CIRCULARITY_METHODS)),
@@ -38,7 +38,7 @@ def circularity(ckpt: "Checkpoint", ctx: "Context", pcs: int, method: str) -> di
 
 
 @metric("distance_irrelevance", "Zhong et al.'s distance irrelevance of the correct-label logits (1: clock-like, "
-        "small: pizza-like)", needs=("forward",), tasks="modular addition", applies=modular_add_grid)
+        "small: pizza-like)", needs=("forward",), applies=modular_add_grid)
 def distance_irrelevance(ckpt: "Checkpoint", ctx: "Context") -> dict[str, float]:
     out = clean_pass(ckpt, ctx)[2]
     correct = out[np.arange(out.shape[0]), ctx.task.labels]
@@ -46,7 +46,7 @@ def distance_irrelevance(ckpt: "Checkpoint", ctx: "Context") -> dict[str, float]
 
 
 @metric("gradient_symmetricity", "Zhong et al.'s gradient symmetricity: cosine similarity of d logit_c / d E_a "
-        "and d logit_c / d E_b over sampled (a, b, c)", needs=("forward",), tasks="modular addition",
+        "and d logit_c / d E_b over sampled (a, b, c)", needs=("forward",),
         params=(Param("samples", int, 256, "number of sampled (a, b, c) triples", check=positive_int),),
         applies=modular_add_grid)
 def gradient_symmetricity(ckpt: "Checkpoint", ctx: "Context", samples: int) -> dict[str, float]:

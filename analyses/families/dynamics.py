@@ -14,23 +14,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from probe.analyses import dynamics as dyn
+from probe.analyses.applies import classification
 from probe.analyses.passes import answers
 from probe.analyses.registry import Param, metric, positive
 from probe.errors import ProbeError
 
 if TYPE_CHECKING:
     from probe.analyses.context import Context
-    from probe.config import TrainConfig
     from probe.run import Checkpoint
 
 Weights = dict[str, np.ndarray]
-
-
-def classification(cfg: "TrainConfig") -> str | None:
-    """Applies to runs trained with cross-entropy on class logits."""
-    if cfg.model.objective != "cross_entropy":
-        return f"it needs class logits (cross_entropy); this run trains with {cfg.model.objective}"
-    return None
 
 
 # weights ----------------------------------------------------------------------------------------------
@@ -107,7 +100,7 @@ def _param_norm_batch(ckpts: list["Checkpoint"], ctx: "Context") -> list[dict[st
 @metric("param_norm", "L2 norms of the weights: total, per optimizer group (norm_embed: the symbol embeddings; "
         "norm_rest), per tensor (norm.<name>), the last layer's (norm_last: the unembedding, Thilak et al.'s "
         "slingshot signal) and the distance from initialisation (dist_init)", needs=("weights",),
-        tasks="any task", direction="none", batch_fn=_param_norm_batch)
+        direction="none", batch_fn=_param_norm_batch)
 def param_norm(ckpt: "Checkpoint", ctx: "Context") -> dict[str, float]:
     embed, last = _norm_setup(ctx)
     w = {n: v[None] for n, v in _weights_of(ckpt, ctx).items()}
@@ -142,7 +135,7 @@ def _spectrum_batch(ckpts: list["Checkpoint"], ctx: "Context", zero_tol: float) 
 @metric("weight_spectrum", "per weight matrix (per-head tensors joined over heads): effective rank (erank.<name>, "
         "exp of the entropy of the normalised singular values), stable rank (srank.<name>), nuclear norm "
         "(nuclear.<name>) and the share of near-zero weights (zero_frac.<name>)", needs=("weights",),
-        tasks="any task", params=(ZERO_TOL,), batch_fn=_spectrum_batch)
+        params=(ZERO_TOL,), batch_fn=_spectrum_batch)
 def weight_spectrum(ckpt: "Checkpoint", ctx: "Context", zero_tol: float) -> dict[str, float]:
     return spectrum_rows({n: v[None] for n, v in _weights_of(ckpt, ctx).items()}, zero_tol)[0]
 
@@ -155,7 +148,7 @@ def _total_norm(ckpt: "Checkpoint", ctx: "Context") -> float:
 @metric("efficiency", "Varma et al.'s efficiency: the correct-class logit margin over the largest other logit "
         "(margin_train, margin_val) and over the mean of the others (margin_mean_*), mean over samples, and "
         "the margin per unit parameter norm (efficiency_train, efficiency_val)", needs=("forward", "weights"),
-        tasks="classification runs", direction="higher", applies_config=classification)
+        direction="higher", applies_config=classification)
 def efficiency(ckpt: "Checkpoint", ctx: "Context") -> dict[str, float]:
     out = answers(ckpt, ctx)
     labels = ctx.task.labels
@@ -177,7 +170,7 @@ def efficiency(ckpt: "Checkpoint", ctx: "Context") -> dict[str, float]:
         "training precision: share whose loss is exactly zero (zero_loss_frac) and whose gradient is exactly "
         "zero (zero_grad_frac), and the cosine between the update direction -grad L and the weights "
         "(nlm_cos: 1 when training only scales the weights up, the naive loss minimisation direction)",
-        needs=("forward", "weights"), tasks="classification runs", direction="none",
+        needs=("forward", "weights"), direction="none",
         params=(Param("dtype", str, "run", "precision of the check: the run's softmax_dtype, float32 or float64",
                       choices=("run", "float32", "float64")),),
         applies_config=classification)
@@ -245,7 +238,7 @@ def _devinterp() -> object:
         "around the checkpoint on the training samples, llc = n*beta (mean sampled loss - loss there); with its "
         "spread over chains (llc_std), Gelman-Rubin r-hat of the chains' loss traces (llc_rhat), each chain's "
         "estimate (llc_chain<k>) and the loss traces' means over their first and last tenth", needs=("forward",),
-        tasks="any task", params=LLC_PARAMS)
+        params=LLC_PARAMS)
 def llc(ckpt: "Checkpoint", ctx: "Context", llc_lr: float, llc_gamma: float, llc_nbeta: float | None,
         llc_chains: int, llc_draws: int, llc_batch: int, llc_seed: int) -> dict[str, float]:
     import contextlib

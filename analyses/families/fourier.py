@@ -28,7 +28,7 @@ def _unembed_rows(ckpt: "Checkpoint", ctx: "Context") -> np.ndarray:
 
 
 @metric("fourier_norms", "norm per frequency k of W_E, W_U and of the neuron activations (Nanda et al. "
-        "Sec. 4): columns we_k, wu_k, neuron_k", needs=("embeddings", "forward"), tasks="modular tasks",
+        "Sec. 4): columns we_k, wu_k, neuron_k", needs=("embeddings", "forward"),
         params=(Param("parts", str, "we,wu,neuron", "which of we, wu, neuron to report (comma list)"),),
         applies=modular)
 def fourier_norms(ckpt: "Checkpoint", ctx: "Context", parts: str) -> dict[str, float]:
@@ -105,7 +105,7 @@ def _key_needs(params: dict[str, Any]) -> frozenset[str]:
 
 @metric("key_freqs", "key frequencies by a declared rule (default: W_E's Fourier energy above Gaussian noise), "
         "chosen at a reference checkpoint (default: the final one) and stored with the result",
-        needs=("embeddings",), tasks="modular tasks", params=(KEY_RULE, KEY_THRESHOLD, REFERENCE), applies=modular,
+        needs=("embeddings",), params=(KEY_RULE, KEY_THRESHOLD, REFERENCE), applies=modular,
         needs_for=_key_needs)
 def key_freqs(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_threshold: float | None,
               reference: str) -> dict[str, Any]:
@@ -114,7 +114,7 @@ def key_freqs(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_threshold: 
 
 
 @metric("fourier_gini", "Gini coefficient of W_E's frequency norms (0 = spread evenly, (n-1)/n = one "
-        "frequency)", needs=("embeddings",), tasks="modular tasks", direction="higher", applies=modular)
+        "frequency)", needs=("embeddings",), direction="higher", applies=modular)
 def fourier_gini(ckpt: "Checkpoint", ctx: "Context") -> dict[str, float]:
     p = int(ctx.task.modulus or 0)
     additive_note(ctx)
@@ -122,7 +122,7 @@ def fourier_gini(ckpt: "Checkpoint", ctx: "Context") -> dict[str, float]:
 
 
 @metric("key_freq_energy", "share of W_E's Fourier energy (constant excluded) in the key frequencies",
-        needs=("embeddings",), tasks="modular tasks", direction="higher", params=(KEY_RULE, KEY_THRESHOLD, REFERENCE),
+        needs=("embeddings",), direction="higher", params=(KEY_RULE, KEY_THRESHOLD, REFERENCE),
         applies=modular, needs_for=_key_needs)
 def key_freq_energy(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_threshold: float | None,
                     reference: str) -> dict[str, float]:
@@ -201,7 +201,7 @@ def _losses(ckpt: "Checkpoint", ctx: "Context", logits: dict[str, Any], split: s
 
 @metric("restricted_loss", "loss with the neurons restricted to their key-frequency components (Nanda et al. "
         "Sec. 5.1, float64 CE; default: their definition on the test split)",
-        needs=("forward", "split"), tasks="modular addition, transformer", direction="lower",
+        needs=("forward", "split"), direction="lower",
         params=(KEY_RULE, KEY_THRESHOLD, REFERENCE, RESTRICTED, LOSS_SPLIT), applies=modular_add_grid,
         needs_for=_key_needs)
 def restricted_loss(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_threshold: float | None,
@@ -216,7 +216,7 @@ def restricted_loss(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_thres
 
 @metric("excluded_loss", "loss with the key-frequency directions cos/sin(w_k(a+b)) removed from the neurons, "
         "run through the rest of the network (Nanda et al. Sec. 5.1; float64 CE; default: train split)",
-        needs=("forward", "split"), tasks="modular addition, transformer", direction="higher",
+        needs=("forward", "split"), direction="higher",
         params=(KEY_RULE, KEY_THRESHOLD, REFERENCE, LOSS_SPLIT), applies=modular_add_grid, needs_for=_key_needs)
 def excluded_loss(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_threshold: float | None,
                   reference: str, loss_split: str | None) -> dict[str, float]:

@@ -148,8 +148,8 @@ def alexander_bound(ctx: Context) -> pg.AlexanderBound:
 # --------------------------------------------------------------------------------------------------
 # metrics
 # --------------------------------------------------------------------------------------------------
-@metric("rqi", "representation quality index |P(R)|/|P0| (Liu eq. 3); --hook for activations (threshold-free "
-        "by default there)", needs=("embeddings",), tasks="operation tables (matrix embeddings: product parallelograms)",
+@metric("rqi", "representation quality index |P(R)|/|P0| (Liu eq. 3; matrix embeddings: product parallelograms); "
+        "--hook for activations (threshold-free by default there)", needs=("embeddings",),
         direction="higher", params=(DELTA, CONVENTION, HOOK, POSITION, TEST), applies=table_task,
         needs_for=_hook_needs)
 def rqi(ckpt: Checkpoint, ctx: Context, delta: float, convention: str, hook: str | None,
@@ -175,7 +175,7 @@ DELTAS = Param("deltas", str, "0.001,0.002,0.005,0.01,0.02,0.05,0.1,0.2,0.5,1",
 
 
 @metric("rqi_curve", "RQI as a function of delta (removes the arbitrariness of one threshold)",
-        needs=("embeddings",), tasks="operation tables", direction="higher",
+        needs=("embeddings",), direction="higher",
         params=(DELTAS, CONVENTION, HOOK, POSITION), applies=table_task, needs_for=_hook_needs)
 def rqi_curve(ckpt: Checkpoint, ctx: Context, deltas: str, convention: str, hook: str | None,
               position: int) -> dict[str, float]:
@@ -196,7 +196,7 @@ CIRC_DELTA = Param("circ_delta", float, round(np.pi / 10, 4), "angular tolerance
 @metric("rqi_circular", "fraction of P0 that are circular parallelograms: theta_i + theta_j - theta_m - "
         "theta_n = 0 (mod 2 pi) within circ_delta, angles read on one plane for the whole series after an affine "
         "normalisation of the plane (Liu App. H, 2x2 rotations)",
-        needs=("embeddings",), tasks="modular addition", direction="higher",
+        needs=("embeddings",), direction="higher",
         params=(CIRC_DELTA, PLANE, FREQ, REFERENCE), applies=modular_add)
 def rqi_circular(ckpt: Checkpoint, ctx: Context, circ_delta: float, plane: str, freq: int | None,
                  reference: str) -> dict[str, float]:
@@ -214,7 +214,7 @@ def rqi_circular(ckpt: Checkpoint, ctx: Context, circ_delta: float, plane: str, 
 
 
 @metric("acc_hat", "predicted accuracy |D-bar|/|D0| from the parallelograms formed (Liu App. D eq. 13), "
-        "and its test-only variant", needs=("embeddings", "split"), tasks="operation tables",
+        "and its test-only variant", needs=("embeddings", "split"),
         direction="higher", params=(DELTA, CONVENTION, HOOK, POSITION, TEST), applies=table_task,
         needs_for=_hook_needs)
 def acc_hat(ckpt: Checkpoint, ctx: Context, delta: float, convention: str, hook: str | None,
@@ -225,7 +225,7 @@ def acc_hat(ckpt: Checkpoint, ctx: Context, delta: float, convention: str, hook:
 
 
 @metric("rqi_bar", "Alexander-principle upper bound on RQI, |P(D)|/|P0| (Liu App. E eq. 16); split only",
-        needs=("split",), tasks="abelian operation tables", scope="split", direction="higher", applies=abelian)
+        needs=("split",), scope="split", direction="higher", applies=abelian)
 def rqi_bar(ckpt: None, ctx: Context) -> dict[str, float]:
     _require_p0(ctx)
     b = alexander_bound(ctx)
@@ -234,7 +234,7 @@ def rqi_bar(ckpt: None, ctx: Context) -> dict[str, float]:
 
 
 @metric("acc_bar", "Alexander-principle upper bound on Acc-hat (Liu App. E eq. 17), all and test-only; "
-        "split only", needs=("split",), tasks="abelian operation tables", scope="split", direction="higher",
+        "split only", needs=("split",), scope="split", direction="higher",
         applies=abelian)
 def acc_bar(ckpt: None, ctx: Context) -> dict[str, float]:
     b = alexander_bound(ctx)
@@ -242,7 +242,7 @@ def acc_bar(ckpt: None, ctx: Context) -> dict[str, float]:
 
 
 @metric("alexander_violations", "parallelograms formed at a checkpoint that the training data do not "
-        "imply (not in P(D), Liu App. E eq. 15)", needs=("embeddings", "split"), tasks="abelian operation tables",
+        "imply (not in P(D), Liu App. E eq. 15)", needs=("embeddings", "split"),
         direction="lower", params=(DELTA, CONVENTION), applies=abelian)
 def alexander_violations(ckpt: Checkpoint, ctx: Context, delta: float, convention: str) -> dict[str, float]:
     _require_p0(ctx)
@@ -252,7 +252,7 @@ def alexander_violations(ckpt: Checkpoint, ctx: Context, delta: float, conventio
 
 
 @metric("dof", "degrees of freedom of the ground states: nullity of A(P0(D)); 2 = unique linear "
-        "representation (Liu Sec. 3.2); split only", needs=("split",), tasks="abelian operation tables",
+        "representation (Liu Sec. 3.2); split only", needs=("split",),
         scope="split", applies=abelian)
 def dof(ckpt: None, ctx: Context) -> dict[str, float]:
     if ctx.task.modulus:
@@ -267,7 +267,7 @@ ETA = Param("eta", float, None, "embedding learning rate for the grokking timesc
 
 @metric("lambda3", "grokking rate: third-smallest eigenvalue of H = A_D^T A_D, and the timescale n_h = "
         "1/(lambda3 eta) in steps (Liu Sec. 3.2; about 3 n_h steps to converge in their toy runs); split only",
-        needs=("split",), tasks="abelian operation tables", scope="split", direction="higher", params=(ETA,),
+        needs=("split",), scope="split", direction="higher", params=(ETA,),
         applies=abelian)
 def lambda3(ckpt: None, ctx: Context, eta: float | None) -> dict[str, float]:
     if ctx.task.modulus:

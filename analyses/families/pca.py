@@ -24,7 +24,7 @@ COMPONENTS = Param("components", int, None, "number of principal components repo
 
 
 @metric("pca_variance", "explained-variance ratios of the symbol embeddings' principal components",
-        needs=("embeddings",), tasks="operation tables", params=(COMPONENTS,), applies=table_task)
+        needs=("embeddings",), params=(COMPONENTS,), applies=table_task)
 def pca_variance(ckpt: "Checkpoint", ctx: "Context", components: int | None) -> dict[str, float]:
     ratios, _ = principal_axes(ckpt.embeddings())
     if components is None:
@@ -36,7 +36,7 @@ def pca_variance(ckpt: "Checkpoint", ctx: "Context", components: int | None) -> 
 
 
 @metric("effective_dim", "effective dimension exp(-sum r_i log r_i) of the explained-variance ratios "
-        "(Liu et al. Fig. 7 entropy)", needs=("embeddings",), tasks="operation tables", direction="lower",
+        "(Liu et al. Fig. 7 entropy)", needs=("embeddings",), direction="lower",
         applies=table_task)
 def effective_dim(ckpt: "Checkpoint", ctx: "Context") -> dict[str, float]:
     ratios, _ = principal_axes(ckpt.embeddings())
@@ -73,7 +73,7 @@ N_COMPONENTS = Param("n_components", str, None, f"numbers n of principal compone
 
 @metric("pca_projection_accuracy", "train/test accuracy with the embeddings replaced, through hook_embed, by "
         "their projection on the first n PCs of the current and of the final checkpoint (Liu et al. App. K, "
-        "Fig. 22)", needs=("embeddings", "forward", "split"), tasks="operation tables", direction="higher",
+        "Fig. 22)", needs=("embeddings", "forward", "split"), direction="higher",
         params=(N_COMPONENTS, REFERENCE), applies=table_task)
 def pca_projection_accuracy(ckpt: "Checkpoint", ctx: "Context", n_components: str | None,
                             reference: str) -> dict[str, float]:
@@ -126,7 +126,7 @@ def pca_projection_accuracy(ckpt: "Checkpoint", ctx: "Context", n_components: st
 @metric("lottery_ticket", "share of the embedding variance along the final top-k principal axes and how well "
         "symbols are ordered along them (best axis, or best plane of two axes for modular tasks, over all k), each "
         "next to a random-direction baseline (Liu et al. App. K)",
-        needs=("embeddings",), tasks="operation tables", direction="higher",
+        needs=("embeddings",), direction="higher",
         params=(Param("k", int, None, "number of final principal axes (default: 2, or the embedding dimension if "
                       "smaller)", check=positive_int), REFERENCE,
                 Param("baseline_draws", int, 32, "random k-frames in the baseline", check=positive_int)),

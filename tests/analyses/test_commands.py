@@ -141,12 +141,21 @@ def test_plot_writes_png_and_pdf(runs, tmp_path, capsys):
 
 
 def test_theory_critical_fraction_reproduces_liu_fig4a(capsys):
-    code, out, err = _run(capsys, "theory", "critical-fraction", "--task", "add", "--p", "10", "--trials", "60",
+    code, out, err = _run(capsys, "theory", "critical-fraction", "--task", "nonmod-add", "--p", "10", "--trials", "60",
                           "--no-progress")
     assert code == 0, err
     crit = float(out.strip().splitlines()[-1].split(":")[-1])
     assert 0.33 <= crit <= 0.47  # Liu et al. Fig. 4a: about 0.4
     assert "nonmod-add(p=10" in err
+
+
+def test_theory_task_names_mean_what_they_mean_everywhere(capsys):
+    code, _, err = _run(capsys, "theory", "critical-fraction", "--task", "add", "--p", "7", "--trials", "2",
+                        "--no-progress")
+    assert code == 0, err
+    assert "# task add(p=7, ordered=True): (add) mod p" in err and "modular task" in err
+    code, _, err = _run(capsys, "theory", "critical-fraction", "--task", "mod-add", "--p", "7")
+    assert code == 2 and err.count("\n") == 1 and "unknown task 'mod-add'" in err and "nonmod-add" in err
 
 
 def test_theory_effective_dynamics(runs, tmp_path, capsys):

@@ -110,7 +110,33 @@ def test_registry_rejects_duplicates_and_declares_needs():
     m = analyses.get_metric("rqi")
     assert m.needs == {"embeddings"} and m.requirements({"hook": "hook_agg"}) == {"embeddings", "forward"}
     with pytest.raises(ValueError, match="registered twice"):
-        load().add("rqi", Metric(name="rqi", description="", needs=frozenset(), tasks="", fn=lambda *a: {}))
+        load().add("rqi", Metric(name="rqi", description="", needs=frozenset(), fn=lambda *a: {}))
+
+
+def test_what_a_metric_applies_to_is_its_check_in_words():
+    from probe.analyses.applies import anything, classification, modular_add_grid
+
+    assert analyses.get_metric("rqi_bar").tasks == analyses.get_metric("rqi_bar").applies.description
+    assert analyses.get_metric("restricted_loss").applies is modular_add_grid
+    assert analyses.get_metric("restricted_loss").tasks == modular_add_grid.description
+    assert analyses.get_metric("efficiency").applies is anything
+    assert analyses.get_metric("efficiency").tasks == classification.description == "classification runs"
+    assert analyses.get_metric("param_norm").tasks == "any task"
+
+
+def test_checkpoints_in_the_runner_read_their_run(toy_add: Path, monkeypatch):
+    """The runner's checkpoints are the run's own: ``params()`` works inside a metric as in a notebook."""
+    def squared_norm(ckpt, ctx):
+        return {"sq": float(sum(float((t.double() ** 2).sum()) for t in ckpt.params().values()))}
+
+    monkeypatch.setitem(load()._items, "params_probe", Metric(name="params_probe", description="",
+                                                              needs=frozenset({"weights"}), fn=squared_norm))
+    run = probe.load_run(toy_add)
+    df = analyses.compute(run, "params_probe", steps="first,last", cache=False)
+    want = [sum(float((t.double() ** 2).sum()) for t in run.params(int(s)).values()) for s in df["step"]]
+    assert df["sq"].tolist() == pytest.approx(want) and want[0] != want[1]
+    with pytest.raises(ProbeError, match="needs the run's weights; plain arrays have none"):
+        analyses.compute(np.zeros((10, 2)), "params_probe", task=make_task("nonmod-add", p=10))
 
 
 def test_metrics_that_do_not_apply_are_errors():

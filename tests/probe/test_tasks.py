@@ -86,3 +86,64 @@ def test_split_is_seeded_disjoint_and_complete():
 def test_digits_task_uses_bundled_data():
     t = make_task("digits")
     assert t.inputs.shape == (1797, 64) and t.n_classes == 10 and not t.is_table
+
+
+def test_a_prime_is_needed_only_by_the_operations_that_divide():
+    from probe.config import TrainConfig
+
+    dividing = [n for n, kind in TASKS.items() if kind.modular and kind.op.needs_prime]
+    assert dividing == ["div", "mix1"]
+    for name in dividing:
+        for build in (lambda: make_task(name, p=12), lambda: TrainConfig(task=name, p=12)):
+            with pytest.raises(ProbeError, match=rf"task '{name}' divides.*prime p.*got p=12 = 2 x 6") as err:
+                build()
+            assert "\n" not in str(err.value)
+        assert make_task(name, p=13).n_samples == 13 * 12
+    # 3 has no inverse mod 9: the operations that divide are undefined there, the others are not
+    assert not any((3 * b) % 9 == 1 for b in range(9))
+    for name, kind in TASKS.items():
+        if kind.modular and not kind.op.needs_prime:
+            t = make_task(name, p=12)
+            assert TrainConfig(task=name, p=12).p == 12 and t.modulus == 12 and t.n_samples == 144
+            a, b = t.inputs[:, 0], t.inputs[:, 1]
+            assert np.array_equal(t.labels, kind.op.fn(a, b, 12) % 12)
+    a, b = make_task("mul", p=12).inputs.T
+    assert np.array_equal(make_task("mul", p=12).labels, (a * b) % 12)
+
+
+@pytest.fixture
+def xor_task(monkeypatch):
+    """A task registered from outside the package: bitwise XOR on 0..p-1 (p a power of two)."""
+    from probe.tasks import TaskKind, _table_task
+
+    def check(p=None, **_):
+        if p is None or p < 2 or p & (p - 1):
+            raise ProbeError(f"task 'xor' needs p a power of two, got p={p}", param="p")
+
+    def build(p=None, ordered=None, **_):
+        check(p)
+        a, b = np.meshgrid(np.arange(p), np.arange(p), indexing="ij")
+        return _table_task({"name": "xor", "p": p, "ordered": True}, (a ^ b).astype(np.int64),
+                           tuple(str(k) for k in range(p)), p, True, True, modulus=None)
+
+    assert "xor" not in TASKS
+    monkeypatch.setitem(TASKS._items, "xor", TaskKind("xor", "a XOR b", build, check))
+    return "xor"
+
+
+def test_a_task_registered_elsewhere_is_accepted_built_and_trained(xor_task, tmp_path):
+    from probe.config import TrainConfig
+    from probe.run import load_run
+    from probe.train.config import load_config
+    from probe.train.loop import train
+
+    with pytest.raises(ProbeError, match="power of two"):
+        TrainConfig(task=xor_task, p=12)
+    cfg = load_config("nanda-modadd", overrides={"task": xor_task, "p": "8", "steps": "4", "model.d_model": "8",
+                                                "model.n_heads": "2", "model.d_mlp": "16", "checkpoint.every": "2"})
+    assert cfg.task == xor_task and cfg.p == 8
+    train(cfg, tmp_path / "run", progress=False)
+    with load_run(tmp_path / "run") as run:
+        a, b = run.task.inputs.T
+        assert run.task.name == xor_task and np.array_equal(run.task.labels, a ^ b)
+        assert run.steps.tolist()[-1] == 4
