@@ -13,17 +13,23 @@ string attribute.
 Integrity. Every dataset is chunked with HDF5's Fletcher-32 checksum filter, and each checkpoint
 records a BLAKE2 digest of its tensors (``checkpoints/digest``), which keys the analysis cache by
 content. The file's metadata carries HDF5's own checksums (``libver="latest"``). A read that fails a
-checksum becomes one :class:`ProbeError` naming the dataset and the step. Checksums are verified
-once per file state: after a series has been read through the filter without error, the rows read
-are recorded in ``RUN_DIR/analysis/verified.json`` against the file's identity (device, inode,
-size, modification and change times); later reads of those rows of an unchanged, finished file
-take the raw chunks and skip the filter (:class:`Verified`). Any write to the file changes its
-change time and voids the record, so edited bytes are always checked.
+checksum becomes one :class:`ProbeError` naming the dataset and the step. The digests are checked
+against the tensors before they key anything (:meth:`RunFile.digests`), so tensors edited in place
+with their digests kept are an error, not a stale cache hit. Checksums and digests are verified
+once per file state: the rows verified are recorded in ``RUN_DIR/analysis/verified.json`` against
+the file's identity (device, inode, size, modification and change times) and sealed with the local
+key (:mod:`probe.integrity`); later reads of those rows of an unchanged, finished file take the raw
+chunks and skip the filter (:class:`Verified`). Any write to the file changes its change time and
+voids the record; a record edited or forged without the key is ignored.
 
-Validation. :class:`RunFile` checks on opening that every required group, dataset and attribute is
-there with its type and shape, that indices are inside the task table, that steps increase, and
+Validation. The schema is described once in :mod:`probe.schema`: the writer lays a file out from
+a :class:`~probe.schema.RunLayout` and checks the result against the description before renaming
+it into place; :class:`RunFile` checks on opening that every required group, dataset and attribute
+is there with its type and rank, that indices are inside the task table, that steps increase, and
 that the file holds no external links, virtual datasets or external storage. It refuses sizes that
-would need huge allocations before reading them.
+would need huge allocations before reading them: a dataset may not declare more bytes than the
+file stores for it (unwritten chunks read as zeros), split sizes are bounded by the task, resume
+slots by the parameters.
 """
 
 from __future__ import annotations
@@ -41,18 +47,18 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
+from probe import integrity
 from probe.errors import ProbeError, RunWriteError
+from probe.schema import (DIGEST_BYTES, FORMAT_NAME, MAX_ROW_BYTES, MAX_SAMPLES, METRIC_COLUMNS, SCHEMA_VERSION,
+                          SLOTS, RunHeader, RunLayout, check_size, check_structure, shape_problem, walk)
 from probe.tasks import Split
 
+__all__ = ["FORMAT_NAME", "SCHEMA_VERSION", "METRIC_COLUMNS", "DIGEST_BYTES", "RUN_FILENAME", "RunFile", "RunWriter",
+           "ResumeState", "RunHeader", "RunLayout", "Verified", "digest", "package_versions", "run_file_path"]
+
 RUN_FILENAME = "run.h5"
-FORMAT_NAME = "probe-run"
-SCHEMA_VERSION = 2
 CHUNK_BYTES = 1 << 18  # whole chunks are allocated at once: keep small runs small
-METRIC_COLUMNS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
-DIGEST_BYTES = 16
-MAX_ROW_BYTES = 1 << 31  # one checkpoint of one tensor; larger shapes are refused unread
-MAX_SAMPLES = 1 << 24
-JSON_ATTRS = {"config": dict, "task": dict, "symbols": list, "parameters": list, "packages": dict}
+VERIFY_BLOCK_BYTES = 1 << 26  # digests are checked this many bytes of checkpoints at a time
 
 
 def run_file_path(run_dir: str | os.PathLike[str]) -> Path:
@@ -139,18 +145,21 @@ class RunWriter:
         self._broken = False
 
     @classmethod
-    def create(cls, path: Path, *, attrs: dict[str, Any], task_arrays: dict[str, np.ndarray],
-               split: dict[str, np.ndarray], static: dict[str, np.ndarray],
-               param_shapes: dict[str, tuple[int, ...]], saved: list[str], series_dtype: str,
-               optim_shapes: dict[str, tuple[int, ...]], rng_sizes: dict[str, int], schedule_size: int,
-               copy_from: "RunFile | None" = None, resume: ResumeState | None = None) -> "RunWriter":
-        """Create a run file at ``path``: written whole under a temporary name, switched to SWMR mode,
-        then renamed into place, so ``path`` always holds a complete, resumable file.
+    def create(cls, path: Path, layout: RunLayout, *, copy_from: "RunFile | None" = None,
+               resume: ResumeState | None = None) -> "RunWriter":
+        """Create a run file at ``path`` from ``layout``: written whole under a temporary name, checked
+        against the schema (:func:`probe.schema.check_structure`), switched to SWMR mode, then renamed
+        into place, so ``path`` always holds a complete, resumable file.
 
         With ``copy_from`` the committed checkpoints and metrics of an existing run (up to
-        ``resume.step``) are copied and ``resume`` fills slot 0: this is how ``--resume`` rewrites a
-        file that was killed mid-write, without touching the original until the copy is complete.
+        ``resume.step``) are copied, their digests checked, and ``resume`` fills slot 0: this is how
+        ``--resume`` rewrites a file that was killed mid-write, without touching the original until
+        the copy is complete.
         """
+        if resume is not None:
+            bad = layout.resume_problem(resume.params, resume.optim, resume.rng, resume.schedule)
+            if bad:
+                raise ProbeError(f"the resume state does not fit the run: {bad}")
         tmp = path.with_name(path.name + ".tmp")
         tmp.unlink(missing_ok=True)
         try:
@@ -159,8 +168,7 @@ class RunWriter:
             raise ProbeError(f"cannot create {tmp}: {_reason(exc)}") from None
         try:
             with _writing(tmp):
-                cls._layout(f, attrs, task_arrays, split, static, param_shapes, saved, series_dtype, optim_shapes,
-                            rng_sizes, schedule_size, copy_from, resume)
+                cls._layout(f, layout, copy_from, resume)
                 if resume is not None:
                     _write_slot(f["resume/slot0"], resume)
                 f.flush()
@@ -173,19 +181,18 @@ class RunWriter:
             tmp.unlink(missing_ok=True)
             raise
         os.replace(tmp, path)
-        return cls(path, f, saved, next_slot=1 if resume is not None else 0)
+        return cls(path, f, list(layout.saved), next_slot=1 if resume is not None else 0)
 
     @staticmethod
-    def _layout(f: h5py.File, attrs: dict[str, Any], task_arrays: dict[str, np.ndarray], split: dict[str, np.ndarray],
-                static: dict[str, np.ndarray], param_shapes: dict[str, tuple[int, ...]], saved: list[str],
-                series_dtype: str, optim_shapes: dict[str, tuple[int, ...]], rng_sizes: dict[str, int],
-                schedule_size: int, copy_from: "RunFile | None", resume: ResumeState | None) -> None:
-        for key, value in attrs.items():
+    def _layout(f: h5py.File, layout: RunLayout, copy_from: "RunFile | None", resume: ResumeState | None) -> None:
+        for key, value in layout.header.to_attrs().items():
             f.attrs[key] = value
-        for group, arrays in (("task", task_arrays), ("split", split), ("static", static)):
+        split = {"train": layout.split["train"], "val": layout.split["val"]}
+        for group, arrays in (("task", layout.task_arrays), ("split", split), ("static", layout.static)):
             g = f.create_group(group)
             for key, arr in arrays.items():
                 _dataset(g, key, arr)
+        saved = list(layout.saved)
         ck = f.create_group("checkpoints")
         n_ck = 0 if copy_from is None else copy_from.n_checkpoints_upto(resume.step if resume else None)
         steps = _dataset(ck, "steps", shape=(n_ck,), maxshape=(None,), dtype=np.int64, chunks=(1024,))
@@ -195,21 +202,26 @@ class RunWriter:
             assert copy_from is not None
             steps[:] = copy_from.steps[:n_ck]
         pg = ck.create_group("params")
-        dtype = np.dtype(series_dtype)
+        dtype = np.dtype(layout.series_dtype)
         copied: dict[str, h5py.Dataset] = {}
         for name in saved:
-            shape = param_shapes[name]
+            shape = tuple(layout.param_shapes[name])
             ds = _dataset(pg, name, shape=(n_ck, *shape), maxshape=(None, *shape), dtype=dtype,
                           chunks=_time_chunk(shape, dtype.itemsize))
             copied[name] = ds
         if n_ck:
             assert copy_from is not None
+            if sorted(copy_from.tensor_names) != sorted(saved):
+                raise ProbeError(f"{copy_from.path} saved {', '.join(copy_from.tensor_names)}; the run saves "
+                                 f"{', '.join(saved)}")
             for lo in range(0, n_ck, 256):
                 hi = min(n_ck, lo + 256)
                 rows = {name: copy_from.read(copy_from.series_dataset(name), slice(lo, hi)) for name in saved}
                 for name in saved:
                     copied[name][lo:hi] = rows[name]
-                dig[lo:hi] = np.stack([digest([rows[n][i] for n in saved]) for i in range(hi - lo)])
+                fresh = np.stack([digest([rows[n][i] for n in saved]) for i in range(hi - lo)])
+                copy_from.check_digests(np.arange(lo, hi), fresh)  # never launder edited tensors
+                dig[lo:hi] = fresh
         mg = f.create_group("metrics")
         n_m = 0
         if copy_from is not None:
@@ -225,24 +237,29 @@ class RunWriter:
             for col in METRIC_COLUMNS:
                 mg[col][:] = old[col][:n_m]
         rg = f.create_group("resume")
-        slot_dtype = np.float64 if series_dtype == "float64" else np.float32
-        for s in range(2):
+        slot_dtype = np.dtype(layout.slot_dtype)
+        for s in SLOTS:
             # Storage is allocated here, before SWMR writing starts: SWMR may only overwrite
             # allocated data or append chunks.
             sg = rg.create_group(f"slot{s}")
             _dataset(sg, "step", np.array([-1], dtype=np.int64))
             _dataset(sg, "has_optim", np.array([0], dtype=np.int8))
             spg = sg.create_group("params")
-            for name, shape in param_shapes.items():
+            for name, shape in layout.param_shapes.items():
                 _dataset(spg, name, np.zeros(shape, slot_dtype))
             og = sg.create_group("optim")
-            for key, shape in optim_shapes.items():  # torch keeps these in float32: exact
+            for key, shape in layout.optim_shapes.items():  # torch keeps these in float32: exact
                 _dataset(og, key, np.zeros(shape, slot_dtype))
             rgg = sg.create_group("rng")
-            for key, size in rng_sizes.items():
+            for key, size in layout.rng_sizes.items():
                 _dataset(rgg, key, np.zeros(size, np.uint8))
-            _dataset(sg, "schedule", np.zeros(schedule_size, np.float64))
+            _dataset(sg, "schedule", np.zeros(layout.schedule_size, np.float64))
         _dataset(f.create_group("status"), "finished", np.array([0], dtype=np.int8))
+
+        def wrong(what: str) -> ProbeError:  # the writer broke its own schema: a bug, not a user error
+            raise AssertionError(f"the new run file does not follow the schema: {what}")
+
+        check_structure(f, SCHEMA_VERSION, wrong)
 
     # appends ----------------------------------------------------------------------------------
     def add_metrics(self, row: dict[str, float]) -> None:
@@ -347,7 +364,7 @@ def _write_slot(slot: h5py.Group, state: ResumeState) -> None:
     slot["schedule"][...] = state.schedule
     slot["has_optim"][0] = int(state.has_optim)
     for group in ("params", "optim", "rng"):
-        for _, ds in _walk(slot[group]):
+        for _, ds in walk(slot[group]):
             ds.flush()
     slot["schedule"].flush()
     slot["has_optim"].flush()
@@ -378,24 +395,42 @@ def _reason(exc: BaseException) -> str:
 # reading and validation
 # --------------------------------------------------------------------------------------------------
 class Verified:
-    """Which rows of which series were read through the checksum filter without error, for one
-    state of one finished run file (``RUN_DIR/analysis/verified.json``, docs/run-format.md).
+    """Which rows of which series were read through the checksum filter without error, and which
+    checkpoints' digests were checked against their tensors (``checkpoints/digest``), for one state
+    of one run file (``RUN_DIR/analysis/verified.json``, docs/run-format.md).
 
-    The record names the file by ``(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)``; a copied,
-    replaced or written file gets a fresh record. Writing the record is best effort (a read-only
-    run directory simply verifies every time)."""
+    The record names the file by ``(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)`` and is
+    sealed with the local key (:mod:`probe.integrity`): a copied, replaced or written file gets a
+    fresh record, and a record edited or written without the key is ignored. Only finished runs
+    keep the record on disk (``persist``); a live run's is kept in memory for one open file. Writing
+    it is best effort (a read-only run directory simply verifies every time)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, persist: bool) -> None:
         self.record = path.parent / "analysis" / "verified.json"
-        self.identity = self._identity(path)
         self.path = path
+        self.persist = persist
+        self.identity = self._identity(path)
         self.rows: dict[str, list[list[int]]] = {}
+        self._dirty = False
+        if persist:
+            self._load()
+
+    def _load(self) -> None:
         try:
             data = json.loads(self.record.read_text())
-            if isinstance(data, dict) and data.get("file") == self.identity and isinstance(data.get("rows"), dict):
-                self.rows = {k: [[int(a), int(b)] for a, b in v] for k, v in data["rows"].items()}
-        except (OSError, ValueError, TypeError):
-            pass
+        except (OSError, ValueError):
+            return
+        if not isinstance(data, dict) or data.get("file") != self.identity or not isinstance(data.get("rows"), dict):
+            return
+        if not integrity.verify(data.get("seal"), *self._sealed(data["rows"])):
+            return
+        try:
+            self.rows = {str(k): [[int(a), int(b)] for a, b in v] for k, v in data["rows"].items()}
+        except (TypeError, ValueError):
+            self.rows = {}
+
+    def _sealed(self, rows: Any) -> tuple[str, str, str]:
+        return "verified", json.dumps(self.identity), json.dumps(rows, sort_keys=True, separators=(",", ":"))
 
     @staticmethod
     def _identity(path: Path) -> list[int]:
@@ -406,11 +441,7 @@ class Verified:
         return any(a <= lo and hi <= b for a, b in self.rows.get(name, ()))
 
     def add(self, name: str, lo: int, hi: int) -> None:
-        try:
-            if self._identity(self.path) != self.identity:  # changed since it was opened: record nothing
-                return
-        except OSError:
-            return
+        """Record rows ``lo:hi`` of ``name`` as verified (in memory; :meth:`save` writes the record)."""
         spans = sorted(self.rows.get(name, []) + [[lo, hi]])
         merged: list[list[int]] = []
         for a, b in spans:
@@ -419,13 +450,30 @@ class Verified:
             else:
                 merged.append([a, b])
         self.rows[name] = merged
+        self._dirty = True
+
+    def save(self) -> None:
+        if not (self.persist and self._dirty):
+            return
+        self._dirty = False
+        try:
+            if self._identity(self.path) != self.identity:  # changed since it was opened: record nothing
+                return
+        except OSError:
+            return
+        seal = integrity.seal(*self._sealed(self.rows))
+        if seal is None:
+            return
         try:
             self.record.parent.mkdir(exist_ok=True)
             tmp = self.record.with_name(f".verified-{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"file": self.identity, "rows": self.rows}))
+            tmp.write_text(json.dumps({"file": self.identity, "rows": self.rows, "seal": seal}))
             os.replace(tmp, self.record)
         except OSError:
             pass
+
+
+DIGEST_ROWS = "checkpoints/digest"  # the Verified entry of checkpoints whose digest matched their tensors
 
 
 def _raw_rows(ds: h5py.Dataset, lo: int, hi: int) -> np.ndarray | None:
@@ -471,97 +519,81 @@ class RunFile:
 
     # structure ------------------------------------------------------------------------------------
     def _validate(self) -> None:
-        f, path = self.f, self.path
-        fmt = f.attrs.get("format")
-        if fmt != FORMAT_NAME:
-            raise ProbeError(f"{path} is an HDF5 file but not a probe run (format attribute {str(fmt)[:40]!r})")
-        version = f.attrs.get("schema_version")
-        if not isinstance(version, (int, np.integer)) or isinstance(version, bool):
-            raise self.damaged("attribute 'schema_version' is not an integer")
-        self.version = int(version)
-        if self.version > SCHEMA_VERSION:
-            raise ProbeError(f"{path} was written with run schema version {self.version}; this probe reads up to "
-                             f"version {SCHEMA_VERSION} (upgrade probe)")
+        f = self.f
+        self.header = RunHeader.from_attrs(f.attrs, str(self.path), self.damaged)
+        self.version = self.header.schema_version
         _refuse_foreign_storage(f, self)
-        for key, kind in JSON_ATTRS.items():
-            value = f.attrs.get(key)
-            if value is None:
-                raise self.damaged(f"attribute {key!r} is missing")
-            try:
-                parsed = json.loads(value)
-            except (TypeError, ValueError):
-                raise self.damaged(f"attribute {key!r} is not JSON") from None
-            if not isinstance(parsed, kind):
-                raise self.damaged(f"attribute {key!r} is not a JSON {'object' if kind is dict else 'list'}")
-            setattr(self, key if key not in ("task",) else "task_spec", parsed)
-        if not all(isinstance(p, str) for p in self.parameters):
-            raise self.damaged("attribute 'parameters' must list parameter names")
-        inputs = self._require("task/inputs", ndim=2)
-        labels = self._require("task/labels", ndim=1, integer=True)
+        self.config, self.task_spec = self.header.config, self.header.task
+        self.symbols, self.parameters = list(self.header.symbols), list(self.header.parameters)
+        self.packages = self.header.packages
+        self._specs = check_structure(f, self.version, self.damaged)
+        self._file_bytes = self.path.stat().st_size
+        for key, spec in self._specs.items():  # whatever is read whole is checked before it is read
+            if spec.rows == "all":
+                check_size(key, f[key], self._file_bytes, self.damaged)
+        inputs, labels = f["task/inputs"], f["task/labels"]
         n = labels.shape[0]
         if inputs.shape[0] != n or n > MAX_SAMPLES:
             raise self.damaged(f"task/inputs has {inputs.shape[0]} rows and task/labels {n} (at most {MAX_SAMPLES})")
         self.n_samples = n
+        sizes = {key: f[f"split/{key}"].shape[0] for key in ("train", "val")}
+        if sizes["train"] + sizes["val"] > n:
+            raise self.damaged(f"split/train and split/val hold {sizes['train']} + {sizes['val']} indices for a task "
+                               f"of {n} samples")
         split = {}
         for key in ("train", "val"):
-            idx = self.read(self._require(f"split/{key}", ndim=1, integer=True)).astype(np.int64)
+            idx = self.read(f[f"split/{key}"]).astype(np.int64)
             if idx.size and (idx.min() < 0 or idx.max() >= n):
                 raise self.damaged(f"split/{key} holds indices outside 0..{n - 1}")
             split[key] = idx
         self.split = Split(**split)  # read and checked once, here
-        steps_ds = self._require("checkpoints/steps", ndim=1, integer=True)
-        self._steps = self.read(steps_ds)
+        self._steps = self.read(f["checkpoints/steps"])
         if np.any(np.diff(self._steps) <= 0) or (self._steps.size and self._steps[0] < 0):
             raise self.damaged("checkpoints/steps do not increase")
-        params = self.f.get("checkpoints/params")
-        if not isinstance(params, h5py.Group) or len(params) == 0:
-            raise self.damaged("group 'checkpoints/params' is missing or empty")
+        params = f["checkpoints/params"]
+        if len(params) == 0:
+            raise self.damaged("group 'checkpoints/params' is empty")
         for name, ds in params.items():
             self._check_series(name, ds)
-        if "digest" in self.f["checkpoints"]:
-            self._require("checkpoints/digest", ndim=2, integer=True, min_rows=len(self._steps))
-        mstep = self._require("metrics/step", ndim=1, integer=True)
-        self._metric_steps = self.read(mstep)
+        self._metric_steps = self.read(f["metrics/step"])
         if np.any(np.diff(self._metric_steps) <= 0):
             raise self.damaged("metrics/step do not increase")
-        for col in METRIC_COLUMNS:
-            self._require(f"metrics/{col}", ndim=1, numeric=True, min_rows=len(self._metric_steps))
-        for s in range(2):
-            self._require(f"resume/slot{s}/step", ndim=1, integer=True)
-            for sub in ("params", "optim", "rng"):
-                if not isinstance(self.f.get(f"resume/slot{s}/{sub}"), h5py.Group):
-                    raise self.damaged(f"group 'resume/slot{s}/{sub}' is missing")
-        if self.version >= 2:
-            self._require("status/finished", ndim=1, integer=True)
+        self._check_committed()
+        self._check_slots()
 
-    def _require(self, key: str, *, ndim: int, integer: bool = False, numeric: bool = False,
-                 min_rows: int = 0) -> h5py.Dataset:
-        ds = self.f.get(key)
-        if not isinstance(ds, h5py.Dataset):
-            raise self.damaged(f"dataset {key!r} is missing")
-        if len(ds.shape) != ndim:
-            raise self.damaged(f"dataset {key!r} has shape {ds.shape}, expected {ndim} dimension(s)")
-        kind = ds.dtype.kind
-        if integer and kind not in "iu":
-            raise self.damaged(f"dataset {key!r} has type {ds.dtype}, expected integers")
-        if (numeric or not integer) and kind not in "iuf":
-            raise self.damaged(f"dataset {key!r} has type {ds.dtype}, expected numbers")
-        if ds.shape[0] < min_rows:
-            raise self.damaged(f"dataset {key!r} has {ds.shape[0]} rows, fewer than the {min_rows} committed")
-        if ds.size * ds.dtype.itemsize > MAX_ROW_BYTES * 64:
-            raise self.damaged(f"dataset {key!r} is implausibly large {ds.shape}")
-        return ds
+    def _check_committed(self) -> None:
+        """Every series holds the rows its commit record covers, in no more bytes than the file stores."""
+        committed = {"checkpoints": len(self._steps), "metrics": len(self._metric_steps)}
+        for key, spec in self._specs.items():
+            if spec.rows in committed:
+                ds, rows = self.f[key], committed[spec.rows]
+                if ds.shape[0] < rows:
+                    raise self.damaged(f"dataset {key!r} has {ds.shape[0]} rows, fewer than the {rows} committed")
+                check_size(key, ds, self._file_bytes, self.damaged, rows=rows)
 
     def _check_series(self, name: str, ds: Any) -> None:
-        if not isinstance(ds, h5py.Dataset):
-            raise self.damaged(f"checkpoints/params/{name} is not a dataset")
-        if ds.dtype.kind != "f" or ds.ndim < 1:
-            raise self.damaged(f"checkpoints/params/{name} has type {ds.dtype}, expected floats")
         row = int(np.prod(ds.shape[1:], dtype=np.float64)) * ds.dtype.itemsize
         if row > MAX_ROW_BYTES:
             raise self.damaged(f"checkpoints/params/{name} has an implausible shape {ds.shape}")
-        if ds.shape[0] < len(self._steps):
-            raise self.damaged(f"checkpoints/params/{name} has {ds.shape[0]} rows for {len(self._steps)} checkpoints")
+        if name not in self.parameters:
+            raise self.damaged(f"checkpoints/params/{name} is not one of the run's parameters")
+
+    def _check_slots(self) -> None:
+        """Both resume slots hold every parameter (shaped as its saved series) and the same state."""
+        series = {name: tuple(ds.shape[1:]) for name, ds in self.f["checkpoints/params"].items()}
+        shapes = []
+        for s in SLOTS:
+            slot = self.f[f"resume/slot{s}"]
+            params = {k: tuple(v.shape) for k, v in slot["params"].items()}
+            expected = {n: series.get(n, params.get(n, ())) for n in self.parameters}
+            bad = shape_problem(params, expected, "parameter")
+            if bad:
+                raise self.damaged(f"resume/slot{s}: {bad}")
+            shapes.append({f"{sub}/{k}": tuple(v.shape) for sub in ("params", "optim", "rng")
+                           for k, v in walk(slot[sub])} | {"schedule": tuple(slot["schedule"].shape)})
+        if shapes[0] != shapes[1]:
+            diff = next(k for k in sorted(set(shapes[0]) | set(shapes[1])) if shapes[0].get(k) != shapes[1].get(k))
+            raise self.damaged(f"resume/slot0 and resume/slot1 differ in {diff!r}")
 
     def damaged(self, what: str) -> ProbeError:
         return ProbeError(f"{self.path} is damaged: {what}")
@@ -580,10 +612,16 @@ class RunFile:
                 ds.refresh()
             for ds in self.f["metrics"].values():
                 ds.refresh()
-            if "digest" in self.f["checkpoints"]:
+            if self.version >= 2:
                 self.f["checkpoints/digest"].refresh()
-            self._steps = self.read(self.f["checkpoints/steps"])
-            self._metric_steps = self.read(self.f["metrics/step"])
+            self._file_bytes = self.path.stat().st_size
+            for key in ("checkpoints/steps", "metrics/step"):
+                check_size(key, self.f[key], self._file_bytes, self.damaged)
+            steps, metric_steps = self.read(self.f["checkpoints/steps"]), self.read(self.f["metrics/step"])
+        if np.any(np.diff(steps) <= 0) or np.any(np.diff(metric_steps) <= 0):
+            raise self.damaged("checkpoints/steps or metrics/step do not increase")
+        self._steps, self._metric_steps = steps, metric_steps
+        self._check_committed()
 
     @property
     def steps(self) -> np.ndarray:
@@ -613,22 +651,26 @@ class RunFile:
 
     def read_rows(self, ds: h5py.Dataset, lo: int, hi: int, what: str) -> np.ndarray:
         """Rows ``lo:hi`` of a series, checksums verified once per file state (see :class:`Verified`)."""
+        rows = self._rows(ds, lo, hi, what)
+        self._verified().save()
+        return rows
+
+    def _rows(self, ds: h5py.Dataset, lo: int, hi: int, what: str) -> np.ndarray:
         verified = self._verified()
         name = ds.name.lstrip("/")
-        if verified is not None and verified.covers(name, lo, hi):
+        if verified.persist and verified.covers(name, lo, hi):
             with self._reading(what):
                 fast = _raw_rows(ds, lo, hi)
             if fast is not None:
                 return fast
         with self._reading(what):
             rows = np.asarray(ds[lo:hi])
-        if verified is not None:
-            verified.add(name, lo, hi)
+        verified.add(name, lo, hi)
         return rows
 
-    def _verified(self) -> Verified | None:
-        if "_verified_record" not in self.__dict__:  # finished runs only: a live run changes under readers
-            self._verified_record = Verified(self.path) if self.version >= 2 and self.finished else None
+    def _verified(self) -> Verified:
+        if "_verified_record" not in self.__dict__:  # kept on disk for finished runs only: a live run changes
+            self._verified_record = Verified(self.path, persist=self.version >= 2 and self.finished)
         return self._verified_record
 
     def read(self, ds: h5py.Dataset, sel: Any = slice(None), step: int | None = None) -> np.ndarray:
@@ -652,10 +694,59 @@ class RunFile:
         return {k: self.read(v) for k, v in self.f["static"].items()}
 
     def digests(self, indices: np.ndarray) -> np.ndarray | None:
-        """Per-checkpoint content digests ``[len(indices), 16]`` (None for schema-1 files)."""
-        if "digest" not in self.f["checkpoints"]:
+        """Per-checkpoint content digests ``[len(indices), 16]`` (None for schema version 1 files),
+        checked against the stored tensors once per file state first: a digest that no longer
+        matches its checkpoint's tensors is an error naming the step, never a key for stale results."""
+        if self.version < 2:  # digests are part of schema version 2
             return None
-        return self.read(self.f["checkpoints/digest"], np.asarray(indices))
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size == 0:
+            return np.zeros((0, DIGEST_BYTES), np.uint8)
+        if idx.min() < 0 or idx.max() >= len(self._steps):
+            raise ProbeError(f"checkpoint indices must be in 0..{len(self._steps) - 1}")
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        stored = self.read(self.f["checkpoints/digest"], uniq)
+        self._verify_digests(uniq, stored)
+        return stored[inverse]
+
+    def _verify_digests(self, uniq: np.ndarray, stored: np.ndarray) -> None:
+        verified = self._verified()
+        todo = np.array([i for i in uniq.tolist() if not verified.covers(DIGEST_ROWS, i, i + 1)], dtype=np.int64)
+        if todo.size == 0:
+            return
+        where = {int(i): k for k, i in enumerate(uniq.tolist())}
+        names = self.digest_order
+        datasets = [self.series_dataset(n) for n in names]
+        row_bytes = sum(int(np.prod(ds.shape[1:])) * ds.dtype.itemsize for ds in datasets)
+        block = max(1, VERIFY_BLOCK_BYTES // max(1, row_bytes))
+        breaks = np.flatnonzero(np.diff(todo) != 1) + 1
+        for run in np.split(todo, breaks):
+            for lo in range(int(run[0]), int(run[-1]) + 1, block):
+                hi = min(int(run[-1]) + 1, lo + block)
+                span = f"steps {int(self._steps[lo])}..{int(self._steps[hi - 1])}"
+                rows = [self._rows(ds, lo, hi, f"{ds.name.lstrip('/')} at {span}") for ds in datasets]
+                fresh = np.stack([digest([r[j] for r in rows]) for j in range(hi - lo)])
+                self.check_digests(np.arange(lo, hi), fresh, stored[[where[i] for i in range(lo, hi)]])
+                verified.add(DIGEST_ROWS, lo, hi)
+        verified.save()
+
+    @property
+    def digest_order(self) -> list[str]:
+        """The saved tensors in the order their bytes enter a checkpoint's digest (model order)."""
+        saved = set(self.tensor_names)
+        return [n for n in self.parameters if n in saved]
+
+    def check_digests(self, indices: np.ndarray, fresh: np.ndarray, stored: np.ndarray | None = None) -> None:
+        """Compare digests computed from the tensors of checkpoints ``indices`` with the stored ones."""
+        if self.version < 2:
+            return
+        if stored is None:
+            stored = self.read(self.f["checkpoints/digest"], slice(int(indices[0]), int(indices[-1]) + 1))
+        bad = np.flatnonzero(np.any(np.asarray(fresh) != np.asarray(stored), axis=1))
+        if bad.size:
+            step = int(self._steps[int(indices[int(bad[0])])])
+            raise self.damaged(f"checkpoints/digest at step {step} does not match the tensors in checkpoints/params "
+                               "(they were changed after they were written)")
 
     @property
     def finished(self) -> bool:
@@ -665,10 +756,11 @@ class RunFile:
 
     def resume_state(self) -> ResumeState | None:
         """The newest resume slot whose step is a committed checkpoint (normally the last one), or None
-        when no slot is usable (then training restarts from step 0, which reproduces the run)."""
+        when no slot is usable (then training restarts from step 0, which reproduces the run). The
+        slots' shapes and sizes were checked at opening."""
         steps = set(self.steps.tolist())
         best: tuple[int, int] | None = None
-        for s in range(2):
+        for s in SLOTS:
             step = int(self.read(self.f[f"resume/slot{s}/step"])[0])
             if step in steps and (best is None or step > best[1]):
                 best = (s, step)
@@ -679,7 +771,7 @@ class RunFile:
             return ResumeState(
                 step=best[1],
                 params={k: self.read(v) for k, v in slot["params"].items()},
-                optim={k: self.read(v) for k, v in _walk(slot["optim"])},
+                optim={k: self.read(v) for k, v in walk(slot["optim"])},
                 has_optim=bool(self.read(slot["has_optim"])[0]),
                 rng={k: self.read(v) for k, v in slot["rng"].items()},
                 schedule=self.read(slot["schedule"]),
@@ -760,11 +852,3 @@ def _read_reason(exc: BaseException) -> str:
     if "filter" in text.lower() or "checksum" in text.lower() or "fletcher" in text.lower():
         return "checksum mismatch (the data on disk changed after they were written)"
     return text.splitlines()[0][:120] if text else type(exc).__name__
-
-
-def _walk(group: h5py.Group, prefix: str = "") -> Iterator[tuple[str, h5py.Dataset]]:
-    for key, item in group.items():
-        if isinstance(item, h5py.Group):
-            yield from _walk(item, f"{prefix}{key}/")
-        else:
-            yield f"{prefix}{key}", item

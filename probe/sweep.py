@@ -8,9 +8,12 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from probe.errors import ProbeError
 from probe.phases import PhaseRule, classify, majority
@@ -35,7 +38,23 @@ def read_index(root: str | os.PathLike[str]) -> dict[str, Any]:
         raise ProbeError(f"{path} is unreadable or not JSON") from None
     if not isinstance(data, dict) or data.get("format") != "probe-sweep" or not isinstance(data.get("runs"), list):
         raise ProbeError(f"{path} is not a probe sweep index")
+    names: set[str] = set()
+    for i, entry in enumerate(data["runs"]):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not _RUN_NAME.fullmatch(name) or len(name.encode()) > 255:
+            raise ProbeError(f"{path}: run {i} has no valid name (letters, digits and ._+=- , not starting with a dot)")
+        if name in names:
+            raise ProbeError(f"{path}: run name {name[:80]!r} appears twice")
+        if not isinstance(entry.get("values"), dict) or not isinstance(entry.get("config"), dict):
+            raise ProbeError(f"{path}: run {name[:80]!r} lacks its swept values or its config")
+        names.add(name)
+    for key in ("swept", "log_keys"):
+        if not isinstance(data.get(key, []), list) or not all(isinstance(k, str) for k in data.get(key, [])):
+            raise ProbeError(f"{path}: {key!r} must be a list of config keys")
     return data
+
+
+_RUN_NAME = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]*")  # what point names are made of: safe file names
 
 
 # --------------------------------------------------------------------------------------------------
@@ -60,25 +79,122 @@ def _lock_held(path: Path) -> bool:
     return False
 
 
-def read_status(root: Path, name: str) -> dict[str, Any] | None:
-    path = root / STATUS_DIR / f"{name}.json"
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else None
-    except (OSError, ValueError):
+RECORD_STATES = ("done", "failed")  # the states a status record holds; the others come from locks and run files
+
+
+@dataclass(frozen=True)
+class StatusRecord:
+    """One run's status record, ``status/NAME.json``: written by :mod:`probe.train.sweep` when the run
+    ends, read by ``probe sweep status`` and ``probe phases`` (docs/design.md, "Sweeps and phases").
+
+    ``done`` records carry the run's accuracy curves (``step``, ``train_acc``, ``val_acc``,
+    ``val_loss``), whether it finished, its number of checkpoints, its wall time, and for a member
+    of a vectorised ensemble the ensemble's size; ``failed`` records a one-line ``reason``. Every
+    field is type-checked both when a record is made and when one is read: ``finished`` is a JSON
+    boolean, ``step`` a list of increasing integers, the curves lists of numbers of its length."""
+
+    state: str
+    reason: str = ""
+    seconds: float | None = None
+    ensemble: int | None = None
+    step: tuple[int, ...] = ()
+    train_acc: tuple[float, ...] = ()
+    val_acc: tuple[float, ...] = ()
+    val_loss: tuple[float, ...] = ()
+    finished: bool = False
+    checkpoints: int = 0
+
+    def __post_init__(self) -> None:
+        bad = self._problem()
+        if bad:
+            raise ValueError(bad)
+        for name in ("step", "train_acc", "val_acc", "val_loss"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    def _problem(self) -> str | None:
+        def integer(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def number(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        if self.state not in RECORD_STATES:
+            return f"'state' must be one of {', '.join(RECORD_STATES)}, not {str(self.state)[:40]!r}"
+        if not isinstance(self.reason, str):
+            return "'reason' must be a string"
+        if self.seconds is not None and not (number(self.seconds) and 0 <= self.seconds < float("inf")):
+            return "'seconds' must be a number of seconds"
+        if self.ensemble is not None and not (integer(self.ensemble) and self.ensemble >= 2):
+            return "'ensemble' must be an integer >= 2"
+        if not isinstance(self.finished, bool):
+            return "'finished' must be true or false"
+        if not (integer(self.checkpoints) and self.checkpoints >= 0):
+            return "'checkpoints' must be a non-negative integer"
+        if not isinstance(self.step, (list, tuple)) or not all(integer(v) and v >= 0 for v in self.step):
+            return "'step' must be a list of non-negative integers"
+        if any(b <= a for a, b in zip(self.step, self.step[1:])):
+            return "'step' must increase"
+        for name in ("train_acc", "val_acc", "val_loss"):
+            curve = getattr(self, name)
+            if not isinstance(curve, (list, tuple)) or not all(number(v) for v in curve):
+                return f"{name!r} must be a list of numbers"
+            if len(curve) != len(self.step):
+                return f"{name!r} has {len(curve)} values for {len(self.step)} steps"
         return None
+
+    def to_json(self) -> str:
+        return json.dumps({f: (list(v) if isinstance(v, tuple) else v) for f, v in self.__dict__.items()
+                           if v is not None})
+
+    @classmethod
+    def from_json(cls, text: str) -> "StatusRecord":
+        """Parse and check a record; ValueError naming what is wrong. Keys this version does not
+        know are ignored (a newer probe may add some)."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        if "state" not in known:
+            raise ValueError("'state' is missing")
+        return cls(**known)
+
+
+def status_path(root: Path, name: str) -> Path:
+    return root / STATUS_DIR / f"{name}.json"
+
+
+def load_status(root: Path, name: str) -> tuple[StatusRecord | None, str]:
+    """``(record, problem)``: the run's status record (None when it has none or it is unusable) and,
+    for an unusable one, why."""
+    path = status_path(root, name)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None, ""
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"status record {path.name} is unreadable ({getattr(exc, 'strerror', None) or exc})"
+    try:
+        return StatusRecord.from_json(text), ""
+    except (ValueError, TypeError, RecursionError) as exc:
+        why = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        return None, f"status record {path.name} is damaged ({why}); running the sweep again checks the run anew"
+
+
+def read_status(root: Path, name: str) -> StatusRecord | None:
+    """The run's status record, or None when it has none or it is unusable."""
+    return load_status(root, name)[0]
 
 
 def state_of(root: Path, name: str) -> tuple[str, str]:
     """``(state, reason)`` of one run of the sweep."""
     if _lock_held(root / STATUS_DIR / f"{name}.lock"):
         return "running", ""
-    rec = read_status(root, name)
-    if rec is not None and rec.get("state") in ("done", "failed"):
-        return rec["state"], str(rec.get("reason", ""))
+    rec, problem = load_status(root, name)
+    if rec is not None:
+        return rec.state, rec.reason
     if (root / RUNS_DIR / name / RUN_FILENAME).exists():
-        return "interrupted", ""
-    return "pending", ""
+        return "interrupted", problem
+    return "pending", problem
 
 
 def sweep_status(root: str | os.PathLike[str]) -> list[tuple[str, str, str]]:
@@ -131,8 +247,8 @@ class Sweep:
         for r in self.index["runs"]:
             rec = read_status(self.root, r["name"])
             row: dict[str, Any] = {"run": r["name"], **r["values"]}
-            if rec is not None and rec.get("state") == "done" and rec.get("step"):
-                res = classify(rec["step"], rec["train_acc"], rec["val_acc"], rule)
+            if rec is not None and rec.state == "done" and rec.step:
+                res = classify(np.asarray(rec.step), np.asarray(rec.train_acc), np.asarray(rec.val_acc), rule)
                 row.update(train_step=res.train_step, val_step=res.val_step, delay=res.delay, phase=res.phase)
             else:
                 state = state_of(self.root, r["name"])[0]

@@ -148,20 +148,23 @@ def test_file_flagged_open_for_writing_by_a_dead_writer_opens_and_resumes(tmp_pa
     _assert_identical(_contents(ref_dir), _contents(run_dir))
 
 
-def test_training_finishes_while_readers_hold_the_run(tmp_path):
+def test_training_finishes_while_readers_hold_the_run(tmp_path, waits):
     run_dir = tmp_path / "live"
     proc = subprocess.Popen([*CLI, "train", *TOY, "--set", "steps=400", "--no-progress", "--out", str(run_dir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     held, seen = [], []
     other = subprocess.Popen([sys.executable, "-c", "pass"])
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
+
+    def hold_another() -> bool:
+        """Open one more reader of the live run (kept open); done once training has ended."""
+        nonlocal other
+        if proc.poll() is not None:
+            return True
         if run_file_path(run_dir).exists():
             try:
                 run = probe.load_run(run_dir)
             except probe.ProbeError:
-                time.sleep(0.05)
-                continue
+                return False
             held.append(run)  # never closed until training has ended
             seen.append(len(run.steps))
             if len(held) == 3:  # a plain h5py reader too, in its own process, with HDF5's default locking
@@ -169,8 +172,11 @@ def test_training_finishes_while_readers_hold_the_run(tmp_path):
                         "swmr=True); print('open', flush=True); time.sleep(600)")
                 other = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
                 assert other.stdout is not None and other.stdout.readline().strip() == "open"
-        time.sleep(0.1)
-    _, err = proc.communicate(timeout=120)
+        return False
+
+    # as long as checkpoints keep coming (a reader every 0.1 s)
+    waits.until(hold_another, "training to end with readers open", progress=lambda: seen[-1:], poll=0.1)
+    _, err = proc.communicate()
     other.kill()
     other.wait()
     assert proc.returncode == 0, err
@@ -181,20 +187,22 @@ def test_training_finishes_while_readers_hold_the_run(tmp_path):
         assert run.finished and run.steps[-1] == 400
 
 
-def test_ctrl_c_exits_130_and_the_run_resumes(tmp_path):
+def test_ctrl_c_exits_130_and_the_run_resumes(tmp_path, waits):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([*CLI, "train", *TOY, "--set", "steps=100000", "--no-progress", "--out", str(run_dir)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
-    deadline = time.time() + 60
-    while time.time() < deadline and not run_file_path(run_dir).exists():
-        time.sleep(0.1)
-    time.sleep(1.0)
+    waits.checkpoints(proc, run_dir, 2)
+    t0 = time.monotonic()
+    waits.checkpoints(proc, run_dir, 4)
+    # a step boundary comes within a checkpoint interval: wait many of them, as measured here and now
+    patience = max(20.0, 20 * (time.monotonic() - t0) / 2)
+    err = ""
     try:
         for _ in range(5):  # Ctrl-C, again if the first landed where Python could not raise it
             proc.send_signal(signal.SIGINT)
             try:
-                _, err = proc.communicate(timeout=20)
+                _, err = proc.communicate(timeout=patience)
                 break
             except subprocess.TimeoutExpired:
                 continue
@@ -437,3 +445,294 @@ def test_series_never_returns_uncommitted_rows(small_run, tmp_path):
         assert run.series("embed.W_E", slice(0, None, 2)).shape[0] == len(range(0, t, 2))
         assert not (run.series("embed.W_E", slice(-5, None)) == 99.0).any()
         assert len(run.metrics) == len(run.file.metric_steps()) and (run.metrics["val_acc"] < 2).all()
+
+
+# --------------------------------------------------------------------------------------------------
+# crafted sizes: refused before anything is read
+# --------------------------------------------------------------------------------------------------
+SHIPPED = Path(__file__).resolve().parents[2] / "data" / "runs"
+
+
+def _shipped_copy(tmp_path: Path) -> Path:
+    d = tmp_path / "run"
+    shutil.copytree(SHIPPED / "toy-add", d, ignore=shutil.ignore_patterns("analysis"))
+    return d
+
+
+def _replace(f: h5py.File, key: str, **kw) -> None:
+    """Put a dataset declaring ``kw["shape"]`` at ``key`` without writing its data (chunks unallocated)."""
+    del f[key]
+    f.create_dataset(key, fletcher32=True, **kw)
+
+
+SIZES = {
+    "steps 2^29 rows": (lambda f: f["checkpoints/steps"].resize((1 << 29,)), "checkpoints/steps"),
+    "metrics 2^28 rows": (lambda f: [ds.resize((1 << 28,)) for ds in f["metrics"].values()], "metrics/step"),
+    "split/train 2^30 rows": (lambda f: _replace(f, "split/train", shape=(1 << 30,), maxshape=(None,), dtype="i8",
+                                                 chunks=(1 << 16,)), "split/train"),
+    "split larger than the task": (lambda f: (f["split"].__delitem__("train"),
+                                              f["split"].create_dataset("train", data=np.arange(100) % 55)),
+                                   "100 + 10 indices for a task of 55 samples"),
+    "resume slot 4 GiB": (lambda f: _replace(f, "resume/slot1/params/decoder.1.W", shape=(1 << 15, 1 << 15),
+                                             dtype="f4", chunks=(512, 512)), "resume/slot1/params/decoder.1.W"),
+    "resume slot misshapen": (lambda f: (f["resume/slot1/params"].__delitem__("decoder.1.W"),
+                                         f["resume/slot1/params"].create_dataset("decoder.1.W",
+                                                                                 data=np.zeros((3, 3), "f4"))),
+                              "resume/slot1: parameter 'decoder.1.W' has shape (3, 3)"),
+    "series 10 GiB of committed rows": (lambda f: _replace(f, "checkpoints/params/decoder.1.W",
+                                                           shape=(39, 8192, 8192), maxshape=(None, 8192, 8192),
+                                                           dtype="f4", chunks=(1, 1024, 1024)),
+                                        "checkpoints/params/decoder.1.W"),
+    "static 1 GiB": (lambda f: _replace(f, "static/targets", shape=(1 << 28, 1), dtype="f4", chunks=(1 << 16, 1)),
+                     "static/targets"),
+    "task/inputs 30 GiB": (lambda f: _replace(f, "task/inputs", shape=(55, 1 << 26), dtype="i8", chunks=(1, 1 << 16)),
+                           "task/inputs"),
+}
+
+
+def _open_with_memory_cap(run_dir: Path, cap: int = 1 << 30) -> subprocess.CompletedProcess:
+    """Open the run in a child whose address space is capped, so reading what a crafted file declares
+    would end in MemoryError there instead of swamping the machine."""
+    import resource
+
+    code = ("import sys, probe\n"
+            "try:\n    probe.load_run(sys.argv[1]).close()\n"
+            "except probe.ProbeError as exc:\n    print(exc)\n    sys.exit(2)\n")
+    return subprocess.run([sys.executable, "-c", code, str(run_dir)], capture_output=True, text=True,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)))
+
+
+@pytest.mark.parametrize("name", list(SIZES))
+def test_crafted_sizes_are_refused_before_anything_is_read(capsys, tmp_path, name):
+    """A small file declaring huge datasets (unwritten chunks read as zeros) is one error at opening,
+    in a process that could not even allocate what the file declares."""
+    d = _shipped_copy(tmp_path)
+    how, needle = SIZES[name]
+    with h5py.File(d / "run.h5", "r+") as f:
+        how(f)
+    assert (d / "run.h5").stat().st_size < 20 << 20
+    before = _sha(d / "run.h5")
+    res = _open_with_memory_cap(d)
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert needle in res.stdout and "damaged" in res.stdout, res.stdout
+    if "misshapen" in name or "larger" in name:  # small enough to try in-process: every command refuses it
+        for argv in (["info", str(d)], ["train", "--resume", str(d), "--steps", "7000", "--no-progress"]):
+            assert needle in _one_line_error(capsys, argv)
+    assert _sha(d / "run.h5") == before
+
+
+def _npz_declaring(path: Path, member: str, shape: tuple[int, ...]) -> None:
+    """An uncompressed .npz whose member's npy header declares ``shape`` float64 over 80 bytes."""
+    import io
+    import zipfile
+
+    from numpy.lib import format as npy
+
+    buf = io.BytesIO()
+    npy.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    buf.write(bytes(80))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr(member, buf.getvalue())
+        z.writestr("lineage.npy", _npy(np.array(json.dumps({"run": "/x", "step": 0, "optimizer": False}))))
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def test_parent_copy_declaring_2_to_the_40_floats_is_refused_unread(tmp_path):
+    from probe.train.loop import PARENT_COPY, _read_parent_copy
+
+    _npz_declaring(tmp_path / PARENT_COPY, "params/embed.W_E.npy", (1 << 40,))
+    with pytest.raises(probe.ProbeError, match=r"damaged: member 'params/embed.W_E.npy' declares \(1099511627776,\)"):
+        _read_parent_copy(tmp_path)
+    _npz_declaring(tmp_path / PARENT_COPY, "params/embed.W_E.npy", (10,))  # the header fits its bytes: read
+    parent = _read_parent_copy(tmp_path)
+    assert parent is not None and parent.params["embed.W_E"].shape == (10,) and parent.lineage["step"] == 0
+
+
+def test_parent_copy_of_other_shapes_is_one_line_on_resume(tmp_path, capsys):
+    """A fine-tuned run killed before its run file existed restarts from parent.npz: weights of other
+    shapes than the model's are refused by name before any training."""
+    from probe.train.config import load_config
+    from probe.train.loop import PARENT_COPY, Trainer, write_config_copy
+
+    cfg = load_config("kitouni-mlp", overrides={"p": "11", "steps": "20", "model.d_embed": "8", "model.hidden": "8"})
+    d = tmp_path / "run"
+    d.mkdir()
+    write_config_copy(d, cfg)
+    shapes = {n: tuple(p.shape) for n, p in Trainer(cfg, d, progress=False).model.named_parameters()}
+    arrays = {f"params/{n}": np.zeros(s, np.float32) for n, s in shapes.items()}
+    arrays["params/embed.W_E"] = np.zeros((3, 3), np.float32)
+    _npz_declaring(d / PARENT_COPY, "params/embed.W_E.npy", (1 << 40,))
+    before = _sha(d / PARENT_COPY)
+    err = _one_line_error(capsys, ["train", "--resume", str(d), "--no-progress"])
+    assert "parent.npz" in err and "declares (1099511627776,)" in err
+    assert _sha(d / PARENT_COPY) == before and not run_file_path(d).exists()
+    np.savez(d / PARENT_COPY, **arrays, lineage=np.array(json.dumps({"run": "/x", "step": 0, "optimizer": False})))
+    err = _one_line_error(capsys, ["train", "--resume", str(d), "--no-progress"])
+    assert "the starting weights do not fit the model: parameter 'embed.W_E' has shape (3, 3)" in err
+    assert not run_file_path(d).exists()
+    assert (d / PARENT_COPY).is_file() and (d / "config.yaml").is_file()  # a refused resume loses nothing
+
+
+# --------------------------------------------------------------------------------------------------
+# the analysis cache and the verification record are bound to the data
+# --------------------------------------------------------------------------------------------------
+@pytest.fixture
+def local_key(tmp_path, monkeypatch) -> Path:
+    from probe import integrity
+
+    key = tmp_path / "keys" / "key"
+    monkeypatch.setenv(integrity.KEY_ENV, str(key))
+    return key
+
+
+def test_a_cache_file_rewritten_with_a_recomputed_hash_is_recomputed(tmp_path, local_key):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from probe import analyses
+    from probe.analyses import cache
+
+    d = _shipped_copy(tmp_path)
+    with probe.load_run(d) as run:
+        first = analyses.compute(run, "rqi")
+    path = next((d / "analysis").glob("rqi-*.parquet"))
+    table = pq.read_table(path)
+    forged = table.set_column(table.column_names.index("rqi"), "rqi", pa.array([0.4242] * len(table)))
+    meta = json.loads(table.schema.metadata[b"probe"])
+    meta["table_sha256"] = cache._table_hash(forged.to_pandas())  # the plain self-hash, recomputed
+    pq.write_table(forged.replace_schema_metadata({**table.schema.metadata, b"probe": json.dumps(meta).encode()}),
+                   path)
+    with pytest.warns(UserWarning, match="seal does not verify"), probe.load_run(d) as run:
+        again = analyses.compute(run, "rqi")
+    assert again["rqi"].tolist() == first["rqi"].tolist() and (again["rqi"] != 0.4242).all()
+    with probe.load_run(d) as run:  # recomputed and sealed again: served without a warning
+        assert analyses.compute(run, "rqi").equals(again)
+    local_key.write_bytes(os.urandom(32))  # another machine's key: its cache files are not trusted
+    from probe import integrity
+
+    integrity._keys.clear()
+    with pytest.warns(UserWarning, match="seal does not verify"), probe.load_run(d) as run:
+        assert analyses.compute(run, "rqi")["rqi"].tolist() == first["rqi"].tolist()
+
+
+def test_tensors_edited_in_place_with_digests_kept_are_an_error_not_a_stale_result(tmp_path, local_key):
+    from probe import analyses
+
+    d = _shipped_copy(tmp_path)
+    with probe.load_run(d) as run:
+        analyses.compute(run, "rqi")  # cached, and the file state verified
+        last = int(run.steps[-1])
+    with h5py.File(d / "run.h5", "r+") as f:  # new values through the filter (checksums fine), digests kept
+        ds = f["checkpoints/params/embed.W_E"]
+        ds[-1] = ds[-1] * 10 + 1
+    for force in (False, True):
+        with probe.load_run(d) as run, pytest.raises(probe.ProbeError) as info:
+            analyses.compute(run, "rqi", force=force)
+        assert f"checkpoints/digest at step {last} does not match the tensors" in str(info.value)
+
+
+def test_a_forged_verification_record_does_not_skip_the_checksums(tmp_path, local_key):
+    d = _shipped_copy(tmp_path)
+    record = d / "analysis" / "verified.json"
+    with probe.load_run(d) as run:
+        run.series("embed.W_E")
+    genuine = json.loads(record.read_text())
+    assert genuine["rows"]["checkpoints/params/embed.W_E"] == [[0, 39]] and len(genuine["seal"]) == 64
+    offset, _ = _chunk_offset(d / "run.h5", "checkpoints/params/embed.W_E", 0)
+    with open(d / "run.h5", "r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    st = (d / "run.h5").stat()
+    forged = {**genuine, "file": [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]}
+    for seal in (genuine["seal"], "0" * 64, None):  # the old seal, a made-up one, none
+        record.write_text(json.dumps({**forged, "seal": seal}))
+        with probe.load_run(d) as run, pytest.raises(probe.ProbeError, match="checksum.*embed.W_E|embed.W_E.*checksum"):
+            run.series("embed.W_E")
+
+
+def test_without_a_local_key_nothing_recorded_is_trusted(tmp_path, monkeypatch):
+    from probe import analyses, integrity
+
+    monkeypatch.setenv(integrity.KEY_ENV, "/proc/no-such-dir/key")  # can be neither read nor created
+    d = _shipped_copy(tmp_path)
+    with probe.load_run(d) as run:
+        a = analyses.compute(run, "rqi", steps="last")
+    with probe.load_run(d) as run:
+        b = analyses.compute(run, "rqi", steps="last")
+    assert a.equals(b)
+    assert not (d / "analysis").exists()  # no verification record, no cache file: nothing to trust them with
+
+
+# --------------------------------------------------------------------------------------------------
+# damaged sweep status records
+# --------------------------------------------------------------------------------------------------
+def _sweep_with_records(root: Path, records: dict[str, str]) -> None:
+    """A sweep directory whose runs have the given status files (no training needed to read it)."""
+    (root / "status").mkdir(parents=True)
+    (root / "runs").mkdir()
+    runs = [{"name": n, "values": {"lr": 0.001 * (i + 1)}, "config": {}} for i, n in enumerate(records)]
+    (root / "sweep.json").write_text(json.dumps({"format": "probe-sweep", "runs": runs, "swept": ["lr"],
+                                                 "log_keys": []}))
+    for name, text in records.items():
+        (root / "status" / f"{name}.json").write_text(text)
+
+
+GOOD = {"state": "done", "step": [0, 10, 20], "train_acc": [0.1, 1.0, 1.0], "val_acc": [0.0, 0.2, 1.0],
+        "val_loss": [3.0, 2.0, 0.1], "finished": True, "checkpoints": 3, "seconds": 1.5}
+
+
+def test_damaged_status_records_read_as_unknown_never_as_done(tmp_path, capsys):
+    from probe.sweep import load_status
+
+    root = tmp_path / "sweep"
+    _sweep_with_records(root, {
+        "good": json.dumps(GOOD),
+        "finished-seven": json.dumps({**GOOD, "finished": 7}),
+        "string-step": json.dumps({**GOOD, "step": "0,10,20"}),
+        "bad-state": json.dumps({**GOOD, "state": "won"}),
+        "short-curve": json.dumps({**GOOD, "val_acc": [0.0]}),
+        "not-json": "{oops",
+        "binary": "",
+    })
+    (root / "status" / "binary.json").write_bytes(b"\xff\xfe\x00")
+    rec, problem = load_status(root, "good")
+    assert rec is not None and rec.finished is True and rec.step == (0, 10, 20) and problem == ""
+    for name, needle in (("finished-seven", "'finished' must be true or false"),
+                         ("string-step", "'step' must be a list"), ("bad-state", "'state' must be one of"),
+                         ("short-curve", "'val_acc' has 1 values for 3 steps"), ("not-json", "damaged"),
+                         ("binary", "status record binary.json")):
+        rec, problem = load_status(root, name)
+        assert rec is None and needle in problem, (name, problem)
+    assert main(["sweep", "status", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("done: 1, running: 0, failed: 0, interrupted: 0, pending: 6 (of 7)"), out
+    assert main(["phases", str(root), "--format", "csv"]) == 0
+    import io
+
+    import pandas as pd
+
+    df = pd.read_csv(io.StringIO(capsys.readouterr().out)).set_index("run")
+    assert df.loc["good", "phase"] != "" and not str(df.loc["good", "phase"]).startswith("n/a")
+    assert all(str(df.loc[n, "phase"]).startswith("n/a") for n in df.index if n != "good")
+
+
+def test_status_records_are_checked_when_written_too(tmp_path):
+    from probe.sweep import StatusRecord
+    from probe.train.sweep import _write_status
+
+    (tmp_path / "status").mkdir()
+    with pytest.raises(ValueError, match="'finished' must be true or false"):
+        _write_status(tmp_path, "a", {**GOOD, "finished": 7})
+    with pytest.raises(ValueError, match="'step' must be a list"):
+        StatusRecord(**{**GOOD, "step": "0,10,20"})
+    assert _write_status(tmp_path, "a", StatusRecord(**GOOD))
+    assert StatusRecord.from_json((tmp_path / "status" / "a.json").read_text()) == StatusRecord(**GOOD)
