@@ -177,9 +177,13 @@ def check_animation_path(out: str) -> None:
         raise ProbeError(f"cannot write {out}: directory {path.parent} does not exist")
 
 
+MAX_FPS = 100  # a GIF stores frame durations in hundredths of a second: 100 frames per second at most
+
+
 def check_fps(fps: int) -> None:
-    if fps < 1:
-        raise ProbeError(f"must be >= 1 frame per second, got {fps}", param="fps")
+    """Frames per second of an animation: a whole number in 1..MAX_FPS."""
+    if isinstance(fps, bool) or not isinstance(fps, (int, np.integer)) or not 1 <= fps <= MAX_FPS:
+        raise ProbeError(f"must be in 1..{MAX_FPS} frames per second, got {fps!r}", param="fps")
 
 
 def animate_pca(coords: np.ndarray, steps: np.ndarray, out: str, axes: str, fps: int = 8) -> None:

@@ -169,8 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("theory", help="Liu et al.'s effective theory: critical fraction, effective dynamics")
     tsub = p.add_subparsers(dest="theory_command", metavar="WHAT", parser_class=_Parser)
     t = tsub.add_parser("critical-fraction", help="P(unique linear representation) per training-set size (Liu Fig. 4a)")
-    t.add_argument("--task", default="add", help="'add' = Liu's (non-modular) addition, the default; or an "
-                   "abelian probe task (nonmod-add, mod-add for modular addition, mul, x2+y2, ...)")
+    t.add_argument("--task", default="nonmod-add", help="an abelian probe task: nonmod-add (Liu's non-modular "
+                   "addition, the default), add (modular addition), mul, x2+y2, ...")
     t.add_argument("--p", type=int, default=10)
     t.add_argument("--trials", type=int, default=100, help="random splits per training-set size")
     t.add_argument("--seed", type=int, default=0)
@@ -196,6 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     warnings.showwarning = _warn  # one line per warning, no source echo
     try:
+        from probe.plugins import load_plugins
+
+        load_plugins()  # extensions named in PROBE_PLUGINS register before any config or run is read
         parser = build_parser()
         args = parser.parse_args(argv)
         if args.version:
@@ -281,6 +284,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.dry_run:
         import yaml
 
+        from probe.train.config import check_data
+
+        check_data(cfg)  # what training would refuse first (a group table that is not there, n_train too large)
         print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
         return 0
     if not args.out:
@@ -314,14 +320,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.sweep_dir:
         raise ProbeError(f"unexpected argument {args.sweep_dir!r} (the sweep directory goes with --out)")
     spec = sweep.load_spec(args.spec)
-    if args.dry_run:
+    if args.dry_run:  # streamed: each run is printed as soon as its config is resolved and checked
         import yaml
 
-        points = sweep.expand(spec)
-        print(f"{len(points)} runs; swept: {', '.join(spec.swept)}")
-        for pt in points:
-            print(f"--- {pt.name}")
-            print(yaml.safe_dump(pt.config.to_dict(), sort_keys=False), end="")
+        dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+        print(f"{sweep.grid_size(spec)} runs; swept: {', '.join(spec.swept)}", flush=True)
+        for pt in sweep.iter_grid(spec):
+            sys.stdout.write(f"--- {pt.name}\n" + yaml.dump(pt.config.to_dict(), Dumper=dumper, sort_keys=False))
         return 0
     if not args.out:
         raise ProbeError("--out SWEEP_DIR is required")
@@ -335,7 +340,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"probe: interrupted; run the same command again to finish the sweep in {args.out}", file=sys.stderr)
         return 130
     print(f"{args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items() if v))
-    return 0 if counts.get("failed", 0) == 0 else 1
+    # exit 1 when a run failed or was left unfinished (runs another driver holds are its business)
+    return 1 if any(counts.get(s, 0) for s in ("failed", "interrupted", "pending")) else 0
 
 
 @command("phases")

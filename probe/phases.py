@@ -41,6 +41,23 @@ def first_step(steps: np.ndarray, values: np.ndarray, threshold: float) -> float
     return float(np.asarray(steps)[hit[0]]) if hit.size else float("nan")
 
 
+def _curve(name: str, values: object, length: int | None = None) -> np.ndarray:
+    """One training curve as a 1-D float array (``length`` values when given), or a ProbeError."""
+    if isinstance(values, (str, bytes)):
+        raise ProbeError(f"the training curve {name!r} is not a list of numbers")
+    try:
+        arr = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ProbeError(f"the training curve {name!r} is not a list of numbers") from None
+    if arr.ndim != 1:
+        raise ProbeError(f"the training curve {name!r} is not a flat list of numbers")
+    if length is not None and arr.shape[0] != length:
+        raise ProbeError(f"the training curve {name!r} has {arr.shape[0]} values for {length} steps")
+    if name == "step" and not np.all(np.isfinite(arr)):
+        raise ProbeError("the training curves' steps are not all finite")
+    return arr
+
+
 @dataclass(frozen=True)
 class PhaseResult:
     train_step: float  # first step with train accuracy above the threshold (NaN: never within the budget)
@@ -54,12 +71,16 @@ class PhaseResult:
 
 def classify(steps: np.ndarray, train_acc: np.ndarray, val_acc: np.ndarray,
              rule: PhaseRule = PhaseRule()) -> PhaseResult:
-    """Liu App. A Table 1 for one run's curves (steps ascending)."""
-    steps = np.asarray(steps)
+    """Liu App. A Table 1 for one run's curves (steps ascending). Curves that are not numbers of one
+    length, or steps that do not increase, are refused with a ProbeError naming the curve."""
+    steps = _curve("step", steps)
+    if np.any(np.diff(steps) <= 0):
+        raise ProbeError("the training curves' steps do not increase")
+    train_acc, val_acc = _curve("train_acc", train_acc, len(steps)), _curve("val_acc", val_acc, len(steps))
     keep = steps <= rule.budget if rule.budget is not None else np.ones(len(steps), dtype=bool)
     above = rule.threshold + 1e-12  # "exceeds" the threshold (Liu App. A)
-    t = first_step(steps[keep], np.asarray(train_acc)[keep], above)
-    v = first_step(steps[keep], np.asarray(val_acc)[keep], above)
+    t = first_step(steps[keep], train_acc[keep], above)
+    v = first_step(steps[keep], val_acc[keep], above)
     if math.isnan(t):
         phase = "confusion"
     elif math.isnan(v):

@@ -17,6 +17,7 @@ from typing import Any
 
 from probe.config import SECTIONS, TrainConfig
 from probe.errors import ProbeError, valid
+from probe.yamlfile import load_yaml
 
 PRESETS: dict[str, dict[str, Any]] = {
     "liu-toy-add": {
@@ -86,6 +87,9 @@ def preset_config(name: str) -> TrainConfig:
     return TrainConfig.from_dict(PRESETS[name])
 
 
+_UNSET = (None, "", "none", "null", "None")  # how a user writes "no value" for an optional key
+
+
 def parse_sets(items: list[str] | None) -> dict[str, str]:
     """``["lr=0.01", "model.d_model=64"]`` -> ``{"lr": "0.01", "model.d_model": "64"}``."""
     out: dict[str, str] = {}
@@ -103,15 +107,14 @@ def load_config(preset: str | None = None, path: str | Path | None = None,
     ``base``: the config to start from when neither names a preset (a parent run's, for ``--from``)."""
     data: dict[str, Any] = {}
     if path is not None:
-        import yaml
-
         p = Path(path)
         if not p.is_file():
             raise ProbeError(f"config file {p} does not exist")
         try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise ProbeError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+            text = p.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ProbeError(f"cannot read config file {p}: {getattr(exc, 'strerror', None) or exc}") from None
+        loaded = load_yaml(text, f"config file {p}")
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -120,7 +123,6 @@ def load_config(preset: str | None = None, path: str | Path | None = None,
         preset = data.pop("preset", preset)
     base = preset_config(preset) if preset else (base if base is not None else TrainConfig())
     flat: dict[str, Any] = {}
-    user_keys = set(data) | set(overrides or {})
     for key, value in data.items():
         if isinstance(value, dict) and key in SECTIONS:
             if key == "model" and "kind" in value:
@@ -129,10 +131,15 @@ def load_config(preset: str | None = None, path: str | Path | None = None,
         else:
             flat[key] = value
     flat.update(overrides or {})
-    if "train_fraction" in user_keys:
-        # the training-set size a user sets wins over a preset's: a fraction clears the preset's n_train
-        if "n_train" in user_keys and flat.get("n_train") not in (None, "", "none", "null", "None"):
+    # The training-set size a layer sets (the file over the preset, the overrides over both) wins over
+    # the layers below: a fraction alone clears their n_train. A file may hold both keys (every config
+    # probe writes does; n_train overrides train_fraction), the overrides one of them.
+    over = overrides or {}
+    if "train_fraction" in over:
+        if "n_train" in over and over["n_train"] not in _UNSET:
             raise ProbeError("set either train_fraction or n_train, not both (n_train overrides train_fraction)")
+        flat["n_train"] = None
+    elif "train_fraction" in data and "n_train" not in data and "n_train" not in over:
         flat["n_train"] = None
     return base.with_overrides(flat) if flat else base
 
@@ -144,3 +151,19 @@ def preset_rows() -> list[tuple[str, str, str, int]]:
         task = data["task"] + (f" p={data['p']}" if data.get("p") else "") + (f" n={data['n']}" if data.get("n") else "")
         rows.append((name, task, data["model"]["kind"], int(data["steps"])))
     return rows
+
+
+def check_data(cfg: TrainConfig, memo: dict[Any, Any] | None = None) -> None:
+    """Build ``cfg``'s task and check its split sizes, as training does first, without training: a
+    group table that is not there or not a group, or an ``n_train`` larger than the task, is refused
+    before a run directory is made. ``memo`` shares the work between many configs (a sweep's grid)."""
+    from probe.tasks import make_split, make_task
+
+    memo = {} if memo is None else memo
+    key = tuple(sorted(cfg.task_params.items()))
+    if key not in memo:
+        memo[key] = make_task(**cfg.task_params)
+    sizes = (key, cfg.train_fraction, cfg.n_train)
+    if sizes not in memo:
+        make_split(memo[key].n_samples, cfg.train_fraction, 0, cfg.n_train)
+        memo[sizes] = True

@@ -16,7 +16,7 @@ from probe.cli import main
 from probe.errors import ProbeError
 from probe.run import select_steps, run_labels
 from probe.tasks import make_task
-from probe.train.config import load_config
+from probe.train.config import PRESETS, load_config
 
 SHIPPED = Path(__file__).resolve().parents[2] / "data" / "runs"
 
@@ -33,8 +33,8 @@ def _err(capsys, argv: list[str]) -> str:
       "--steps", "last"], "--position: 7 is outside"),
     (["analyze", SHIPPED / "modadd-p53", "--metric", "circularity", "--pcs", "200", "--steps", "last", "--force"],
      "--pcs: 200 is more than"),
-    (["plot", SHIPPED / "modadd-p53", "--figure", "animation", "--fps", "0", "--out", "x.gif"], "--fps: must be >= 1"),
-    (["plot", SHIPPED / "modadd-p53", "--figure", "animation", "--fps", "-3", "--out", "x.gif"], "--fps: must be >= 1"),
+    (["plot", SHIPPED / "modadd-p53", "--figure", "animation", "--fps", "0", "--out", "x.gif"], "--fps: must be in 1..100"),
+    (["plot", SHIPPED / "modadd-p53", "--figure", "animation", "--fps", "-3", "--out", "x.gif"], "--fps: must be in 1..100"),
     (["train", "--preset", "liu-toy-add", "--set", "split_seed=-1", "--out", "unused"], "split_seed=-1"),
     (["train", "--preset", "liu-toy-add", "--set", "momentum=-1", "--out", "unused"], "momentum=-1.0"),
     (["train", "--preset", "liu-toy-add", "--set", "seed=1e30", "--out", "unused"], "seed=1000000000000000019884624838656"),
@@ -137,3 +137,139 @@ def test_cache_is_keyed_by_content_and_edited_files_are_recomputed(tmp_path):
     with probe.load_run(a) as run:  # (HDF5 shares one handle per file: the old ones are closed above)
         other = analyses.compute(run, "rqi", steps="last")
     assert other["rqi"].iloc[0] != first["rqi"].iloc[0]
+
+
+# -- written configs, YAML, values ------------------------------------------------------------------
+def _bomb(levels: int = 9, width: int = 9) -> str:
+    """A 'billion laughs' document: ``levels`` anchors, each a list of ``width`` aliases of the one before."""
+    lines = ["l0: &l0 [" + ", ".join(["lol"] * width) + "]"]
+    for i in range(1, levels):
+        lines.append(f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * width) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_a_written_config_reads_back_as_itself(name, tmp_path, capsys):
+    """What --dry-run prints (and what a run directory's config.yaml holds) loads as the same config,
+    and printing it again gives the same text, for every preset (both training-set keys included)."""
+    import yaml
+
+    cfg = load_config(name)
+    assert type(cfg).from_dict(cfg.to_dict()) == cfg
+    assert main(["train", "--preset", name, "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert yaml.safe_load(text) == cfg.to_dict()
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    assert load_config(path=path) == cfg
+    assert main(["train", str(path), "--dry-run"]) == 0
+    assert capsys.readouterr().out == text
+
+
+def test_training_set_size_layers(tmp_path):
+    """A file holding both keys means n_train (as a stored config does); a fraction set over it (a
+    file's over a preset, an override over a file) clears the n_train below it."""
+    both = tmp_path / "both.yaml"
+    both.write_text("preset: liu-toy-add\ntrain_fraction: 0.3\nn_train: 40\n")
+    cfg = load_config(path=both)
+    assert (cfg.train_fraction, cfg.n_train) == (0.3, 40)
+    cfg = load_config(path=both, overrides={"train_fraction": "0.5"})
+    assert (cfg.train_fraction, cfg.n_train) == (0.5, None)
+    fraction = tmp_path / "fraction.yaml"
+    fraction.write_text("preset: liu-toy-add\ntrain_fraction: 0.6\n")
+    assert load_config(path=fraction).n_train is None
+    assert load_config(path=fraction, overrides={"n_train": "30"}).n_train == 30
+
+
+def test_yaml_bombs_and_oversized_documents_are_refused():
+    from probe.yamlfile import MAX_BYTES, MAX_DEPTH, load_yaml
+
+    assert len(_bomb()) < 1500
+    with pytest.raises(ProbeError, match="expands to more than"):
+        load_yaml(_bomb(), "the spec")
+    with pytest.raises(ProbeError, match="contains it"):
+        load_yaml("a: &a [1, *a]\n", "the spec")
+    with pytest.raises(ProbeError, match="more than 64 deep"):
+        load_yaml("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1), "the spec")
+    with pytest.raises(ProbeError, match="deep"):  # unbalanced and far deeper than any recursion limit
+        load_yaml("[" * 200_000, "the spec")
+    with pytest.raises(ProbeError, match="bytes; at most"):
+        load_yaml("a: 1\n" + "#" * MAX_BYTES, "the spec")
+    with pytest.raises(ProbeError, match="not valid YAML"):
+        load_yaml("!!python/object/apply:os.system [echo hi]", "the spec")
+    with pytest.raises(ProbeError, match="cannot be read"):
+        load_yaml("when: 2020-13-45\n", "the spec")
+    # ordinary aliases and merge keys still work; an empty document is None
+    assert load_yaml("base: &b {lr: 0.1}\nrun: {<<: *b, seed: 1}\n", "x") == {"base": {"lr": 0.1},
+                                                                              "run": {"lr": 0.1, "seed": 1}}
+    assert load_yaml("", "x") is None
+
+
+def test_yaml_bombs_are_refused_by_every_command(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.yaml").write_text("preset: liu-toy-add\n" + _bomb())
+    (tmp_path / "spec.yaml").write_text("preset: liu-toy-add\n" + _bomb() + "grid:\n  lr: *l8\n")
+    assert "expands to more than" in _err(capsys, ["train", "config.yaml", "--dry-run"])
+    assert "expands to more than" in _err(capsys, ["sweep", "spec.yaml", "--dry-run"])
+    (tmp_path / "sweep").mkdir()
+    assert "expands to more than" in _err(capsys, ["sweep", "spec.yaml", "--out", "sweep"])
+    run = tmp_path / "killed"  # a run directory whose config copy was replaced
+    run.mkdir()
+    (run / "config.yaml").write_text(_bomb())
+    assert "expands to more than" in _err(capsys, ["train", "--resume", run])
+    assert not (run / "run.h5").exists()
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "Infinity", "nan", "1e400"])
+def test_non_finite_numbers_are_refused(value, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    err = _err(capsys, ["train", "--preset", "liu-toy-add", "--set", f"lr={value}", "--out", "unused"])
+    assert "expected a finite number" in err and "lr=" in err
+    assert not (tmp_path / "unused").exists()
+    (tmp_path / "spec.yaml").write_text("preset: liu-toy-add\ngrid:\n  weight_decay: [0.1, .inf]\n")
+    err = _err(capsys, ["sweep", "spec.yaml", "--dry-run"])
+    assert "grid point weight_decay=inf" in err and "expected a finite number" in err
+
+
+def test_empty_step_selections_are_refused(capsys):
+    steps = np.array([0, 10, 20])
+    for spec in ("", "  ", []):
+        with pytest.raises(ProbeError, match="^steps: empty"):
+            select_steps(steps, spec)
+    with pytest.raises(ProbeError, match="is not a step"):
+        select_steps(steps, [10.5])
+    assert select_steps(steps, [10.0]).tolist() == [1]
+    assert "--steps: empty" in _err(capsys, ["analyze", SHIPPED / "toy-add", "--metric", "rqi", "--steps", ""])
+
+
+def test_unknown_hook_is_refused_before_any_work(monkeypatch):
+    from probe.analyses import runner
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("a metric was computed before the hook was checked")
+
+    monkeypatch.setattr(runner, "_loop", no_work)
+    with pytest.raises(ProbeError, match="unknown hook 'blocks.9.nothing'.*blocks.0.mlp.hook_post") as exc:
+        analyses.compute(SHIPPED / "modadd-p53", ["param_norm", "rqi"], hook="blocks.9.nothing", force=True)
+    assert exc.value.param == "hook"
+
+
+def test_yaml_is_read_in_one_place():
+    """Every YAML document probe reads goes through the bounded loader (configs, specs, import maps)."""
+    import re
+
+    root = Path(__file__).resolve().parents[2]
+    pattern = re.compile(r"yaml\.(safe_load|load|full_load|unsafe_load)\w*\(|\b(C?Safe|Full|Unsafe)?Loader\b")
+    offenders = [f"{path.relative_to(root)}:{i}" for folder in ("probe", "train", "analyses")
+                 for path in sorted((root / folder).rglob("*.py")) if path.name != "yamlfile.py"
+                 for i, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not offenders, f"YAML read outside probe.yamlfile.load_yaml: {offenders}"
+
+
+def test_dry_run_refuses_what_training_would(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    base = ["train", "--preset", "liu-toy-add", "--set", "task=group", "--set", "p=null", "--dry-run"]
+    assert "group table '../../etc/passwd' not found" in _err(capsys, base + ["--set", "group=../../etc/passwd"])
+    assert "n_train must be in 1..36, got 45" in _err(capsys, base + ["--set", "group=S3"])
+    assert main(base + ["--set", "group=S3", "--set", "n_train=30"]) == 0
+    assert "group: S3" in capsys.readouterr().out

@@ -79,3 +79,38 @@ def test_corrupt_run_via_cli(tmp_path, toy_run, capsys):
 def test_dry_run_prints_resolved_config(capsys):
     code, out, _ = _run(capsys, "train", "--preset", "nanda-modadd", "--set", "p=97", "--dry-run")
     assert code == 0 and "p: 97" in out and "d_model: 128" in out
+
+
+def test_out_of_range_options_are_one_line(capsys, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.chdir(tmp_path)
+    shipped = Path(__file__).resolve().parents[2] / "data" / "runs"
+    for argv, message in (
+        (["plot", shipped / "toy-add", "--figure", "animation", "--fps", "100000", "--out", "a.gif"],
+         "--fps: must be in 1..100"),
+        (["theory", "critical-fraction", "--p", "5", "--trials", "2", "--seed", "-1", "--no-progress"],
+         "--seed: must be an integer in 0..4294967295, got -1"),
+        (["theory", "critical-fraction", "--p", "5", "--trials", "2", "--seed", str(2**32), "--no-progress"],
+         "--seed: must be an integer"),
+    ):
+        code, out, err = _run(capsys, *map(str, argv))
+        assert code == 2 and message in err, err
+        assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "a.gif").exists()
+
+
+@pytest.mark.parametrize("parent", ['"a string"', "[1, 2]", "{not json", '{"run": "x", "step": "7"}', "null"])
+def test_info_refuses_a_parent_record_that_is_not_one(parent, capsys, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    import h5py
+
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "data" / "runs" / "toy-add", run,
+                    ignore=shutil.ignore_patterns("analysis"))
+    with h5py.File(run / "run.h5", "r+") as f:
+        f.attrs["parent"] = parent
+    code, out, err = _run(capsys, "info", str(run))
+    assert code == 2 and "parent" in err and err.count("\n") == 1 and "Traceback" not in err, err

@@ -76,28 +76,50 @@ def test_kill_minus_nine_then_resume(tmp_path, wait_for_checkpoints):
     _assert_identical(reference, _final_params(run_dir))
 
 
-def test_reader_while_writer_runs(tmp_path):
+def test_reader_while_writer_runs(tmp_path, waits):
     run_dir = tmp_path / "live"
     cmd = [sys.executable, "-m", "probe.cli", "train", "--preset", "liu-toy-add", "--no-progress", "--out",
            str(run_dir)] + sum((["--set", s] for s in KILL_SETS), [])
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     seen = []
+
+    def read() -> bool:
+        """One read of the live run; enough once five reads saw checkpoints (two, if training ended)."""
+        if run_file_path(run_dir).exists():
+            try:
+                run = probe.load_run(run_dir)
+            except probe.ProbeError:
+                return False
+            with run:
+                n = len(run.steps)
+                if n:
+                    assert run.params("last")["embed.W_E"].shape == (10, 1)
+                    seen.append(n)
+        return len(seen) >= 5 or (proc.poll() is not None and len(seen) >= 2)
+
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None and len(seen) < 5:
-            if run_file_path(run_dir).exists():
-                try:
-                    run = probe.load_run(run_dir)
-                except probe.ProbeError:
-                    time.sleep(0.05)
-                    continue
-                with run:
-                    n = len(run.steps)
-                    if n:
-                        assert run.params("last")["embed.W_E"].shape == (10, 1)
-                        seen.append(n)
-            time.sleep(0.1)
+        waits.until(read, "five reads of the run while it trains", progress=lambda: seen[-1:], proc=proc, poll=0.1)
     finally:
         proc.kill()
         proc.wait()
-    assert len(seen) >= 2 and seen == sorted(seen)
+    assert seen == sorted(seen)
+
+
+def test_a_run_killed_before_its_file_existed_starts_from_its_config(tmp_path, capsys):
+    """Only config.yaml (what --dry-run prints, both training-set keys included) and a partial
+    run.h5.tmp: --resume trains the run from its config, for the presets that set n_train."""
+    from probe.cli import main
+
+    for preset, sets in (("liu-toy-add", ["steps=20", "model.decoder=8"]),
+                         ("omnigrok-digits", ["steps=20", "model.width=16", "checkpoint.count=5"])):
+        run_dir = tmp_path / preset
+        run_dir.mkdir()
+        argv = ["train", "--preset", preset, "--dry-run"] + [a for s in sets for a in ("--set", s)]
+        assert main(argv) == 0
+        (run_dir / "config.yaml").write_text(capsys.readouterr().out)
+        (run_dir / "run.h5.tmp").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))  # killed while being written
+        code, printed = main(["train", "--resume", str(run_dir), "--no-progress"]), capsys.readouterr()
+        assert code == 0 and "resumed and finished" in printed.out, printed.err
+        with probe.load_run(run_dir) as run:
+            assert run.finished and run.config == load_config(preset, overrides=dict(s.split("=") for s in sets))
+            assert run.config.n_train is not None
