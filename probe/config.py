@@ -9,15 +9,17 @@ value. The flat keys users type most (``steps``, ``seed``, ``p``, ``lr`` ...) li
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, Callable, ClassVar, Literal, Union
 
 from probe.errors import ProbeError, valid
 from probe.registry import Registry
 from probe.schedules import SCHEDULES
-from probe.tasks import MAX_SYMBOLS, TASK_NAMES
+from probe.tasks import MAX_SYMBOLS, TASKS
 
 Objective = Literal["cross_entropy", "mse_targets", "mse_onehot"]
 
@@ -415,10 +417,14 @@ class TrainConfig:
     stop: StopConfig = field(default_factory=StopConfig)
     grokfast: GrokfastConfig = field(default_factory=GrokfastConfig)
     constraint: ConstraintConfig = field(default_factory=ConstraintConfig)
+    #: the sections extensions registered (:func:`register_section`), as ``(name, config)`` pairs: only
+    #: those set away from their defaults, in registration order; read them with :meth:`section`
+    extensions: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
-        _check(self.task in TASK_NAMES, "task", self.task, f"unknown task{valid(TASK_NAMES)}")
+        _check(self.task in TASKS, "task", self.task, f"unknown task{valid(TASKS.names())}")
         _check(self.p is None or 2 <= self.p <= MAX_SYMBOLS, "p", self.p, f"must be in 2..{MAX_SYMBOLS}")
+        TASKS.get(self.task).check(p=self.p, n=self.n)  # e.g. a prime p for division, before anything is built
         for name in ("seed", "split_seed"):
             value = getattr(self, name)
             _check(0 <= value < SEED_LIMIT, name, value, f"must be in 0..{SEED_LIMIT - 1}")
@@ -449,27 +455,30 @@ class TrainConfig:
             _check(self.model.kind == "digits", "model.kind", self.model.kind, "task digits needs model.kind=digits")
         else:
             _check(self.model.kind != "digits", "model.kind", self.model.kind, "the digits model needs task=digits")
+        object.__setattr__(self, "extensions", _extension_values(self.extensions))
 
     def interventions(self) -> list[str]:
-        """The training-side knobs this config turns, in words (empty when none): what ``probe info``
-        shows, and what keeps a run out of vectorised ensembles (only the one-run trainer applies them)."""
-        parts = []
-        g, c = self.grokfast, self.constraint
-        if g.filter != "none":
-            setting = f"alpha {g.alpha:g}" if g.filter == "ema" else f"window {g.window}"
-            parts.append(f"grokfast {g.filter} ({setting}, lamb {g.amplification:g})")
-        if c.active:
-            target = f"norm {c.norm:g}" if c.norm is not None else f"{c.relative:g} x initial norm"
-            parts.append(f"constrained weight norm ({target}; tensors {','.join(c.tensors)})")
-        if self.softmax != "softmax" or self.softmax_dtype != "float64":
-            parts.append(f"{self.softmax} cross-entropy in {self.softmax_dtype}")
-        if self.orthogonal_grad:
-            parts.append("orthogonal gradients")
-        if self.train_subset is not None:
-            parts.append(f"training subset {self.train_subset:g} of the split")
-        if self.init_alpha != 1.0:
-            parts.append(f"weight matrices initialised x{self.init_alpha:g}")
-        return parts
+        """The training options this config turns on, in words (empty when none), in the order of
+        :data:`TRAINING_OPTIONS`: what ``probe info`` shows, and what keeps a run out of vectorised
+        ensembles (only the one-run trainer applies them)."""
+        return [option.describe(self) for _, option in TRAINING_OPTIONS.items() if option.active(self)]
+
+    def section(self, name: str) -> Any:
+        """The config of section ``name``: a field (``model``, ``checkpoint`` ...) or a section an
+        extension registered (its defaults unless set). Unknown names list the sections."""
+        sec = SECTIONS.get(name)
+        if sec.core:
+            return getattr(self, name)
+        for key, value in self.extensions:
+            if key == name:
+                return value
+        return sec.config()
+
+    def __getattr__(self, name: str) -> Any:
+        # called only when ordinary lookup fails: an extension's section reads as an attribute (cfg.noise)
+        if not name.startswith("_") and name != "extensions" and name in SECTIONS:
+            return self.section(name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def task_params(self) -> dict[str, Any]:
@@ -485,13 +494,19 @@ class TrainConfig:
         return self.weight_decay if self.embed_weight_decay is None else self.embed_weight_decay
 
     def to_dict(self) -> dict[str, Any]:
-        data = _to_jsonable(dataclasses.asdict(self))
-        data["model"] = {"kind": self.model.kind, **data["model"]}
-        return data
+        """The nested dict a run stores (JSON): flat keys, then every section; an extension's section
+        only when set away from its defaults, so a run that does not use it reads without it."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != EXTENSIONS}
+        data.update(self.extensions)
+        for name, sec in SECTIONS.items():
+            if name in data:
+                data[name] = sec.to_dict(data[name])
+        return _to_jsonable(data)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
-        """Build from a (possibly partial) nested dict; unknown keys raise with the valid ones."""
+        """Build from a (possibly partial) nested dict: absent keys take their defaults; unknown keys
+        and sections raise with the valid ones."""
         return _build(cls, data, prefix="")
 
     def with_overrides(self, overrides: dict[str, Any]) -> "TrainConfig":
@@ -499,19 +514,175 @@ class TrainConfig:
         data = self.to_dict()
         for key, value in overrides.items():
             parts = key.split(".")
+            if len(parts) > 2 or (len(parts) == 2 and parts[0] not in SECTIONS):
+                raise ProbeError(f"unknown config key {key!r}{_valid_keys_hint()}")
             target = data
-            for part in parts[:-1]:
-                if part not in SECTIONS or not isinstance(target.get(part), dict):
+            if len(parts) == 2:
+                sec = SECTIONS.get(parts[0])
+                target = data.setdefault(sec.name, {})  # an extension's section starts from its defaults
+                if not isinstance(target, dict):
                     raise ProbeError(f"unknown config key {key!r}{_valid_keys_hint()}")
-                target = target[part]
-            if parts[0] == "model" and parts[-1] == "kind" and len(parts) == 2 and value != target.get("kind"):
-                data["model"] = {"kind": value}  # switching model kind starts from that kind's defaults
-                continue
+                if sec.kinds is not None and parts[1] == "kind" and value != target.get("kind"):
+                    data[sec.name] = {"kind": value}  # switching model kind starts from that kind's defaults
+                    continue
             target[parts[-1]] = value
         return TrainConfig.from_dict(data)
 
 
-SECTIONS = ("model", "checkpoint", "stop", "grokfast", "constraint")  # nested config sections (dotted keys)
+EXTENSIONS = "extensions"  # the field of TrainConfig holding the sections extensions registered
+
+
+class UnknownSectionError(ProbeError):
+    """A config holds a section no one registered in this process (a stored run written with an
+    extension that is not imported here, or a misspelt section): the config is fine, the reader
+    lacks the section's definition."""
+
+
+@dataclass(frozen=True)
+class Section:
+    """A nested config section: the dotted keys ``NAME.*``, validated by the frozen dataclass ``config``.
+
+    Every field of :class:`TrainConfig` whose type is a dataclass is a section (``core``); an extension
+    adds one with :func:`register_section` (kept in ``TrainConfig.extensions``). ``kinds``: for a
+    section whose dataclass is chosen by its ``kind`` key (``model``), the registry of kinds, and
+    ``default_kind`` the kind of the field's default.
+    """
+
+    name: str
+    config: type
+    core: bool = True
+    kinds: Registry[Any] | None = None
+    default_kind: str = ""
+
+    def keys(self) -> list[str]:
+        """The section's dotted keys (for a kind-dispatched section, those of every kind)."""
+        if self.kinds is None:
+            names = [f.name for f in fields(self.config)]
+        else:
+            names = sorted({"kind"} | {f.name for _, cls in self.kinds.items() for f in fields(cls)})
+        return [f"{self.name}.{n}" for n in names]
+
+    def build(self, data: Any) -> Any:
+        """The section's config from its (possibly partial) dict; ProbeError naming the bad key."""
+        if self.kinds is None:
+            return _build(self.config, data, f"{self.name}.")
+        if not isinstance(data, dict):
+            raise ProbeError(f"config section {self.name} must be a mapping, got {str(data)[:60]!r}")
+        kind = data.get("kind", self.default_kind)
+        if not isinstance(kind, str) or kind not in self.kinds:
+            raise ProbeError(f"invalid config value {self.name}.kind={str(kind)[:40]!r}: unknown {self.kinds.what}"
+                             f"{valid(self.kinds.names())}")
+        return _build(self.kinds.get(kind), {k: v for k, v in data.items() if k != "kind"}, f"{self.name}.")
+
+    def to_dict(self, value: Any) -> dict[str, Any]:
+        data = dataclasses.asdict(value)
+        return {"kind": value.kind, **data} if self.kinds is not None else data
+
+
+#: every config section, live: the fields of TrainConfig (derived below), then those extensions register
+SECTIONS: Registry[Section] = Registry("config section")
+
+
+def _core_sections() -> None:
+    hints = typing.get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        tp = hints[f.name]
+        if not (isinstance(tp, type) and dataclasses.is_dataclass(tp)):
+            continue
+        if issubclass(tp, ModelConfig):
+            default = f.default_factory()  # type: ignore[misc]
+            SECTIONS.add(f.name, Section(f.name, tp, kinds=MODELS, default_kind=default.kind))
+        else:
+            SECTIONS.add(f.name, Section(f.name, tp))
+
+
+_core_sections()
+
+
+def register_section(name: str, config: type) -> Section:
+    """Register an extension's config section ``name`` (keys ``NAME.*``), validated by the frozen
+    dataclass ``config`` whose every field has a default. Configs, ``--set NAME.key=value``, YAML
+    files, stored runs and the valid-key hints know it from then on; ``cfg.section(NAME)`` (or
+    ``cfg.NAME``) reads it. A name taken by a key, a section or an attribute of TrainConfig is a
+    programming error (``ValueError``), as in every registry (docs/design.md, Registries)."""
+    if not name.isidentifier() or name.startswith("_"):
+        raise ValueError(f"config section name {name!r} must be a Python identifier not starting with _")
+    if name not in SECTIONS and (hasattr(TrainConfig, name) or name in {f.name for f in fields(TrainConfig)}):
+        raise ValueError(f"config section {name!r} would shadow TrainConfig.{name}")
+    if not (isinstance(config, type) and dataclasses.is_dataclass(config)
+            and config.__dataclass_params__.frozen):  # type: ignore[attr-defined]
+        raise ValueError(f"config section {name!r}: {config!r} is not a frozen dataclass")
+    try:
+        config()
+    except TypeError as exc:
+        raise ValueError(f"config section {name!r}: every field of {config.__name__} needs a default ({exc})") from None
+    return SECTIONS.add(name, Section(name, config, core=False))
+
+
+def _extension_values(items: Any) -> tuple[tuple[str, Any], ...]:
+    """``TrainConfig.extensions`` in its one form: registered sections of the right class, those at
+    their defaults dropped (so equal configs compare equal), in registration order."""
+    pairs = list(items.items()) if isinstance(items, dict) else list(items)
+    given: dict[str, Any] = {}
+    for pair in pairs:
+        if not (isinstance(pair, tuple) and len(pair) == 2):
+            raise ProbeError(f"invalid config value extensions={items!r}: expected (section, config) pairs")
+        name, value = pair
+        sec = SECTIONS.get(name)
+        if sec.core:
+            raise ProbeError(f"invalid config value extensions: {name} is a field of the config, not an extension")
+        if not isinstance(value, sec.config):
+            raise ProbeError(f"invalid config value {name}={value!r}: expected a {sec.config.__name__}")
+        if value != sec.config():
+            given[name] = value
+    return tuple((name, given[name]) for name in SECTIONS.names() if name in given)
+
+
+@dataclass(frozen=True)
+class TrainingOption:
+    """A training option only the one-run trainer applies: whether a config turns it on, and what it
+    does in one line (``probe info`` shows it; the vectorised ensemble refuses the run with it).
+
+    The trainer's interventions (``probe.train.interventions``) each have one; options applied where
+    a run is built (its split, its initialisation, the model's loss) are declared here alone.
+    """
+
+    name: str
+    active: Callable[[TrainConfig], bool]
+    describe: Callable[[TrainConfig], str]
+
+
+#: the training options, in the order ``TrainConfig.interventions`` lists them
+TRAINING_OPTIONS: Registry[TrainingOption] = Registry("training option")
+
+
+def training_option(name: str, active: Callable[[TrainConfig], bool],
+                    describe: Callable[[TrainConfig], str]) -> TrainingOption:
+    """Register a training option (a duplicate name is a ``ValueError``)."""
+    return TRAINING_OPTIONS.add(name, TrainingOption(name, active, describe))
+
+
+def _grokfast(cfg: TrainConfig) -> str:
+    g = cfg.grokfast
+    setting = f"alpha {g.alpha:g}" if g.filter == "ema" else f"window {g.window}"
+    return f"grokfast {g.filter} ({setting}, lamb {g.amplification:g})"
+
+
+def _constraint(cfg: TrainConfig) -> str:
+    c = cfg.constraint
+    target = f"norm {c.norm:g}" if c.norm is not None else f"{c.relative:g} x initial norm"
+    return f"constrained weight norm ({target}; tensors {','.join(c.tensors)})"
+
+
+training_option("grokfast", lambda cfg: cfg.grokfast.filter != "none", _grokfast)
+training_option("constraint", lambda cfg: cfg.constraint.active, _constraint)
+training_option("softmax", lambda cfg: cfg.softmax != "softmax" or cfg.softmax_dtype != "float64",
+                lambda cfg: f"{cfg.softmax} cross-entropy in {cfg.softmax_dtype}")
+training_option("orthogonal_grad", lambda cfg: cfg.orthogonal_grad, lambda cfg: "orthogonal gradients")
+training_option("train_subset", lambda cfg: cfg.train_subset is not None,
+                lambda cfg: f"training subset {cfg.train_subset:g} of the split")
+training_option("init_alpha", lambda cfg: cfg.init_alpha != 1.0,
+                lambda cfg: f"weight matrices initialised x{cfg.init_alpha:g}")
 
 
 def _to_jsonable(obj: Any) -> Any:
@@ -523,14 +694,10 @@ def _to_jsonable(obj: Any) -> Any:
 
 
 def valid_keys() -> list[str]:
-    """All settable keys, flat and dotted (model keys of every model kind)."""
-    keys = [f.name for f in fields(TrainConfig) if f.name not in SECTIONS]
-    keys += [f"checkpoint.{f.name}" for f in fields(CheckpointConfig)]
-    keys += [f"stop.{f.name}" for f in fields(StopConfig)]
-    keys += [f"grokfast.{f.name}" for f in fields(GrokfastConfig)]
-    keys += [f"constraint.{f.name}" for f in fields(ConstraintConfig)]
-    model_keys = sorted({"kind"} | {f.name for _, cls in MODELS.items() for f in fields(cls)})
-    keys += [f"model.{k}" for k in model_keys]
+    """All settable keys, flat and dotted (model keys of every model kind, every registered section)."""
+    keys = [f.name for f in fields(TrainConfig) if f.name not in SECTIONS and f.name != EXTENSIONS]
+    for _, sec in SECTIONS.items():
+        keys += sec.keys()
     return keys
 
 
@@ -540,47 +707,54 @@ def _valid_keys_hint() -> str:
 
 def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ProbeError(f"config section {prefix.rstrip('.') or 'root'} must be a mapping, got {data!r}")
-    if cls is TrainConfig and "model" in data:
-        model_data = data["model"]
-        if not isinstance(model_data, dict):
-            raise ProbeError(f"config section model must be a mapping, got {str(model_data)[:60]!r}")
-        kind = model_data.get("kind", "transformer")
-        if not isinstance(kind, str) or kind not in MODELS:
-            raise ProbeError(f"invalid config value model.kind={str(kind)[:40]!r}: unknown model kind"
-                             f"{valid(MODELS.names())}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in fields(cls)}
-    if issubclass(cls, ModelConfig):
-        data = {k: v for k, v in data.items() if k != "kind"}
+        raise ProbeError(f"config section {prefix.rstrip('.') or 'root'} must be a mapping, got {str(data)[:60]!r}")
+    top = cls is TrainConfig
+    hints = _type_hints(cls)
+    names = {f.name for f in fields(cls) if not (top and f.name == EXTENSIONS)}
+    if top:
+        names |= set(SECTIONS.names())
     unknown = [k for k in data if k not in names]
     if unknown:
         where = f"{prefix}{unknown[0]}"
+        if top and isinstance(data[unknown[0]], dict):
+            raise UnknownSectionError(f"unknown config section {where!r}{valid(SECTIONS.names())}; a section an "
+                                      "extension registers is known once the module registering it is imported")
         raise ProbeError(f"unknown config key {where!r}{valid(sorted(f'{prefix}{n}' for n in names))}")
     kwargs: dict[str, Any] = {}
+    extensions = []
     for name, value in data.items():
-        key = f"{prefix}{name}"
-        if cls is TrainConfig and name == "model":
-            kwargs[name] = _build(MODELS.get(value.get("kind", "transformer")), value, "model.")
-        elif cls is TrainConfig and name == "checkpoint":
-            kwargs[name] = _build(CheckpointConfig, value, "checkpoint.")
-        elif cls is TrainConfig and name in SUBSECTIONS:
-            kwargs[name] = _build(SUBSECTIONS[name], value, f"{name}.")
+        if top and name in SECTIONS:
+            sec = SECTIONS.get(name)
+            if sec.core:
+                kwargs[name] = sec.build(value)
+            else:
+                extensions.append((name, sec.build(value)))
         else:
-            kwargs[name] = coerce(hints[name], value, key)
+            kwargs[name] = coerce(hints[name], value, f"{prefix}{name}")
+    if extensions:
+        kwargs[EXTENSIONS] = tuple(extensions)
     return cls(**kwargs)
 
-
-SUBSECTIONS: dict[str, type] = {"stop": StopConfig, "grokfast": GrokfastConfig, "constraint": ConstraintConfig}
 
 _TRUE = {"true", "yes", "1", "on"}
 _FALSE = {"false", "no", "0", "off"}
 
 
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """A config class's resolved field types (resolving them is most of the cost of building a config)."""
+    return typing.get_type_hints(cls)
+
+
+@functools.cache
+def _type_shape(tp: Any) -> tuple[Any, tuple[Any, ...]]:
+    return typing.get_origin(tp), typing.get_args(tp)
+
+
 def coerce(tp: Any, value: Any, key: str) -> Any:
-    """Convert ``value`` (possibly a CLI string) to type ``tp``; raise ProbeError naming ``key``."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
+    """Convert ``value`` (possibly a CLI string) to type ``tp``; raise ProbeError naming ``key``.
+    Floats must be finite: no setting means nan or an infinity."""
+    origin, args = _type_shape(tp)
     if origin in (Union, types.UnionType):
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
             if type(None) in args:
@@ -635,10 +809,10 @@ def coerce(tp: Any, value: Any, key: str) -> Any:
             raise ProbeError(f"invalid config value {key}={value!r}: expected a number")
         try:
             out = float(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ProbeError(f"invalid config value {key}={value!r}: expected a number") from None
-        if out != out:
-            raise ProbeError(f"invalid config value {key}={value!r}: NaN is not allowed")
+        if not math.isfinite(out):  # nan, inf and -inf: no setting means any of them
+            raise ProbeError(f"invalid config value {key}={value!r}: expected a finite number")
         return out
     if tp is str:
         if isinstance(value, str):

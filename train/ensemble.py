@@ -7,12 +7,19 @@ member axis and one ``torch.func.vmap`` of ``functional_call`` computes every me
 own training set (a padded index list with weights, so training fractions and split seeds may differ).
 The optimizer is AdamW (or Adam) written over the stacked tensors with per-member learning rates and
 weight decays, step for step the arithmetic of ``torch.optim.AdamW``. The result matches the members
-trained one by one within float tolerance, checkpoint by checkpoint (a test checks it).
+trained one by one within float tolerance, checkpoint by checkpoint (a test checks it). Each
+member's bookkeeping (metric rows, early stop, checkpoints and their commits) is the one-run
+trainer's :class:`probe.train.steps.StepRecorder`.
+
+An interrupted ensemble is finished as an ensemble (``train_ensemble(..., resume=True)``): each
+member continues from its own run file, and the result is the uninterrupted ensemble's, bit for bit
+on the CPU (:meth:`Ensemble.run` says how; docs/design.md, "Sweeps").
 """
 
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -21,7 +28,9 @@ import numpy as np
 from probe.config import TrainConfig
 from probe.errors import ProbeError
 from probe.runfile import ResumeState, RunWriter, run_file_path
-from probe.schedules import Schedule, make_schedule
+from probe.schedules import make_schedule
+from probe.tasks import Task
+from probe.train.steps import CommitClock, StepRecorder, committed_history
 
 #: config keys whose values may differ between members of one ensemble
 VECTOR_KEYS: tuple[str, ...] = ("lr", "weight_decay", "embed_lr", "embed_weight_decay", "model.init_scale", "seed",
@@ -118,18 +127,38 @@ def _pad(groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return idx, w, np.array([max(len(g), 1) for g in groups], dtype=np.float64)
 
 
+@dataclass(frozen=True)
+class MemberStart:
+    """How one member enters :meth:`Ensemble.run`: fresh (``writer`` a new run file, ``state`` None),
+    resumed from its resume slot (``state``, with ``history``: its committed metric rows before
+    ``state.step``), or finished already (``writer`` None; ``end``: its last step)."""
+
+    writer: RunWriter | None
+    state: ResumeState | None = None
+    history: dict[str, np.ndarray] | None = None
+    end: int = -1
+
+    @property
+    def start(self) -> int:
+        return self.state.step if self.state is not None else 0
+
+
 class Ensemble:
     """Members ``configs`` written to ``run_dirs``; :meth:`run` trains them all to their steps.
 
     The stacked tensors hold the members still training (``alive``, indices into ``configs``); a member
     that reaches its last step (its budget, or its early stop) leaves the stack, so finished members
-    cost nothing while the others go on.
+    cost nothing while the others go on. ``tasks``: each member's task as its run file stores it
+    (resumed members), else built from its config.
     """
 
-    #: seconds between commits of a member's queued checkpoints (and its resume state) to its run file
+    #: the longest the members' queued checkpoints (and resume states) wait for a commit round, seconds
     COMMIT_SECONDS = 15.0
+    #: rounds come sooner while commits are cheap: about 1 / COMMIT_RATIO of the time goes to them
+    COMMIT_RATIO = 10.0
 
-    def __init__(self, configs: Sequence[TrainConfig], run_dirs: Sequence[Path], progress: bool = True) -> None:
+    def __init__(self, configs: Sequence[TrainConfig], run_dirs: Sequence[Path], progress: bool = True,
+                 tasks: Sequence[Task | None] | None = None) -> None:
         import torch
 
         from probe.train.loop import Trainer
@@ -144,15 +173,14 @@ class Ensemble:
         self.progress = progress
         self.members = []
         self.rng = []
-        for cfg, d in zip(self.configs, self.dirs):
-            trainer = Trainer(cfg, d, progress=False)  # its seed, split, model and buffers
-            self.members.append(trainer)
-            self.rng.append(trainer._rng_snapshot())  # full batch, no dropout: nothing draws after this
+        for i, (cfg, d) in enumerate(zip(self.configs, self.dirs)):
+            trainer = Trainer(cfg, d, progress=False, task=tasks[i] if tasks is not None else None)
+            self.members.append(trainer)  # its seed, split, model and buffers
+            self.rng.append(trainer.rng_snapshot())  # full batch, no dropout: nothing draws after this
         first = self.members[0]
         self.device = first.device
         self.task = first.task
         self.steps = self.configs[0].steps
-        self.metrics_every = self.configs[0].checkpoint.metrics_every
         model = first.model
         self.embed_name = model.embed_param
         self.names = [n for n, _ in model.named_parameters()]
@@ -261,105 +289,151 @@ class Ensemble:
     def _series(self, j: int, i: int) -> dict[str, np.ndarray]:
         return {n: self.params[f"m.{n}"][j].detach().cpu().numpy() for n in self.members[i].saved}
 
-    def _state(self, j: int, i: int, step: int, schedule: Schedule) -> ResumeState:
-        from probe.train.loop import _optim_keys
+    def _state(self, j: int, i: int, step: int, schedule: np.ndarray) -> ResumeState:
+        """Member ``i`` (stacked at ``j``) at ``step``, as the one-run trainer stores a resume state."""
+        from probe.train.loop import optim_keys
 
         trainer = self.members[i]
         params = {n: self.params[f"m.{n}"][j].detach().cpu().numpy().copy() for n in self.names}
         optim: dict[str, np.ndarray] = {}
         has = self.adam_steps > 0
-        for name, p in trainer._ordered_params():
-            for key in _optim_keys(trainer.cfg):
+        for name, p in trainer.ordered_params():
+            for key in optim_keys(trainer.cfg):
                 if key == "step":
                     optim[f"{name}/step"] = np.asarray(float(self.adam_steps))
                 else:
                     src = (self.exp_avg if key == "exp_avg" else self.exp_avg_sq)[f"m.{name}"][j]
                     optim[f"{name}/{key}"] = np.asarray(src.detach().cpu().numpy(), dtype=np.float64)
-        return ResumeState(step=step, params=params, optim=optim, has_optim=has, rng=self.rng[i],
-                           schedule=schedule.state.copy())
+        return ResumeState(step=step, params=params, optim=optim, has_optim=has, rng=self.rng[i], schedule=schedule)
 
-    def _metrics(self, step: int, due: list[tuple[int, int]], loss: Any) -> dict[int, dict[str, float]]:
-        """The metric rows of the members due at ``step`` (``(position, member)`` pairs), as the
-        ordinary trainer writes them."""
+    def _load(self, j: int, i: int, state: ResumeState) -> None:
+        """Put member ``i``'s resume state into its place ``j`` in the stack: its weights and Adam
+        moments (the step count is the ensemble's, ``state.step``, as for every member)."""
+        import torch
+
+        with torch.no_grad():
+            for n in self.names:
+                key = f"m.{n}"
+                target = self.params[key].detach()
+                target[j].copy_(torch.from_numpy(np.asarray(state.params[n])).to(target.dtype))
+                for moment, store in (("exp_avg", self.exp_avg), ("exp_avg_sq", self.exp_avg_sq)):
+                    if state.has_optim:
+                        store[key][j].copy_(torch.from_numpy(np.asarray(state.optim[f"{n}/{moment}"]))
+                                            .to(store[key].dtype))
+                    else:
+                        store[key][j].zero_()
+
+    def _metrics(self, step: int, due: list[tuple[int, int]], loss: Any) -> dict[int, Any]:
+        """The metric values of the members due at ``step`` (``(position, member)`` pairs), as the
+        ordinary trainer computes them: member -> ((train loss, acc), (val loss, acc), lr)."""
         import torch
 
         out = self._outputs()
         nan = float("nan")
-        rows = {}
+        values = {}
         with torch.no_grad():
             for j, i in due:
                 trainer = self.members[i]
                 o = out[j]
                 correct = (trainer.model.predict(o) == self.labels).double()
                 tr, va = self.train_sets[i], self.val_sets[i]
-                rows[i] = {"step": step,
-                           "train_loss": float(loss[j]) if len(tr) else nan,
-                           "train_acc": float(correct[tr].mean()) if len(tr) else nan,
-                           "val_loss": float(trainer.model.loss(o[va], self.labels[va])) if len(va) else nan,
-                           "val_acc": float(correct[va].mean()) if len(va) else nan,
-                           "lr": self.configs[i].lr * trainer.lr_factor(step)}
-        return rows
+                values[i] = ((float(loss[j]) if len(tr) else nan, float(correct[tr].mean()) if len(tr) else nan),
+                             (float(trainer.model.loss(o[va], self.labels[va])) if len(va) else nan,
+                              float(correct[va].mean()) if len(va) else nan),
+                             self.configs[i].lr * trainer.lr_factor(step))
+        return values
 
-    def run(self, writers: Sequence[RunWriter], on_finish: Callable[[int], None] | None = None) -> None:
-        import time
+    def run(self, starts: Sequence[MemberStart], on_finish: Callable[[int], None] | None = None) -> None:
+        """Train every member from its start (:class:`MemberStart`, one per member) to its last step.
 
+        Resumed members continue as if never interrupted (on the CPU, bit for bit). What a member
+        computes depends only on its own numbers and on the shape of the stack (a batched kernel may
+        choose its blocking by batch size), so the ensemble starts at the earliest resume step of
+        the members still to train, with the stack the uninterrupted run had there: every member
+        whose last step is not before it, finished ones included. A member whose own resume step is
+        later, or that finished already, holds its place in the stack without recording anything
+        until its resume step (its state is loaded there) or its last step (it leaves the stack as
+        it did before). Members commit their checkpoints in rounds (:class:`CommitClock`), each to
+        its own file, so after a kill they may be at different steps (killed during a round, or with
+        schedules that checkpoint at different steps); each file stays complete."""
         import torch
         from tqdm import tqdm
 
-        from probe.train.loop import _DeferredInterrupt, _Deterministic
+        from probe.train.loop import DeferredInterrupt, Deterministic
 
-        schedules = [make_schedule(c.checkpoint, c.steps) for c in self.configs]
-        last = [-1] * len(self.members)
-        ends = [c.steps for c in self.configs]  # each member's last step (its early stop may come sooner)
-        seen: list[dict[str, list[float]]] = [{"step": [], "train_acc": [], "val_acc": []} for _ in self.members]
-        committed = [time.monotonic()] * len(self.members)
-        closed = [False] * len(self.members)
-        bar = tqdm(total=self.steps, desc=f"ensemble x{len(self.members)}", unit="step",
+        n = len(self.members)
+        if len(starts) != n:
+            raise ValueError(f"{len(starts)} starts for {n} members")
+        clock = CommitClock(self.COMMIT_SECONDS, self.COMMIT_RATIO)
+        records: list[StepRecorder | None] = []
+        for cfg, s in zip(self.configs, starts):
+            if s.writer is None:
+                records.append(None)
+                continue
+            schedule = make_schedule(cfg.checkpoint, cfg.steps, s.state.schedule if s.state is not None else None)
+            records.append(StepRecorder(cfg, s.writer, schedule, s.start, s.start if s.state is not None else -1,
+                                        s.history, clock))
+
+        def end(i: int) -> int:
+            record = records[i]
+            return record.end if record is not None else starts[i].end
+
+        closed = [r is None for r in records]
+        for i in range(n):
+            if closed[i] and on_finish is not None:
+                on_finish(i)
+        training = [i for i in range(n) if records[i] is not None]
+        if not training:
+            return
+        first = min(starts[i].start for i in training)
+        stacked = [i for i in range(n) if end(i) >= first]
+        if len(stacked) < n:
+            self._keep(stacked)
+        self.adam_steps = first
+        waiting = {i: starts[i].start for i in training if starts[i].start > first}
+        for j, i in enumerate(self.alive):
+            state = starts[i].state
+            if state is not None and i not in waiting:
+                self._load(j, i, state)
+        bar = tqdm(total=self.steps, initial=first, desc=f"ensemble x{n}", unit="step",
                    disable=not self.progress, mininterval=0.5, dynamic_ncols=True)
         finished = False
-        determinism = _Deterministic(self.device)
-        stop = _DeferredInterrupt()
+        determinism = Deterministic(self.device)
+        stop = DeferredInterrupt()
         try:
-            step = 0
+            step = first
             while self.alive:
                 stop.check()
-                training = any(step < ends[i] for i in self.alive)
-                with torch.enable_grad() if training else torch.no_grad():
-                    loss = self._train_losses()
-                due = [(j, i) for j, i in enumerate(self.alive)
-                       if step % self.metrics_every == 0 or step == ends[i]]
-                rows = self._metrics(step, due, loss) if due else {}
-                for i, row in rows.items():
-                    writers[i].add_metrics(row)
-                    cfg = self.configs[i]
-                    if cfg.stop.after_generalization is not None and ends[i] == cfg.steps:
-                        for k in seen[i]:
-                            seen[i][k].append(row[k])
-                        stop_at = cfg.stop.stop_step(seen[i]["step"], seen[i]["train_acc"], seen[i]["val_acc"])
-                        if stop_at is not None and stop_at < ends[i]:
-                            ends[i] = max(stop_at, step)
-                            schedules[i].total = ends[i]
-                now = time.monotonic()
                 for j, i in enumerate(self.alive):
-                    sched = schedules[i]
-                    if step > last[i] and sched.due(step, rows.get(i)):
-                        sched.record(step, rows.get(i))
-                        writers[i].queue_checkpoint(step, self._series(j, i))
-                        last[i] = step
-                        if step >= ends[i] or now - committed[i] >= self.COMMIT_SECONDS:
-                            writers[i].commit(self._state(j, i, step, sched))
-                            committed[i] = now
-                done = [i for i in self.alive if step >= ends[i]]
+                    if waiting.get(i) == step:  # its resume step: from here on it is itself
+                        state = starts[i].state
+                        assert state is not None
+                        self._load(j, i, state)
+                        del waiting[i]
+                going = any(step < end(i) for i in self.alive)
+                with torch.enable_grad() if going else torch.no_grad():
+                    loss = self._train_losses()
+                active = [(j, i) for j, i in enumerate(self.alive) if not closed[i] and i not in waiting]
+                due = [(j, i) for j, i in active if records[i].metrics_due(step)]  # type: ignore[union-attr]
+                values = self._metrics(step, due, loss) if due else {}
+                rows = {i: records[i].add_metrics(step, *v) for i, v in values.items()}  # type: ignore[union-attr]
+                clock.tick()
+                for j, i in active:
+                    records[i].checkpoint(  # type: ignore[union-attr]
+                        step, rows.get(i), lambda j=j, i=i: self._series(j, i),
+                        lambda schedule, j=j, i=i: self._state(j, i, step, schedule))
+                done = [i for i in self.alive if step >= end(i)]
                 for i in done:
-                    writers[i].close(finished=True)
-                    closed[i] = True
-                    if on_finish is not None:
-                        on_finish(i)
-                if not training:
+                    if not closed[i]:
+                        records[i].close(finished=True)  # type: ignore[union-attr]
+                        closed[i] = True
+                        if on_finish is not None:
+                            on_finish(i)
+                if not going:
                     break
                 loss.sum().backward()
                 if done:  # finished members leave the stack (their gradients go with them)
-                    self._keep([j for j, i in enumerate(self.alive) if not closed[i]])
+                    self._keep([j for j, i in enumerate(self.alive) if i not in done])
                 self._adam_step(self.members[0].lr_factor(step))
                 step += 1
                 bar.update(1)
@@ -368,45 +442,94 @@ class Ensemble:
             determinism.restore()
             stop.restore()
             bar.close()
-            for i, w in enumerate(writers):
-                if not closed[i]:
-                    w.close(finished=finished)
+            for i, record in enumerate(records):
+                if record is not None and not closed[i]:
+                    record.close(finished=finished)
+
+
+def _open_members(configs: Sequence[TrainConfig], dirs: Sequence[Path]) -> list[Any]:
+    """The run already in each member's directory (a :class:`probe.run.Run`, or None where there is
+    none yet); a run of another config than its member's is refused."""
+    from probe.run import Run
+
+    runs: list[Any] = []
+    try:
+        for cfg, d in zip(configs, dirs):
+            path = run_file_path(d)
+            if not path.exists():
+                runs.append(None)
+                continue
+            run = Run(path)  # the validation every reader applies: a damaged file is refused unchanged
+            runs.append(run)
+            if run.config.to_dict() != cfg.to_dict():
+                raise ProbeError(f"{d} holds a run of another config than this ensemble member; "
+                                 "move it away to train the member again")
+    except BaseException:
+        for run in runs:
+            if run is not None:
+                run.close()
+        raise
+    return runs
 
 
 def train_ensemble(configs: Sequence[TrainConfig], run_dirs: Sequence[str | Path], progress: bool = True,
-                   on_finish: Callable[[int], None] | None = None) -> list[Path]:
+                   on_finish: Callable[[int], None] | None = None, resume: bool = False) -> list[Path]:
     """Train ``configs`` as one batched model; member ``i`` is written to ``run_dirs[i]`` as an ordinary
     run (resumable and analysable one by one). ``on_finish(i)`` is called as soon as member ``i``'s run
-    file is closed as finished (members that stop early finish before the others). Directories this
-    call created are removed if training cannot start."""
-    from probe.train.loop import CONFIG_COPY, _make_dir, _write_config_copy
+    file is closed as finished (members that stop early finish before the others).
+
+    ``resume=True`` continues an ensemble that was interrupted: each member starts from what its
+    directory holds (nothing: from step 0; an unfinished run: from its resume slot; a finished run:
+    it stays finished, ``on_finish`` is called for it at once), and the result is the uninterrupted
+    ensemble's (on the CPU, bit for bit; :meth:`Ensemble.run`). Without it, a directory that holds a
+    run is refused. Directories this call created are removed if training cannot start."""
+    from probe.train.loop import CONFIG_COPY, make_run_dir, write_config_copy
 
     dirs = [Path(d) for d in run_dirs]
     if len(dirs) != len(configs):
         raise ProbeError("one run directory per config")
-    for d in dirs:
-        if run_file_path(d).exists():
-            raise ProbeError(f"{d} already holds a run")
-    created = []
+    if not resume:
+        for d in dirs:
+            if run_file_path(d).exists():
+                raise ProbeError(f"{d} already holds a run")
+    created: list[bool] = []
+    fresh: list[Path] = []  # run files this call creates from nothing
     writers: list[RunWriter] = []
+    runs: list[Any] = []
     try:
         for d in dirs:
-            created.append(_make_dir(d))
-        ens = Ensemble(configs, dirs, progress=progress)
-        for d, cfg, member in zip(dirs, configs, ens.members):
-            _write_config_copy(d, cfg)
-            writers.append(member._writer(run_file_path(d)))
+            created.append(make_run_dir(d))
+        runs = _open_members(configs, dirs) if resume else [None] * len(dirs)
+        ens = Ensemble(configs, dirs, progress=progress, tasks=[r.task if r is not None else None for r in runs])
+        starts = []
+        for d, cfg, member, run in zip(dirs, configs, ens.members, runs):
+            path = run_file_path(d)
+            if run is not None and run.finished:
+                starts.append(MemberStart(None, end=int(run.steps[-1])))
+                continue
+            state = run.file.resume_state() if run is not None else None
+            write_config_copy(d, cfg)
+            if state is None:
+                if run is None:
+                    fresh.append(path)
+                writers.append(member.open_writer(path))
+                starts.append(MemberStart(writers[-1]))
+            else:
+                writers.append(member.open_writer(path, copy_from=run.file, resume=state))
+                starts.append(MemberStart(writers[-1], state, committed_history(run.file, state.step)))
     except BaseException:
         for w in writers:
             w.close(finished=False)
         for d, made in zip(dirs, created):
             if made:
                 shutil.rmtree(d, ignore_errors=True)
-            else:
+            elif run_file_path(d) in fresh or not resume:
                 (d / CONFIG_COPY).unlink(missing_ok=True)
                 run_file_path(d).unlink(missing_ok=True)
         raise
-    ens.run(writers, on_finish=on_finish)
+    finally:
+        for run in runs:
+            if run is not None:
+                run.close()
+    ens.run(starts, on_finish=on_finish)
     return [run_file_path(d) for d in dirs]
-
-

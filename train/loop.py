@@ -12,12 +12,14 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import json
+import math
 import os
 import shutil
 import signal
 import sys
 import threading
 import warnings
+import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,18 +30,22 @@ import numpy as np
 from probe.config import TrainConfig
 from probe.devices import resolve_device
 from probe.errors import ProbeError
-from probe.runfile import (FORMAT_NAME, SCHEMA_VERSION, ResumeState, RunFile, RunWriter, package_versions,
+from probe.runfile import (ResumeState, RunFile, RunHeader, RunLayout, RunWriter, package_versions,
                            run_file_path)
+from probe.schema import ATTRS_BY_NAME, shape_problem
 from probe.schedules import STATE_SIZE, Schedule, make_schedule
 from probe.tasks import Split, Task, make_split, make_task, subset_split
-from probe.train.interventions import GradFilter, NormConstraint, orthogonalise
+from probe.train.interventions import (STAGES, Intervention, build_interventions, load_resume, resume_shapes,
+                                       resume_state)
+from probe.train.steps import StepRecorder, committed_history
 
 ADAM_KEYS = ("step", "exp_avg", "exp_avg_sq")
 CONFIG_COPY = "config.yaml"
 PARENT_COPY = "parent.npz"  # a fine-tuned run's starting weights, until its run file holds a resume point
 
 
-def _optim_keys(cfg: TrainConfig) -> tuple[str, ...]:
+def optim_keys(cfg: TrainConfig) -> tuple[str, ...]:
+    """The per-parameter optimizer state ``cfg``'s optimizer keeps (resume slots hold ``NAME/KEY``)."""
     if cfg.optimizer in ("adam", "adamw"):
         return ADAM_KEYS
     return ("momentum_buffer",) if cfg.momentum > 0 else ()
@@ -101,7 +107,7 @@ def parent_checkpoint(spec: str, cfg: TrainConfig, optimizer: bool = False) -> P
             if parent_cfg.optimizer != cfg.optimizer:
                 raise ProbeError(f"the optimizer state of {run_dir} is {parent_cfg.optimizer}'s; the new config uses "
                                  f"{cfg.optimizer}", param="from")
-            optim = {k: v for k, v in state.optim.items() if k.rsplit("/", 1)[-1] in _optim_keys(cfg)}
+            optim = {k: v for k, v in state.optim.items() if k.rsplit("/", 1)[-1] in optim_keys(cfg)}
             params = {n: np.asarray(state.params[n], np.float32) for n in run.file.parameters}
         lineage = {"run": str(run.dir.resolve()), "step": at, "optimizer": bool(optimizer),
                    "config": parent_cfg.to_dict()}
@@ -168,25 +174,30 @@ class Trainer:
         self._interventions()
 
     def _interventions(self) -> None:
-        """Grokfast filter and norm constraint for the current weights (the constraint's relative
-        target is the norm the run starts from; the constraint holds from step 0)."""
-        cfg = self.cfg
-        named = list(self.model.named_parameters())
-        self.grad_filter = (GradFilter(cfg.grokfast, {n: tuple(p.shape) for n, p in named}).to(self.device)
-                            if cfg.grokfast.filter != "none" else None)
-        self.constraint = NormConstraint(cfg.constraint, named) if cfg.constraint.active else None
-        if self.constraint is not None:
-            self.constraint.apply(named)
+        """The interventions the config turns on (``probe.train.interventions``), built on the current
+        weights (the norm constraint's relative target is the norm the run starts from, and it holds
+        from step 0), grouped by the stage they act at in registration order. Their resume state goes
+        into the resume slots beside the optimizer's."""
+        self.interventions: list[Intervention] = build_interventions(
+            self.cfg, list(self.model.named_parameters()), self.device)
+        self.stages = {stage: [part for part in self.interventions if part.stage == stage] for stage in STAGES}
 
-    def _stateful(self) -> list[Any]:
-        """The interventions whose state goes into the resume slots beside the optimizer's."""
-        return [part for part in (self.grad_filter, self.constraint) if part is not None]
+    def _act(self, stage: str) -> None:
+        """Let the interventions of ``stage`` act, in registration order."""
+        parts = self.stages[stage]
+        if parts:
+            named = list(self.model.named_parameters())
+            for part in parts:
+                part.apply(named)
 
     def start_from(self, parent: "ParentCheckpoint") -> None:
         """Start from another run's checkpoint: its weights (and, when asked and stored, its optimizer
         state) replace the fresh initialisation; the lineage goes into the run file."""
         import torch
 
+        bad = _start_problem(parent, self)
+        if bad:
+            raise ProbeError(f"the starting weights do not fit the model: {bad}")
         with torch.no_grad():
             for name, param in self.model.named_parameters():
                 param.copy_(torch.from_numpy(parent.params[name]).to(param.dtype))
@@ -215,7 +226,7 @@ class Trainer:
             return torch.optim.Adam(groups, betas=cfg.betas, eps=cfg.eps)
         return torch.optim.SGD(groups, momentum=cfg.momentum)
 
-    def _ordered_params(self) -> list[tuple[str, Any]]:
+    def ordered_params(self) -> list[tuple[str, Any]]:
         by_id = {id(p): n for n, p in self.model.named_parameters()}
         return [(by_id[id(p)], p) for g in self.optimizer.param_groups for p in g["params"]]
 
@@ -225,7 +236,7 @@ class Trainer:
         return min(step / w, 1.0) if w > 0 else 1.0
 
     # state ---------------------------------------------------------------------------------------
-    def _rng_snapshot(self) -> dict[str, np.ndarray]:
+    def rng_snapshot(self) -> dict[str, np.ndarray]:
         import torch
 
         out = {"torch": torch.get_rng_state().numpy().copy(), "batch": self.batch_gen.get_state().numpy().copy()}
@@ -238,27 +249,28 @@ class Trainer:
                   if n in self.param_names}
         optim: dict[str, np.ndarray] = {}
         state = self.optimizer.state
-        has = all(p in state and state[p] for _, p in self._ordered_params()) and bool(_optim_keys(self.cfg))
-        for name, p in self._ordered_params():
-            for key in _optim_keys(self.cfg):
+        has = all(p in state and state[p] for _, p in self.ordered_params()) and bool(optim_keys(self.cfg))
+        for name, p in self.ordered_params():
+            for key in optim_keys(self.cfg):
                 value = state.get(p, {}).get(key)
                 shape = () if key == "step" else tuple(p.shape)
                 optim[f"{name}/{key}"] = (np.zeros(shape) if value is None
                                           else np.asarray(value.detach().cpu().numpy(), dtype=np.float64))
-        for part in self._stateful():
-            optim.update(part.state())
+        optim.update(resume_state(self.interventions))
         return ResumeState(step=step, params=params, optim=optim, has_optim=has, rng=rng, schedule=schedule)
 
     def load_state(self, rs: ResumeState) -> None:
         import torch
 
+        bad = self.layout().resume_problem(rs.params, rs.optim, rs.rng, rs.schedule)
+        if bad:
+            raise ProbeError(f"the resume state does not fit the model: {bad}")
         with torch.no_grad():
             for name, param in self.model.named_parameters():
                 param.copy_(torch.from_numpy(rs.params[name]).to(param.dtype))
         if rs.has_optim:
             self._load_optim(rs.optim)
-        for part in self._stateful():
-            part.load(rs.optim)
+        load_resume(self.interventions, rs.optim)
         torch.set_rng_state(torch.from_numpy(rs.rng["torch"].copy()))
         self.batch_gen.set_state(torch.from_numpy(rs.rng["batch"].copy()))
         if self.device.startswith("cuda") and "cuda" in rs.rng:
@@ -269,9 +281,9 @@ class Trainer:
 
         sd = self.optimizer.state_dict()
         new_state = {}
-        for idx, (name, p) in enumerate(self._ordered_params()):
+        for idx, (name, p) in enumerate(self.ordered_params()):
             entry = {}
-            for key in _optim_keys(self.cfg):
+            for key in optim_keys(self.cfg):
                 arr = optim[f"{name}/{key}"]
                 entry[key] = (torch.tensor(float(np.asarray(arr).reshape(-1)[0]), dtype=torch.float32)
                               if key == "step"
@@ -281,45 +293,34 @@ class Trainer:
         self.optimizer.load_state_dict(sd)
 
     # file ------------------------------------------------------------------------------------------
-    def _writer(self, path: Path, copy_from: RunFile | None = None, resume: ResumeState | None = None) -> RunWriter:
+    def open_writer(self, path: Path, copy_from: RunFile | None = None, resume: ResumeState | None = None) -> RunWriter:
+        return RunWriter.create(path, self.layout(copy_from), copy_from=copy_from, resume=resume)
+
+    def layout(self, copy_from: RunFile | None = None) -> RunLayout:
+        """What this run's file is laid out from (:class:`probe.schema.RunLayout`); a resume
+        (``copy_from``) keeps the run's creation time and lineage."""
         cfg = self.cfg
         optim_shapes = {f"{n}/{k}": (() if k == "step" else tuple(p.shape))
-                        for n, p in self._ordered_params() for k in _optim_keys(cfg)}
-        for part in self._stateful():
-            optim_shapes.update(part.state_shapes())
-        rng = self._rng_snapshot()
-        attrs = {
-            "format": FORMAT_NAME,
-            "schema_version": SCHEMA_VERSION,
-            "config": json.dumps(cfg.to_dict()),
-            "task": json.dumps(self.task.spec),
-            "symbols": json.dumps(list(self.task.symbols)),
-            "n_classes": self.task.n_classes,
-            "packages": json.dumps(package_versions()),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "device": self.device,
-            "parameters": json.dumps(self.param_names),
-        }
-        if self.parent is not None:
-            attrs["parent"] = json.dumps(self.parent)
+                        for n, p in self.ordered_params() for k in optim_keys(cfg)}
+        optim_shapes.update(resume_shapes(self.interventions, taken=optim_shapes))
+        rng = self.rng_snapshot()
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        old = copy_from.header if copy_from is not None else None  # a resume keeps the run's origin
+        header = RunHeader(
+            config=cfg.to_dict(), task=self.task.spec, symbols=tuple(self.task.symbols),
+            parameters=tuple(self.param_names), packages=package_versions(), n_classes=self.task.n_classes,
+            created=(old.created or now) if old is not None else now, resumed=now if old is not None else None,
+            device=self.device, parent=old.parent if old is not None and old.parent is not None else self.parent)
         task_arrays = {"inputs": self.task.inputs, "labels": self.task.labels}
         if self.task.table is not None and self.task.name in ("group", "table"):
             task_arrays["table"] = self.task.table  # the run never needs the CSV again
-        if copy_from is not None:
-            attrs["created"] = str(copy_from.f.attrs.get("created", attrs["created"]))
-            if "parent" in copy_from.f.attrs:
-                attrs["parent"] = str(copy_from.f.attrs["parent"])
-            attrs["resumed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         buffers = {n: b.detach().cpu().numpy() for n, b in self.model.named_buffers()}
-        return RunWriter.create(
-            path, attrs=attrs,
-            task_arrays=task_arrays,
-            split={"train": self.split.train, "val": self.split.val},
-            static=buffers,
-            param_shapes={n: tuple(p.shape) for n, p in self.model.named_parameters()},
-            saved=self.saved, series_dtype=cfg.checkpoint.dtype, optim_shapes=optim_shapes,
-            rng_sizes={k: v.shape[0] for k, v in rng.items()}, schedule_size=STATE_SIZE,
-            copy_from=copy_from, resume=resume)
+        layout = RunLayout(
+            header=header, task_arrays=task_arrays, split={"train": self.split.train, "val": self.split.val},
+            static=buffers, param_shapes={n: tuple(p.shape) for n, p in self.model.named_parameters()},
+            saved=tuple(self.saved), series_dtype=cfg.checkpoint.dtype, optim_shapes=optim_shapes,
+            rng_sizes={k: v.shape[0] for k, v in rng.items()}, schedule_size=STATE_SIZE)
+        return layout
 
     # evaluation --------------------------------------------------------------------------------------
     def _evaluate(self, x: Any, y: Any) -> tuple[float, float]:
@@ -340,31 +341,28 @@ class Trainer:
     def run(self, writer: RunWriter, start: int, schedule: Schedule, last_ckpt: int,
             history: dict[str, Any] | None = None) -> None:
         """Train from ``start`` to ``cfg.steps`` (or to the early stop of ``cfg.stop``; ``history``: the
-        metric rows a resumed run already committed, which decide that stop as they did before)."""
+        metric rows a resumed run committed before ``start``, which decide that stop as they did
+        before). The step's bookkeeping (metric row, early stop, checkpoint with its resume state) is
+        a :class:`probe.train.steps.StepRecorder`, the one the vectorised ensemble uses."""
         import torch
         from tqdm import tqdm
 
         cfg = self.cfg
-        total = cfg.steps
-        seen = {k: list((history or {}).get(k, [])) for k in ("step", "train_acc", "val_acc")}
-        stop_at = cfg.stop.stop_step(seen["step"], seen["train_acc"], seen["val_acc"])
-        if stop_at is not None:
-            total = min(total, max(stop_at, start))
-            schedule.total = total
+        record = StepRecorder(cfg, writer, schedule, start, last_ckpt, history)
         n_train = self.x_train.shape[0]
-        bar = tqdm(total=total, initial=start, desc="train", unit="step", file=sys.stderr,
+        bar = tqdm(total=record.end, initial=start, desc="train", unit="step", file=sys.stderr,
                    disable=not self.progress, mininterval=0.5, dynamic_ncols=True)
         finished = False
-        stop = _DeferredInterrupt()
-        determinism = _Deterministic(self.device)
+        stop = DeferredInterrupt()
+        determinism = Deterministic(self.device)
         try:
             step = start
             self.model.train()
             while True:
                 stop.check()
-                rng = self._rng_snapshot()
+                rng = self.rng_snapshot()
                 out = loss = None
-                if step < total:
+                if not record.finished(step):
                     if self.full_batch:
                         xb, yb = self.x_train, self.y_train
                     else:
@@ -373,46 +371,29 @@ class Trainer:
                     out = self.model.answer(xb, last_only=True)
                     loss = self.model.loss(out, yb)
                 row = None
-                if step % cfg.checkpoint.metrics_every == 0 or step == total:
+                if record.metrics_due(step):
                     if self.train_metrics_free and out is not None:
                         with torch.no_grad():
                             tr = (float(loss), float((self.model.predict(out) == yb).double().mean()))
                     else:
                         tr = self._evaluate(self.x_train, self.y_train)
                     va = self._evaluate(self.x_val, self.y_val)
-                    row = {"step": step, "train_loss": tr[0], "train_acc": tr[1], "val_loss": va[0],
-                           "val_acc": va[1], "lr": cfg.lr * self.lr_factor(step)}
-                    writer.add_metrics(row)
-                    if cfg.stop.after_generalization is not None and stop_at is None:
-                        for k in seen:
-                            seen[k].append(row[k])
-                        stop_at = cfg.stop.stop_step(seen["step"], seen["train_acc"], seen["val_acc"])
-                        if stop_at is not None and stop_at < total:
-                            total = max(stop_at, step)  # the phase is decided: stop after the margin
-                            schedule.total = total
+                    row = record.add_metrics(step, tr, va, cfg.lr * self.lr_factor(step))
                     bar.set_postfix(loss=f"{tr[0]:.3g}", acc=f"{tr[1]:.3f}", val_loss=f"{va[0]:.3g}",
                                     val_acc=f"{va[1]:.3f}", refresh=False)
-                if step > last_ckpt and schedule.due(step, row):
-                    schedule.record(step, row)
-                    series = {n: self.model.get_parameter(n).detach().cpu().numpy() for n in self.saved}
-                    writer.write_checkpoint(step, series, self._state(step, rng, schedule.state.copy()))
-                    last_ckpt = step
-                if step >= total:
+                record.checkpoint(step, row,
+                                  lambda: {n: self.model.get_parameter(n).detach().cpu().numpy() for n in self.saved},
+                                  lambda schedule_state: self._state(step, rng, schedule_state))
+                if record.finished(step):
                     break
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if self.grad_filter is not None or cfg.orthogonal_grad:
-                    named = list(self.model.named_parameters())
-                    if self.grad_filter is not None:
-                        self.grad_filter.apply(named)
-                    if cfg.orthogonal_grad:
-                        orthogonalise(named)
+                self._act("grad")
                 factor = self.lr_factor(step)
                 for group in self.optimizer.param_groups:
                     group["lr"] = group["base_lr"] * factor
                 self.optimizer.step()
-                if self.constraint is not None:
-                    self.constraint.apply(list(self.model.named_parameters()))
+                self._act("post")
                 step += 1
                 bar.update(1)
             finished = True
@@ -420,10 +401,10 @@ class Trainer:
             determinism.restore()
             stop.restore()
             bar.close()
-            writer.close(finished=finished)
+            record.close(finished=finished)
 
 
-class _Deterministic:
+class Deterministic:
     """Deterministic kernels while a run trains on the CPU: with several threads, the backward of an
     embedding lookup (``W_E[tokens]``) otherwise accumulates in a varying order, and two runs of one
     config (or a run and its resumed copy) drift apart. The caller's setting is restored after."""
@@ -445,7 +426,7 @@ class _Deterministic:
             self.active = False
 
 
-class _DeferredInterrupt:
+class DeferredInterrupt:
     """The first Ctrl-C stops training at the next step boundary (a KeyboardInterrupt raised inside
     a library call or a finaliser could be swallowed there); a second one interrupts at once."""
 
@@ -475,32 +456,35 @@ def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True, parent: 
     :func:`parent_checkpoint`), from another run's checkpoint instead of a fresh initialisation.
 
     Nothing is left behind when training cannot start: a directory this call created is removed
-    again. Once the run file exists, an error or interruption leaves a run that ``resume`` continues.
+    again, and so are the files it wrote into one that existed (a config or starting-weights copy
+    that was there before, as when ``resume`` starts a run killed before its run file, is kept). Once the run file exists, an error or interruption leaves a run that ``resume`` continues.
     """
     run_dir = Path(run_dir)
     path = run_file_path(run_dir)
     if path.exists():
         raise ProbeError(f"{run_dir} already holds a run; continue it with --resume or choose a new directory")
-    created = _make_dir(run_dir)
+    created = make_run_dir(run_dir)
+    kept = [name for name in (CONFIG_COPY, PARENT_COPY) if (run_dir / name).exists()]  # a resume's: never lost
     try:
         trainer = Trainer(cfg, run_dir, progress=progress)
         if parent is not None:
             trainer.start_from(parent)
             _write_parent_copy(run_dir, parent)
-        _write_config_copy(run_dir, cfg)
-        writer = trainer._writer(path)
+        write_config_copy(run_dir, cfg)
+        writer = trainer.open_writer(path)
     except BaseException:
         if created:
             shutil.rmtree(run_dir, ignore_errors=True)
         else:
-            (run_dir / CONFIG_COPY).unlink(missing_ok=True)
-            (run_dir / PARENT_COPY).unlink(missing_ok=True)
+            for name in (CONFIG_COPY, PARENT_COPY):
+                if name not in kept:
+                    (run_dir / name).unlink(missing_ok=True)
         raise
     trainer.run(writer, start=0, schedule=make_schedule(cfg.checkpoint, cfg.steps), last_ckpt=-1)
     return path
 
 
-def _make_dir(run_dir: Path) -> bool:
+def make_run_dir(run_dir: Path) -> bool:
     """Create ``run_dir`` (and parents); True if it did not exist before."""
     existed = run_dir.exists()
     if existed and not run_dir.is_dir():
@@ -551,10 +535,7 @@ def resume(run_dir: str | Path, steps: int | None = None, progress: bool = True)
         state = rf.resume_state()
         if state is not None and rf.finished and (state.step >= cfg.steps or steps is None):
             raise ProbeError(f"{run_dir} already finished at step {state.step}; pass --steps N to train further")
-        history = {k: v for k, v in rf.metrics().items() if k in ("step", "train_acc", "val_acc")}
-        if state is not None:
-            keep = history["step"] <= state.step
-            history = {k: v[keep] for k, v in history.items()}
+        history = committed_history(rf, state.step if state is not None else None)
         trainer = Trainer(cfg, run_dir, progress=progress, task=task)
         if state is None:
             warnings.warn(f"{path} has no usable resume state; training again from step 0 (on CPU this "
@@ -565,16 +546,16 @@ def resume(run_dir: str | Path, steps: int | None = None, progress: bool = True)
                     raise ProbeError(f"{run_dir} started from another run's checkpoint and has no resume point; "
                                      f"its starting weights ({PARENT_COPY}) are missing, so it cannot be trained again")
                 trainer.start_from(parent)
-            writer = trainer._writer(path)
+            writer = trainer.open_writer(path)
             start, schedule, last_ckpt = 0, make_schedule(cfg.checkpoint, cfg.steps), -1
         else:
             trainer.load_state(state)
-            writer = trainer._writer(path, copy_from=rf, resume=state)
+            writer = trainer.open_writer(path, copy_from=rf, resume=state)
             start, last_ckpt = state.step, state.step
             schedule = make_schedule(cfg.checkpoint, cfg.steps, state.schedule)
     finally:
         rf.close()
-    _write_config_copy(run_dir, cfg)
+    write_config_copy(run_dir, cfg)
     trainer.run(writer, start=start, schedule=schedule, last_ckpt=last_ckpt,
                 history=history if state is not None else None)
     return path
@@ -596,20 +577,82 @@ def _write_parent_copy(run_dir: Path, parent: ParentCheckpoint) -> None:
 
 
 def _read_parent_copy(run_dir: Path) -> ParentCheckpoint | None:
+    """The starting weights kept beside a fine-tuned run (None when there are none). Every array's
+    npy header is checked before its data are read, so a crafted file cannot make probe allocate
+    more than it holds; shapes are checked against the model in :meth:`Trainer.start_from`."""
     path = run_dir / PARENT_COPY
     if not path.is_file():
         return None
+
+    def damaged(what: str) -> ProbeError:
+        return ProbeError(f"{path} (the weights this run started from) is damaged: {what}")
+
     try:
-        with np.load(path) as z:
-            params = {k[len("params/"):]: z[k] for k in z.files if k.startswith("params/")}
-            optim = {k[len("optim/"):]: z[k] for k in z.files if k.startswith("optim/")} or None
-            lineage = json.loads(str(z["lineage"]))
-    except (OSError, ValueError, KeyError) as exc:
-        raise ProbeError(f"{path} (the weights this run started from) is damaged: {exc}") from None
+        arrays = _read_npz(path, damaged)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise damaged(str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__) from None
+    if "lineage" not in arrays:
+        raise damaged("it holds no lineage")
+    lineage = ATTRS_BY_NAME["parent"].parse(str(arrays.pop("lineage")), damaged)
+    params = {k[len("params/"):]: v for k, v in arrays.items() if k.startswith("params/")}
+    optim = {k[len("optim/"):]: v for k, v in arrays.items() if k.startswith("optim/")} or None
+    if len(params) + len(optim or {}) != len(arrays):
+        raise damaged("it holds arrays other than params/*, optim/* and lineage")
     return ParentCheckpoint(params=params, optim=optim, lineage=lineage)
 
 
-def _write_config_copy(run_dir: Path, cfg: TrainConfig) -> None:
+def _read_npz(path: Path, damaged: Any) -> dict[str, np.ndarray]:
+    """The arrays of an uncompressed ``.npz`` (as ``numpy.savez`` writes it). Each member's npy header
+    is read first (``numpy.lib.format``): numbers or text only, and exactly as many bytes as the
+    member stores, which is no more than the file holds."""
+    from numpy.lib import format as npy
+
+    size = path.stat().st_size
+    out: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            name = info.filename[:-4] if info.filename.endswith(".npy") else None
+            if name is None or name in out:
+                raise damaged(f"member {info.filename[:80]!r} is not an array")
+            stored = info.compress_type == zipfile.ZIP_STORED and info.file_size == info.compress_size
+            if not stored or info.file_size > size:
+                raise damaged(f"member {info.filename[:80]!r} is compressed or larger than the file")
+            with zf.open(info) as fh:
+                version = npy.read_magic(fh)
+                if version == (1, 0):
+                    shape, fortran, dtype = npy.read_array_header_1_0(fh)
+                elif version == (2, 0):
+                    shape, fortran, dtype = npy.read_array_header_2_0(fh)
+                else:
+                    raise damaged(f"member {info.filename[:80]!r} has npy format version {version}")
+                if dtype.hasobject or dtype.kind not in "biufU":
+                    raise damaged(f"member {info.filename[:80]!r} holds {dtype}, not numbers")
+                nbytes = math.prod(shape) * dtype.itemsize
+                if nbytes != info.file_size - fh.tell():
+                    raise damaged(f"member {info.filename[:80]!r} declares {tuple(shape)} {dtype} ({nbytes} bytes) "
+                                  f"but stores {info.file_size - fh.tell()} bytes")
+                data = fh.read(nbytes)
+            if len(data) != nbytes:
+                raise damaged(f"member {info.filename[:80]!r} is truncated")
+            out[name] = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
+    return out
+
+
+def _start_problem(parent: ParentCheckpoint, trainer: Trainer) -> str | None:
+    """What keeps ``parent`` from being loaded into ``trainer``'s model and optimizer (None: nothing)."""
+    shapes = {n: tuple(p.shape) for n, p in trainer.model.named_parameters()}
+    bad = shape_problem({n: np.shape(a) for n, a in parent.params.items()}, shapes, "parameter")
+    if bad is not None or parent.optim is None:
+        return bad
+    sizes = {f"{n}/{k}": (1 if k == "step" else math.prod(shape)) for n, shape in shapes.items()
+             for k in optim_keys(trainer.cfg)}
+    for key in sorted(set(sizes) | set(parent.optim)):
+        if key not in parent.optim or key not in sizes or np.size(parent.optim[key]) != sizes[key]:
+            return f"optimizer state {key!r} is missing, unexpected or of the wrong size"
+    return None
+
+
+def write_config_copy(run_dir: Path, cfg: TrainConfig) -> None:
     """A human-readable copy of the config (the run file's JSON attribute is authoritative),
     replaced atomically."""
     import yaml

@@ -17,9 +17,11 @@ A sweep spec::
 A sweep directory holds the spec (``sweep.yaml``), the resolved grid (``sweep.json``: each run's
 name, swept values and full config), one ordinary run directory per grid point under ``runs/``, and
 per-run status records under ``status/`` (``NAME.json``: done with the run's accuracy curves, or
-failed with a one-line reason; ``NAME.lock``: held while a process trains the run). Running the same
-spec into the same directory again finishes what is missing: finished runs are skipped, interrupted
-ones resumed (docs/design.md, "Sweeps and phases").
+failed with a one-line reason; ``NAME.lock``: held while a process trains the run), and the
+vectorised ensembles its first launch planned (``ensembles.json``). Running the same spec into the
+same directory again finishes what is missing: finished runs are skipped, interrupted ones resumed,
+an interrupted ensemble as that ensemble, so that the runs end as if uninterrupted (docs/design.md,
+"Sweeps").
 """
 
 from __future__ import annotations
@@ -35,17 +37,20 @@ import re
 import signal
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from probe.config import TrainConfig
 from probe.errors import ProbeError, valid
+from probe.plugins import load_plugins
 from probe.runfile import RUN_FILENAME
-from probe.sweep import (INDEX_FILE, RUNS_DIR, SPEC_FILE, STATES, STATUS_DIR, read_index, read_status,
-                         state_of)
+from probe.sweep import (INDEX_FILE, RUNS_DIR, SPEC_FILE, STATES, STATUS_DIR, StatusRecord, read_index,
+                         read_status, state_of, status_path)
+from probe.yamlfile import load_yaml
 
 SPEC_KEYS = ("preset", "config", "set", "grid", "zip", "seeds", "split_seeds")
 EXECUTORS = ("local", "slurm")
@@ -119,12 +124,7 @@ def _axis_values(key: str, raw: Any) -> tuple[list[Any], bool]:
 
 def parse_spec(text: str, where: Path | None = None) -> SweepSpec:
     """Validate a sweep spec (YAML text); ``where`` resolves a relative ``config:`` path."""
-    import yaml
-
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ProbeError(f"the sweep spec is not valid YAML: {str(exc).splitlines()[0]}") from None
+    data = load_yaml(text, "the sweep spec")
     if not isinstance(data, dict):
         raise ProbeError("the sweep spec must be a mapping (preset/config, set, grid, zip, seeds, split_seeds)")
     unknown = sorted(set(data) - set(SPEC_KEYS))
@@ -186,7 +186,11 @@ def load_spec(path: str | os.PathLike[str]) -> SweepSpec:
     p = Path(path)
     if not p.is_file():
         raise ProbeError(f"sweep spec {p} does not exist")
-    return parse_spec(p.read_text(), p)
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProbeError(f"cannot read the sweep spec {p}: {getattr(exc, 'strerror', None) or exc}") from None
+    return parse_spec(text, p)
 
 
 def _fmt(value: Any) -> str:
@@ -197,34 +201,62 @@ def _fmt(value: Any) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]", "_", text)
 
 
+MAX_NAME_BYTES = 200  # run names are file names (NAME.json, .NAME.PID.tmp): well under the usual 255 bytes
+
+
 def point_name(values: dict[str, Any]) -> str:
-    """A readable directory name from the swept values: ``lr=0.001__weight_decay=1__seed=0``."""
-    return "__".join(f"{k}={_fmt(v)}" for k, v in values.items())
+    """A readable directory name from the swept values: ``lr=0.001__weight_decay=1__seed=0``. A name
+    longer than ``MAX_NAME_BYTES`` keeps its start and ends in a digest of the whole."""
+    name = "__".join(f"{k}={_fmt(v)}" for k, v in values.items())
+    if len(name.encode()) > MAX_NAME_BYTES:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+        name = f"{name.encode()[:MAX_NAME_BYTES - 18].decode(errors='ignore')}__{digest}"
+    return name
 
 
-def expand(spec: SweepSpec) -> list[SweepPoint]:
-    """Every grid point with its resolved, validated config (an invalid value names its axis)."""
-    from probe.train.config import load_config
+def grid_size(spec: SweepSpec) -> int:
+    """How many runs the spec's grid has (without building any)."""
+    return math.prod(len(a.values) for a in spec.axes)
 
-    points = []
+
+def iter_grid(spec: SweepSpec) -> Iterator[SweepPoint]:
+    """Every grid point in grid order with its resolved, validated config, built as it is reached (a
+    dry run prints the first before the last is made). An invalid value names its grid point; so do
+    a task that cannot be built (a group table that is not there) and a split the task cannot give."""
+    from probe.train.config import check_data, load_config
+
+    try:  # the preset and config file resolved once; each point applies its overrides to them
+        base: TrainConfig | None = load_config(spec.preset, spec.config)
+    except ProbeError:
+        base = None  # the file alone is incomplete (the grid completes it): resolve it per point
     names: dict[str, int] = {}
+    tasks: dict[Any, Any] = {}
     for combo in itertools.product(*(a.values for a in spec.axes)):
         values: dict[str, Any] = {}
         for axis, vals in zip(spec.axes, combo):
             values.update(dict(zip(axis.keys, vals)))
+        overrides = {**spec.fixed, **values}
         try:
-            cfg = load_config(spec.preset, spec.config, {**spec.fixed, **values})
+            if base is None:
+                cfg = load_config(spec.preset, spec.config, overrides)
+            else:
+                cfg = load_config(overrides=overrides, base=base)
+            check_data(cfg, tasks)
         except ProbeError as exc:
             where = ", ".join(f"{k}={v!r}" for k, v in values.items())
-            raise ProbeError(f"grid point {where}: {exc.for_cli()}") from None
+            raise ProbeError(f"grid point {where[:300]}: {exc.for_cli()}") from None
         name = point_name(values)
         if name in names:  # two values that print alike
             names[name] += 1
             name = f"{name}__{names[name]}"
         else:
             names[name] = 0
-        points.append(SweepPoint(name, values, cfg))
-    return points
+        yield SweepPoint(name, values, cfg)
+
+
+def expand(spec: SweepSpec) -> list[SweepPoint]:
+    """Every grid point with its resolved, validated config (see :func:`iter_grid`)."""
+    return list(iter_grid(spec))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -237,32 +269,59 @@ def _index(spec: SweepSpec, points: Sequence[SweepPoint]) -> dict[str, Any]:
             "log_keys": sorted(spec.log_keys), "runs": runs}
 
 
+def _check_grid(root: Path, index: dict[str, Any]) -> None:
+    """Refuse a sweep directory whose index is unreadable or was made from another grid."""
+    try:
+        old = json.loads((root / INDEX_FILE).read_text())
+    except (OSError, ValueError):
+        raise ProbeError(f"{root} holds an unreadable {INDEX_FILE}; not a probe sweep") from None
+    if not isinstance(old, dict):
+        raise ProbeError(f"{root} holds a {INDEX_FILE} that is not a probe sweep index; use another --out")
+    if old.get("grid") != index["grid"]:
+        raise ProbeError(f"{root} was made from a different sweep spec (grid {old.get('grid')}, this spec "
+                         f"{index['grid']}); use another --out")
+
+
+def _being_prepared(entry: Path) -> bool:
+    """What :func:`prepare` writes before the index (empty ``runs/`` and ``status/``, the index's
+    temporary copy): a directory holding only these is a sweep that another driver is preparing at
+    this moment (or died preparing)."""
+    if entry.name in (RUNS_DIR, STATUS_DIR):
+        return entry.is_dir() and not any(entry.iterdir())
+    return entry.name.startswith(f".{INDEX_FILE}.") and entry.name.endswith(".tmp")
+
+
 def prepare(spec: SweepSpec, out: str | os.PathLike[str],
             points: list[SweepPoint] | None = None) -> tuple[Path, list[SweepPoint]]:
     """Create (or check) the sweep directory for ``spec`` (``points``: its expansion, if already made).
-    A directory made from a different grid is refused before anything is written."""
+    A directory made from a different grid is refused before anything is written. Of two drivers
+    preparing one directory at once, one writes the index and the other checks it."""
     points = expand(spec) if points is None else points
     index = _index(spec, points)
     root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise ProbeError(f"{root} exists and is not a directory; give --out a new or sweep directory")
     existing = root / INDEX_FILE
     if existing.exists():
-        try:
-            old = json.loads(existing.read_text())
-        except (OSError, ValueError):
-            raise ProbeError(f"{root} holds an unreadable {INDEX_FILE}; not a probe sweep") from None
-        if old.get("grid") != index["grid"]:
-            raise ProbeError(f"{root} was made from a different sweep spec (grid {old.get('grid')}, this spec "
-                             f"{index['grid']}); use another --out")
+        _check_grid(root, index)
         return root, points
-    if root.exists() and any(root.iterdir()):
-        raise ProbeError(f"{root} exists and is not a probe sweep directory; use another --out")
     try:
+        if root.exists() and not all(_being_prepared(p) for p in root.iterdir()):
+            raise ProbeError(f"{root} exists and is not a probe sweep directory; use another --out")
         (root / RUNS_DIR).mkdir(parents=True, exist_ok=True)
         (root / STATUS_DIR).mkdir(exist_ok=True)
-        (root / SPEC_FILE).write_text(spec.text)
-        tmp = root / f".{INDEX_FILE}.tmp"
+        tmp = root / f".{INDEX_FILE}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(index, indent=1, default=str))
-        os.replace(tmp, existing)
+        try:
+            os.link(tmp, existing)  # atomic and exclusive: never replaces an index another driver wrote
+        except FileExistsError:
+            _check_grid(root, index)
+            return root, points
+        except OSError:  # a file system without hard links: atomic, not exclusive
+            os.replace(tmp, existing)
+        finally:
+            tmp.unlink(missing_ok=True)
+        (root / SPEC_FILE).write_text(spec.text)
     except OSError as exc:
         raise ProbeError(f"cannot write the sweep directory {root}: {exc.strerror or exc}") from None
     return root, points
@@ -271,21 +330,34 @@ def prepare(spec: SweepSpec, out: str | os.PathLike[str],
 # --------------------------------------------------------------------------------------------------
 # running
 # --------------------------------------------------------------------------------------------------
-def _write_status(root: Path, name: str, record: dict[str, Any]) -> None:
-    path = root / STATUS_DIR / f"{name}.json"
+def _write_status(root: Path, name: str, record: StatusRecord | Mapping[str, Any]) -> bool:
+    """Write the run's status record (:class:`probe.sweep.StatusRecord`, or its fields, checked as a
+    reader checks them) atomically. Best effort: when the disk refuses it, the run reads as
+    interrupted and the next run of the sweep checks it again and records it; returns False then."""
+    rec = record if isinstance(record, StatusRecord) else StatusRecord(**record)
+    path = status_path(root, name)
     tmp = path.with_name(f".{name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, default=float))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(rec.to_json())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        warnings.warn(f"cannot record the state of run {name} in {path.parent}: {exc.strerror or exc}; running the "
+                      "sweep again records it", stacklevel=2)
+        return False
+    return True
 
 
 def _curves(run_dir: Path) -> dict[str, Any]:
-    import probe
+    """The fields of a ``done`` status record that come from the run: its accuracy curves, whether it
+    finished, its number of checkpoints."""
+    from probe.run import load_run
 
-    with probe.load_run(run_dir) as run:
+    with load_run(run_dir) as run:
         m = run.metrics
-        return {"step": m["step"].astype(int).tolist(), "train_acc": m["train_acc"].tolist(),
-                "val_acc": m["val_acc"].tolist(), "val_loss": m["val_loss"].tolist(),
-                "finished": run.finished, "checkpoints": int(len(run.steps))}
+        return {"step": [int(v) for v in m["step"]], "train_acc": [float(v) for v in m["train_acc"]],
+                "val_acc": [float(v) for v in m["val_acc"]], "val_loss": [float(v) for v in m["val_loss"]],
+                "finished": bool(run.finished), "checkpoints": int(len(run.steps))}
 
 
 def _failure(exc: BaseException) -> str:
@@ -297,10 +369,10 @@ def _failure(exc: BaseException) -> str:
 
 
 def _finished(run_dir: Path) -> bool:
-    import probe
+    from probe.run import load_run
 
     try:
-        with probe.load_run(run_dir) as run:
+        with load_run(run_dir) as run:
             return run.finished
     except ProbeError:
         return False
@@ -324,7 +396,7 @@ def run_point(root: str | os.PathLike[str], name: str, progress: bool = False) -
         except BlockingIOError:
             return "running"  # another process has it
         rec = read_status(base, name)
-        if rec is not None and rec.get("state") == "done":
+        if rec is not None and rec.state == "done":
             return "done"
         run_dir = base / RUNS_DIR / name
         t0 = time.time()
@@ -344,56 +416,53 @@ def run_point(root: str | os.PathLike[str], name: str, progress: bool = False) -
         os.close(fd)
 
 
-def run_points(root: str, names: list[str]) -> list[str]:
-    """One worker's share of a sweep, run one by one."""
-    return [run_point(root, n) for n in names]
-
-
 def run_ensemble(root: str | os.PathLike[str], names: list[str], progress: bool = False) -> list[str]:
-    """Train fresh runs of the sweep as one vectorised ensemble (:mod:`probe.train.ensemble`); runs
-    another process holds, finished ones and interrupted ones are left to :func:`run_point`."""
+    """Train one planned group of the sweep as a vectorised ensemble (:mod:`probe.train.ensemble`),
+    whatever its runs' states: fresh runs start, interrupted ones resume from their resume slots and
+    finished ones stay finished, all in the one ensemble, so that a sweep killed and run again ends
+    with the runs of an uninterrupted one (docs/design.md, "Sweeps"). The group's locks are taken
+    together: while another process holds any of them the group is its, and is left alone here.
+    Never raises for the runs' own failure: the reason goes to each unfinished run's status record."""
     from probe.train.ensemble import train_ensemble
 
     base = Path(root)
     index = {r["name"]: r for r in read_index(base)["runs"]}
     fds: dict[str, int] = {}
+    states: dict[str, str] = {}
     try:
-        members = []
         for name in names:
             fd = os.open(base / STATUS_DIR / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                continue
+                return ["running"] * len(names)  # the finally frees the locks taken so far
             fds[name] = fd
-            rec = read_status(base, name)
-            run_dir = base / RUNS_DIR / name
-            if (rec is None or rec.get("state") != "done") and not run_dir.exists():
-                members.append(name)
-        states: dict[str, str] = {}
-        if len(members) >= 2:
-            t0 = time.time()
+        recorded = {n for n in names if (rec := read_status(base, n)) is not None and rec.state == "done"}
+        if len(recorded) == len(names):
+            return ["done"] * len(names)
+        t0 = time.time()
 
-            def finished(i: int) -> None:  # a member is done (budget or early stop): record it, free its lock
-                n = members[i]
-                _write_status(base, n, {"state": "done", "seconds": time.time() - t0, "ensemble": len(members),
+        def finished(i: int) -> None:  # a member is done (budget or early stop): record it, free its lock
+            n = names[i]
+            if n not in recorded:
+                _write_status(base, n, {"state": "done", "seconds": time.time() - t0, "ensemble": len(names),
                                         **_curves(base / RUNS_DIR / n)})
-                states[n] = "done"
-                os.close(fds.pop(n))
+            states[n] = "done"
+            os.close(fds.pop(n))
 
-            try:
-                train_ensemble([TrainConfig.from_dict(index[n]["config"]) for n in members],
-                               [base / RUNS_DIR / n for n in members], progress=progress, on_finish=finished)
-            except Exception as exc:  # noqa: BLE001 - recorded per member; the others go on
-                for n in members:
-                    if n not in states:
-                        _write_status(base, n, {"state": "failed", "reason": f"ensemble: {_failure(exc)}"})
-                        states[n] = "failed"
+        try:
+            train_ensemble([TrainConfig.from_dict(index[n]["config"]) for n in names],
+                           [base / RUNS_DIR / n for n in names], progress=progress, on_finish=finished, resume=True)
+        except Exception as exc:  # noqa: BLE001 - recorded per member
+            for n in names:
+                if n not in states:
+                    _write_status(base, n, {"state": "failed", "reason": f"ensemble: {_failure(exc)}"})
+                    states[n] = "failed"
     finally:
         for fd in fds.values():
             os.close(fd)
-    return [states[n] if n in states else run_point(base, n, progress=progress) for n in names]
+    return [states.get(n, "failed") for n in names]
 
 
 def _alive(pid: int) -> bool:
@@ -411,22 +480,32 @@ def _alive(pid: int) -> bool:
         return True  # no /proc: existence is all we can tell
 
 
-GRACE_SECONDS = 5.0  # how long a worker whose driver is gone may take to stop at a step boundary
+POLL_SECONDS = 0.25  # how often a local worker checks that its driver is alive
+GRACE_SECONDS = 5.0  # how long a worker whose driver is gone may take to stop at a step boundary, twice
+#: the longest a local worker outlives its driver once it follows it (a worker still starting when
+#: the driver dies stops as soon as it has started: its imports, about a second)
+DRIVER_BOUND_SECONDS = POLL_SECONDS + 2 * GRACE_SECONDS
 
 
-def follow_driver(pid: int, poll: float = 1.0) -> threading.Thread:
+def follow_driver(pid: int, poll: float = POLL_SECONDS) -> threading.Thread:
     """Stop this worker, as Ctrl-C would (at a step boundary, its run left resumable), once the
-    sweep driver ``pid`` is gone: a driver killed with kill -9 leaves no orphans training on. A worker
-    still alive after two interrupts and ``2 * GRACE_SECONDS`` is killed; its run files stay intact
-    (they are written to survive a kill at any instant) and the next sweep resumes them."""
+    sweep driver ``pid`` is gone: a driver killed with kill -9 leaves no orphans training on.
+
+    The bound holds on a loaded machine: when the driver is seen gone, an interval timer is armed
+    first, whose ``SIGALRM`` (default action: the kernel ends the process) comes ``2 *
+    GRACE_SECONDS`` later whatever the worker is doing, a long library call or the interpreter's own
+    shutdown included (no Python code has to run for it). Then Ctrl-C, and once more after
+    ``GRACE_SECONDS`` in case the first was swallowed. Run files survive a kill at any instant and
+    the next sweep resumes them; the locks go with the process."""
 
     def loop() -> None:
         while _alive(pid):
             time.sleep(poll)
-        for _ in range(2):  # Ctrl-C, and once more in case the first was swallowed on its way
+        signal.setitimer(signal.ITIMER_REAL, 2 * GRACE_SECONDS)
+        for _ in range(2):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(GRACE_SECONDS)
-        os.kill(os.getpid(), signal.SIGKILL)  # run files survive a kill at any instant; the lock goes with it
+        os.kill(os.getpid(), signal.SIGKILL)  # only if SIGALRM was caught or ignored after all
 
     t = threading.Thread(target=loop, name="follow-sweep-driver", daemon=True)
     t.start()
@@ -438,15 +517,18 @@ def run_groups(root: str, groups: list[list[str]], threads: int | None = None,
     """One worker's share of a sweep: groups of two or more are vectorised ensembles. ``threads``:
     torch threads for this worker (local workers share the machine's cores; more threads than cores
     make OpenMP spin and every worker slow down many times over). ``driver``: the pid of the local
-    sweep driver this worker stops with."""
+    sweep driver this worker stops with (:func:`follow_driver`)."""
     if driver is not None:
         if not _alive(driver):  # started (or restarted by submitit) after the driver was gone
             return []
         if threading.current_thread() is threading.main_thread():
             # a driver started in the background (nohup, `cmd &`) passes SIGINT on as ignored; the
-            # worker needs it, to stop at a step boundary when the driver is gone
+            # worker needs it, to stop at a step boundary when the driver is gone, and SIGALRM's
+            # default action, which ends it if that takes too long
             signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
         follow_driver(driver)
+    load_plugins()  # the driver's PROBE_PLUGINS: the extensions its runs' configs use
     if threads is None and os.environ.get("SLURM_CPUS_ON_NODE", "").isdigit():
         threads = int(os.environ["SLURM_CPUS_ON_NODE"])  # the CPUs of this job's allocation
     if threads:
@@ -454,9 +536,75 @@ def run_groups(root: str, groups: list[list[str]], threads: int | None = None,
 
         torch.set_num_threads(threads)
     out: list[str] = []
-    for g in groups:
-        out += run_ensemble(root, g) if len(g) > 1 else [run_point(root, g[0])]
+    try:
+        for g in groups:
+            out += run_ensemble(root, g) if len(g) > 1 else [run_point(root, g[0])]
+    except KeyboardInterrupt:
+        if driver is not None and not _alive(driver):
+            # stopped because the driver is gone: its run files and locks are closed by now, and
+            # nobody waits for a result; leave at once rather than through the interpreter's shutdown
+            import sys
+
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        raise
     return out
+
+
+#: ``ENSEMBLES_FILE`` in a sweep directory: the ensembles its first launch planned (lists of run names)
+ENSEMBLES_FILE = "ensembles.json"
+
+
+def _recorded_ensembles(root: Path, names: set[str]) -> list[list[str]]:
+    """The ensembles recorded in ``root`` (checked: runs of this grid, each in one ensemble)."""
+    from probe.train.ensemble import MAX_MEMBERS
+
+    path = root / ENSEMBLES_FILE
+    if not path.exists():
+        return []
+    fix = "; delete it to plan the ensembles again (their interrupted runs then finish in other groups)"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ProbeError(f"{path} is unreadable ({exc.__class__.__name__}){fix}") from None
+    groups = data.get("ensembles") if isinstance(data, dict) else None
+    if not isinstance(groups, list) or not all(isinstance(g, list) and 2 <= len(g) <= MAX_MEMBERS
+                                               and all(isinstance(n, str) for n in g) for g in groups):
+        raise ProbeError(f"{path} is not a list of ensembles (lists of 2 to {MAX_MEMBERS} run names){fix}")
+    seen: set[str] = set()
+    for g in groups:
+        for n in g:
+            if n not in names or n in seen:
+                raise ProbeError(f"{path} names run {n!r} {'twice' if n in seen else 'that is not in the grid'}{fix}")
+            seen.add(n)
+    return groups
+
+
+def plan_sweep(root: Path, points: Sequence[SweepPoint], todo: list[str], vectorize: str,
+               jobs: int) -> list[list[str]]:
+    """The groups to launch for the runs in ``todo``. An ensemble planned by an earlier launch of the
+    sweep (``ensembles.json``) is launched whole whenever one of its runs is to do, so that its runs
+    finish together as one ensemble, as they would have uninterrupted (docs/design.md, "Sweeps");
+    with ``vectorize="off"`` only those that have started. The other runs are planned by
+    :func:`plan` and the new ensembles recorded before anything is launched."""
+    recorded = _recorded_ensembles(root, {p.name for p in points})
+    wanted = set(todo)
+    keep = [g for g in recorded if vectorize != "off" or any((root / RUNS_DIR / n).exists() for n in g)]
+    groups = [g for g in keep if wanted & set(g)]
+    planned = {n for g in keep for n in g}
+    new = plan(points, [n for n in todo if n not in planned], vectorize, jobs)
+    record = keep + [g for g in new if len(g) > 1]
+    if record != recorded:
+        path = root / ENSEMBLES_FILE
+        tmp = path.with_name(f".{ENSEMBLES_FILE}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps({"ensembles": record}, indent=1))
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ProbeError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return groups + new
 
 
 def plan(points: Sequence[SweepPoint], names: list[str], vectorize: str, jobs: int) -> list[list[str]]:
@@ -529,12 +677,29 @@ class _QuietAccounting(logging.Filter):
         return "sacct" not in record.getMessage()
 
 
+#: Python code a worker starts with: what ``python -u -m submitit.core._submit FOLDER`` (submitit's
+#: command) does, but with the current directory taken off the front of ``sys.path`` first (``-m``
+#: and ``-c`` put it there), so that a folder holding a ``probe/`` directory (a checkout's parent, a
+#: scratch copy) cannot stand in for the installed package when the job is unpickled.
+WORKER_BOOT = ("import sys; sys.path[:1] == [''] and sys.path.pop(0); import runpy; "
+               "sys.argv = sys.argv[sys.argv.index('-m') + 1:]; "
+               "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)")
+
+
+def worker_python() -> str:
+    """The command submitit starts a worker's Python with (it appends ``-u -m MODULE FOLDER``)."""
+    import shlex
+    import sys
+
+    return f"{shlex.quote(sys.executable)} -u -c {shlex.quote(WORKER_BOOT)}"
+
+
 def _executor(root: Path, opts: ExecutorOptions) -> Any:
     import submitit
 
     folder = root / ".submitit"
     if opts.kind == "slurm":  # (reachability is checked by run_sweep before anything is written)
-        ex = submitit.AutoExecutor(folder=folder, cluster="slurm")
+        ex = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_python=worker_python())
         log = logging.getLogger("submitit")
         if not any(isinstance(f, _QuietAccounting) for f in log.filters):  # once per process
             log.addFilter(_QuietAccounting())
@@ -545,7 +710,7 @@ def _executor(root: Path, opts: ExecutorOptions) -> Any:
             params["slurm_mem"] = opts.mem
         ex.update_parameters(**params)
         return ex
-    ex = submitit.AutoExecutor(folder=folder, cluster="local")
+    ex = submitit.AutoExecutor(folder=folder, cluster="local", local_python=worker_python())
     # submitit's local jobs time out after a default limit and are then killed as "not checkpointable"
     ex.update_parameters(timeout_min=opts.time_min or LOCAL_TIMEOUT_MIN)
     return ex
@@ -577,6 +742,21 @@ def launch(root: Path, groups: list[list[str]], opts: ExecutorOptions) -> list[A
     return ex.map_array(run_groups, [str(root)] * n, chunks, [threads] * n, [driver] * n)
 
 
+LOW_SPACE = 1 << 20  # bytes: with less free, a worker's writes (a checkpoint, a status record, its log) fail
+
+
+def _space_note(root: Path) -> str:
+    """``"; no space left on the device holding ROOT (...)"`` when that disk is (nearly) full: a worker
+    that died there could not record why, in its runs' status records or in its own log."""
+    import shutil
+
+    try:
+        free = shutil.disk_usage(root).free
+    except OSError:
+        return ""
+    return f"; no space left on the device holding {root} ({free // 1024} KiB free)" if free < LOW_SPACE else ""
+
+
 def watch(root: Path, names: list[str], jobs: list[Any], progress: bool = True, poll: float = 0.5) -> dict[str, int]:
     """Wait for the jobs with one progress bar (runs done, failed, ETA); returns the final counts."""
     from tqdm.auto import tqdm
@@ -598,11 +778,16 @@ def watch(root: Path, names: list[str], jobs: list[Any], progress: bool = True, 
             if len(counted) == len(names) or all(j.done() for j in jobs):
                 break
             time.sleep(poll)
-        for j in jobs:  # surface a worker that died outside any run (it is reported, not raised)
-            try:
+        for j in jobs:  # surface a worker that died outside any run (reported, not raised: the status
+            try:        # files carry the per-run reasons, and its runs stay pending for the next sweep)
                 j.result()
-            except Exception:  # noqa: BLE001 - the status files carry the per-run reasons
-                pass
+            except Exception as exc:  # noqa: BLE001
+                lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+                errors = [ln for ln in lines if re.match(r"[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b", ln)]
+                log = getattr(getattr(j, "paths", None), "stderr", None)
+                why = (errors[-1] if errors else lines[0] if lines else type(exc).__name__)[:200]
+                warnings.warn(f"a sweep worker failed outside its runs: {why}{_space_note(root)}"
+                              + (f" (log: {log})" if log else ""), stacklevel=2)
     except KeyboardInterrupt:
         for j in jobs:
             try:
@@ -634,14 +819,9 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike[str], opts: ExecutorOption
     for name in todo:  # a failed run is retried from its own state
         if states[name] == "failed":
             (root / STATUS_DIR / f"{name}.json").unlink(missing_ok=True)
-    jobs = launch(root, plan(points, todo, opts.vectorize, opts.jobs), opts)
+    jobs = launch(root, plan_sweep(root, points, todo, opts.vectorize, opts.jobs), opts)
     watch(root, todo, jobs, progress=progress)
     total = {s: 0 for s in STATES}
     for p in points:
         total[state_of(root, p.name)[0]] += 1
     return total
-
-
-def iter_points(root: str | os.PathLike[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    for r in read_index(root)["runs"]:
-        yield r["name"], r["values"]
