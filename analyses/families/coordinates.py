@@ -31,7 +31,7 @@ AXES = Param("axes", str, "refit", "PCA axes: refit at each step, or fixed to th
 
 @metric("pca2d", "embeddings on their first two principal components (axes refit per step or fixed to the "
         "final checkpoint's): columns pca2d_x{k}, pca2d_y{k} per symbol", needs=("embeddings",),
-        tasks="operation tables", params=(AXES, REFERENCE), applies=table_task)
+        params=(AXES, REFERENCE), applies=table_task)
 def pca2d(ckpt: "Checkpoint", ctx: "Context", axes: str, reference: str) -> dict[str, float]:
     e = centred(ckpt.embeddings())
     if axes == "final":
@@ -46,22 +46,27 @@ def pca2d(ckpt: "Checkpoint", ctx: "Context", axes: str, reference: str) -> dict
 
 
 @metric("umap", "UMAP (umap-learn) 2-D coordinates of the symbol embeddings: umap_x{k}, umap_y{k}",
-        needs=("embeddings",), tasks="operation tables",
+        needs=("embeddings",),
         params=(Param("neighbors", int, 10, "UMAP n_neighbors", check=positive_int),), applies=table_task)
 def umap_coords(ckpt: "Checkpoint", ctx: "Context", neighbors: int) -> dict[str, float]:
+    import sys
     import warnings
 
     import umap
 
     e = centred(ckpt.embeddings())
+    torch = sys.modules.get("torch")  # numba's OpenMP pool resets the process's thread count, torch's too
+    threads = torch.get_num_threads() if torch is not None else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         xy = umap.UMAP(n_neighbors=min(neighbors, e.shape[0] - 1), random_state=0, n_jobs=1).fit_transform(e)
+    if torch is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
     return _coords("umap", xy)
 
 
 @metric("tsne", "t-SNE (scikit-learn) 2-D coordinates of the symbol embeddings: tsne_x{k}, tsne_y{k}",
-        needs=("embeddings",), tasks="operation tables",
+        needs=("embeddings",),
         params=(Param("perplexity", float, 5.0, "t-SNE perplexity", check=lambda x: None if x > 0 else "must be > 0"),),
         applies=table_task)
 def tsne_coords(ckpt: "Checkpoint", ctx: "Context", perplexity: float) -> dict[str, float]:

@@ -3,7 +3,6 @@ critical fraction rule, the figure from the CLI, one curve per operator, and bad
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -33,19 +32,19 @@ grid:
 """
 
 
-def _sweep(tmp_path: Path, text: str, name: str) -> Path:
+def _sweep(tmp_path: Path, text: str, name: str, waits) -> Path:
     spec = tmp_path / f"{name}.yaml"
     spec.write_text(text)
-    res = subprocess.run([sys.executable, "-m", "probe.cli", "sweep", str(spec), "--out", str(tmp_path / name),
-                          "--no-progress"], capture_output=True, text=True, timeout=600)
+    res = waits.run_to_end([sys.executable, "-m", "probe.cli", "sweep", str(spec), "--out", str(tmp_path / name),
+                            "--no-progress"], tmp_path)
     assert res.returncode == 0, res.stderr
     return tmp_path / name
 
 
 @pytest.fixture(scope="module")
-def sweeps(tmp_path_factory) -> tuple[Path, Path]:
+def sweeps(tmp_path_factory, waits) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("fractions")
-    return _sweep(base, TOY, "toy"), _sweep(base, OPERATORS, "ops")
+    return _sweep(base, TOY, "toy", waits), _sweep(base, OPERATORS, "ops", waits)
 
 
 def test_table_rows_agree_with_each_run(sweeps):
@@ -103,8 +102,8 @@ def test_figure_from_the_cli_with_one_curve_per_operator(sweeps, tmp_path, capsy
     assert table["predicted"].isna().all()  # the effective theory is the toy model's
 
 
-def test_a_sweep_without_a_size_axis_is_one_line(tmp_path, capsys):
-    root = _sweep(tmp_path, "preset: liu-toy-add\nset: {steps: 20}\ngrid:\n  lr: [1e-3, 2e-3]\n", "lr")
+def test_a_sweep_without_a_size_axis_is_one_line(tmp_path, capsys, waits):
+    root = _sweep(tmp_path, "preset: liu-toy-add\nset: {steps: 20}\ngrid:\n  lr: [1e-3, 2e-3]\n", "lr", waits)
     code = main(["plot", str(root), "--figure", "data-fraction", "--out", str(tmp_path / "f.png")])
     err = capsys.readouterr().err
     assert code == 2 and "varies no training-set size" in err and "lr" in err and len(err.strip().splitlines()) == 1
