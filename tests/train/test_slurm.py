@@ -40,31 +40,37 @@ def cluster(tmp_path_factory):
     if reason:
         pytest.skip(reason)
     state = tmp_path_factory.mktemp("slurm")
-    res = subprocess.run([str(SCRIPT), "start", str(state)], capture_output=True, text=True, timeout=120)
+    try:  # starting daemons is no work that scales with the test: a generous bound that says what hung
+        res = subprocess.run([str(SCRIPT), "start", str(state)], capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        subprocess.run([str(SCRIPT), "stop", str(state)], timeout=600)
+        pytest.fail("the test cluster did not start within 600 s (scripts/slurm-cluster.sh start)")
     if res.returncode != 0:
-        subprocess.run([str(SCRIPT), "stop", str(state)], timeout=60)
+        subprocess.run([str(SCRIPT), "stop", str(state)], timeout=600)
         pytest.fail(f"the test cluster did not start: {res.stderr.strip()}")
     env = {**os.environ, "SLURM_CONF": str(state / "slurm.conf")}
     try:
         yield env
     finally:
-        subprocess.run([str(SCRIPT), "stop", str(state)], timeout=60)
+        subprocess.run([str(SCRIPT), "stop", str(state)], timeout=600)
 
 
-def _sweep(spec: Path, out: Path, env: dict, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "probe.cli", "sweep", str(spec), "--out", str(out), "--jobs", "2",
-                           "--no-progress", *extra], capture_output=True, text=True, timeout=600, env=env)
+def _sweep(waits, spec: Path, out: Path, env: dict, *extra: str) -> subprocess.CompletedProcess:
+    """The sweep to its end while it makes progress (files written under ``out``: the index, job
+    scripts and logs, checkpoints); a stall fails the test with the reason, whatever the machine's load."""
+    return waits.run_to_end([sys.executable, "-m", "probe.cli", "sweep", str(spec), "--out", str(out), "--jobs", "2",
+                             "--no-progress", *extra], watch=out, env=env)
 
 
-def test_a_slurm_sweep_equals_the_local_one(cluster, tmp_path):
+def test_a_slurm_sweep_equals_the_local_one(cluster, tmp_path, waits):
     spec = tmp_path / "spec.yaml"
     spec.write_text(SPEC)
-    res = _sweep(spec, tmp_path / "slurm", cluster, "--executor", "slurm", "--time", "10")
+    res = _sweep(waits, spec, tmp_path / "slurm", cluster, "--executor", "slurm", "--time", "10")
     assert res.returncode == 0, res.stderr
     assert "done 4" in res.stdout and "sacct" not in res.stderr
     jobs = {p.name.split("_")[0] for p in (tmp_path / "slurm" / ".submitit").glob("*_submission.sh")}
     assert jobs, "no Slurm job was submitted"
-    res = _sweep(spec, tmp_path / "local", cluster)
+    res = _sweep(waits, spec, tmp_path / "local", cluster)
     assert res.returncode == 0, res.stderr
     a, b = probe.load_sweep(tmp_path / "slurm"), probe.load_sweep(tmp_path / "local")
     assert a.names == b.names and set(a.status()["state"]) == {"done"}
@@ -76,6 +82,6 @@ def test_a_slurm_sweep_equals_the_local_one(cluster, tmp_path):
                 assert np.array_equal(x.series(t), y.series(t)), (name, t)
             assert np.array_equal(x.metrics["val_acc"], y.metrics["val_acc"])
     # run again on Slurm: everything is finished, nothing is submitted
-    res = _sweep(spec, tmp_path / "slurm", cluster, "--executor", "slurm", "--time", "10")
+    res = _sweep(waits, spec, tmp_path / "slurm", cluster, "--executor", "slurm", "--time", "10")
     assert res.returncode == 0, res.stderr
     assert {p.name.split("_")[0] for p in (tmp_path / "slurm" / ".submitit").glob("*_submission.sh")} == jobs
