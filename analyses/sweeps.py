@@ -29,6 +29,7 @@ class SweepFigureRequest:
     value: str | None = None
     rule: PhaseRule = PhaseRule()
     progress: bool = False
+    convention: str = "liu"  # the RQI convention of the data-fraction figure (analyses/parallelograms.py)
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,7 @@ def _first_above(steps: np.ndarray, values: np.ndarray, target: float) -> float:
 
 
 def fraction_table(sweep: "Sweep", rule: PhaseRule = PhaseRule(), x: str | None = None,
-                   progress: bool = False) -> "pd.DataFrame":
+                   progress: bool = False, convention: str = "liu") -> "pd.DataFrame":
     """One row per finished run of a sweep over the training-set size (Liu Fig. 4b / 5b; Power et
     al. Fig. 1 style data-fraction curves):
 
@@ -140,7 +141,8 @@ def fraction_table(sweep: "Sweep", rule: PhaseRule = PhaseRule(), x: str | None 
     * ``val_step``: the first step where validation accuracy passes ``rule.threshold`` (inf: never,
       within the run's ``budget`` of steps);
     * ``rqi_step``: the first checkpoint with RQI > 0.95 (Liu Sec. 3.1, eq. 3; inf: never; NaN where
-      RQI does not apply to the task);
+      RQI does not apply to the task), under the RQI ``convention`` (``liu``, the paper's, or
+      ``grokking-squared``, the authors' code's: :func:`probe.analyses.parallelograms.normalize`);
     * ``predicted``: the effective theory's ``1 / (lambda3 eta)`` for toy-model runs (Liu Sec. 3.2,
       Fig. 5b; eta the embedding learning rate; inf where ``lambda3 = 0``), NaN for other models.
     """
@@ -149,8 +151,11 @@ def fraction_table(sweep: "Sweep", rule: PhaseRule = PhaseRule(), x: str | None 
 
     from probe.analyses import compute
     from probe.analyses.effective import effective_theory
+    from probe.analyses.parallelograms import CONVENTIONS
     from probe.analyses.registry import get_metric
 
+    if convention not in CONVENTIONS:
+        raise ProbeError(f"unknown RQI convention {convention!r}{valid(CONVENTIONS)}", param="convention")
     key = x or next((k for k in SIZE_KEYS if k in sweep.swept), None)
     if key is None:
         raise ProbeError(f"the sweep varies no training-set size ({' or '.join(SIZE_KEYS)}); swept: "
@@ -170,7 +175,7 @@ def fraction_table(sweep: "Sweep", rule: PhaseRule = PhaseRule(), x: str | None 
             val_step = phases.loc[name, "val_step"]
             val_step = float(val_step) if np.isfinite(float(val_step)) else float("inf")
             if rqi.applies(task) is None:
-                df = compute(run, "rqi")
+                df = compute(run, "rqi", convention=convention)
                 rqi_step = _first_above(df["step"].to_numpy(), df["rqi"].to_numpy(), RQI_TARGET)
             else:
                 rqi_step = float("nan")
@@ -185,7 +190,7 @@ def fraction_table(sweep: "Sweep", rule: PhaseRule = PhaseRule(), x: str | None 
         rows.append(row)
     out = pd.DataFrame(rows)
     out.attrs["probe"] = {"data_fraction": {"x": key, "threshold": rule.threshold, "rqi_target": RQI_TARGET,
-                                            "critical": critical_fractions(out)}}
+                                            "convention": convention, "critical": critical_fractions(out)}}
     return out
 
 
@@ -219,10 +224,10 @@ def data_fraction(sweep: "Sweep", req: SweepFigureRequest) -> "pd.DataFrame":
     from probe.analyses import plots
 
     plots.check_figure_path(req.out)
-    table = fraction_table(sweep, req.rule, req.x, progress=req.progress)
+    table = fraction_table(sweep, req.rule, req.x, progress=req.progress, convention=req.convention)
     panels = [("val_step", f"steps to validation accuracy >= {req.rule.threshold:g}")]
     if table["rqi_step"].notna().any():
-        panels.append(("rqi_step", f"steps to RQI > {RQI_TARGET:g}"))
+        panels.append(("rqi_step", f"steps to RQI > {RQI_TARGET:g} ({req.convention} convention)"))
     plt = plots._plt()
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), constrained_layout=True,
                              squeeze=False)

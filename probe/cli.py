@@ -1,7 +1,7 @@
 """The ``probe`` command line: the top layer. It parses arguments, calls library functions in
-:mod:`probe`, :mod:`probe.train` and :mod:`probe.analyses`, and prints; no library work happens here.
-Subcommands import their heavy dependencies only when they run. Metric options, figure names and
-preset names come from the registries.
+:mod:`probe`, :mod:`probe.train`, :mod:`probe.analyses` and :mod:`probe.reproduce`, and prints; no
+library work happens here. Subcommands import their heavy dependencies only when they run. Metric
+options, figure names and preset names come from the registries.
 
 Every user error ends as one line ``probe: error: ...`` on stderr and exit code 2; Ctrl-C ends with
 exit code 130.
@@ -165,6 +165,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=int, default=8, help="animation frames per second")
     p.add_argument("--no-progress", action="store_true")
     metric_options(p)
+
+    p = sub.add_parser("reproduce", help="re-train a published figure and compare with its authors' numbers",
+                       description="Train what a registered reproduction needs (through 'probe sweep'; a second "
+                       "call reuses finished runs), write its figure, comparison.csv and comparison.md into "
+                       "--out, and print the verdict per reference number. 'probe reproduce --list' lists them.")
+    p.add_argument("name", nargs="?", help="the reproduction (see --list)")
+    p.add_argument("--list", action="store_true", help="list the registered reproductions")
+    p.add_argument("--out", help="directory for the runs, tables and figures (created; reused on a second call)")
+    p.add_argument("--scale", default="quick", help="quick (minutes, the qualitative claims) or paper (the "
+                   "authors' configuration) [quick]")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once")
+    p.add_argument("--executor", default="local", help="local (the default) or slurm (through submitit)")
+    p.add_argument("--partition", help="Slurm partition")
+    p.add_argument("--time", type=int, help="Slurm time limit per run, minutes")
+    p.add_argument("--mem", help="Slurm memory per run, e.g. 4G")
+    p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("theory", help="Liu et al.'s effective theory: critical fraction, effective dynamics")
     tsub = p.add_subparsers(dest="theory_command", metavar="WHAT", parser_class=_Parser)
@@ -548,7 +564,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
         req = SweepFigureRequest(args.out, args.x, args.y, args.value, PhaseRule(args.threshold, args.budget,
                                                                                  args.delay),
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress,
+                                 convention=_params(args).get("convention", "liu"))
         make_sweep_figure(args.figure, load_sweep(args.run_dir), req)
         print(f"wrote {args.out}")
         return 0
@@ -558,6 +575,48 @@ def cmd_plot(args: argparse.Namespace) -> int:
     df = make_figure(args.figure, runs if len(runs) > 1 else runs[0], request)
     _print_notes(df)
     print(f"wrote {args.out}")
+    return 0
+
+
+@command("reproduce")
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from probe.reproduce.registry import all_reproductions, recorded_verdict
+
+    if args.list:
+        if args.name or args.out:
+            raise ProbeError("--list takes no reproduction name and no --out")
+        for rec in all_reproductions():
+            print(f"{rec.name}: {rec.paper}, {rec.figure}")
+            print(f"  compared with: {rec.artefact.repository} {rec.artefact.path} (commit "
+                  f"{rec.artefact.commit[:7]}): {rec.artefact.description}")
+            print(f"  trains: {rec.trains}")
+            for sc in rec.scales.values():
+                print(f"  scale {sc.name}: {sc.time} on 2 CPU cores; {sc.purpose}")
+            print(f"  last recorded verdict: {recorded_verdict(rec)}")
+        return 0
+    from probe.reproduce.registry import get_reproduction
+
+    if not args.name:
+        names = ", ".join(r.name for r in all_reproductions())
+        raise ProbeError(f"give a reproduction name (one of: {names}) or --list")
+    get_reproduction(args.name)
+    if not args.out:
+        raise ProbeError("--out DIR is required")
+    from probe.reproduce.runner import reproduce
+
+    try:
+        res = reproduce(args.name, args.out, args.scale, args.jobs, args.executor, args.partition, args.time,
+                        args.mem, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"probe: interrupted; run the same command again to finish {args.out}", file=sys.stderr)
+        return 130
+    for path in res.files:
+        print(f"wrote {path}")
+    rows = res.analysis.rows
+    for row in rows:
+        print(f"{row.verdict:8s} {row.quantity}: paper {row.paper}; probe {row.probe}")
+    agree = sum(r.verdict == "agrees" for r in rows)
+    print(f"{res.reproduction.name} ({res.scale} scale): {agree} of {len(rows)} numbers agree")
     return 0
 
 

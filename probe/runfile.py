@@ -497,6 +497,22 @@ def _raw_rows(ds: h5py.Dataset, lo: int, hi: int) -> np.ndarray | None:
     return out
 
 
+def _catch_up(ds: Any, rows: int, tries: int = 20, pause: float = 0.05) -> None:
+    """Refresh ``ds`` until it shows ``rows`` rows (at most ``tries`` times): an SWMR reader sees each
+    dataset's extent as of when it read that object's metadata, so a payload the writer flushed before
+    its commit record can still look shorter here for a moment. Only a file that stays short is damaged."""
+    import time
+
+    for _ in range(tries):
+        try:
+            ds.refresh()
+        except (OSError, ValueError):  # not opened in SWMR mode: its extent cannot change
+            return
+        if ds.shape[0] >= rows:
+            return
+        time.sleep(pause)
+
+
 class RunFile:
     """Read-only, validated view of a run file; readable while a writer appends (SWMR)."""
 
@@ -567,6 +583,8 @@ class RunFile:
         for key, spec in self._specs.items():
             if spec.rows in committed:
                 ds, rows = self.f[key], committed[spec.rows]
+                if ds.shape[0] < rows:
+                    _catch_up(ds, rows)  # a live writer's extent can reach this reader after its commit record
                 if ds.shape[0] < rows:
                     raise self.damaged(f"dataset {key!r} has {ds.shape[0]} rows, fewer than the {rows} committed")
                 check_size(key, ds, self._file_bytes, self.damaged, rows=rows)

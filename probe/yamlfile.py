@@ -90,6 +90,8 @@ def load_yaml(text: str | bytes, what: str) -> Any:
         return loader.construct_document(node)
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "flow level" in first or "nesting" in first:  # libyaml's own nesting limit (PyYAML >= 6.0.4)
+            raise ProbeError(f"{what} nests lists and mappings more than {MAX_DEPTH} deep") from None
         raise ProbeError(f"{what} is not valid YAML: {first}") from None
     except RecursionError:
         raise ProbeError(f"{what} nests lists and mappings more than {MAX_DEPTH} deep") from None

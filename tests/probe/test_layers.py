@@ -24,9 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 TOP = {"probe/cli.py": "the command line", "probe/__init__.py": "the package face"}
 
 LAYERS = [
-    ("probe", ("probe.train", "probe.analyses", "probe.cli", "train", "analyses")),
-    ("train", ("probe.analyses", "probe.cli", "analyses")),
-    ("analyses", ("probe.train", "probe.cli", "train")),
+    ("probe", ("probe.train", "probe.analyses", "probe.reproduce", "probe.cli", "train", "analyses", "reproduce")),
+    ("train", ("probe.analyses", "probe.reproduce", "probe.cli", "analyses", "reproduce")),
+    ("analyses", ("probe.train", "probe.reproduce", "probe.cli", "train", "reproduce")),
+    ("reproduce", ("probe.cli",)),
 ]
 
 #: dynamic imports whose target no string in the file names, and the test that bounds them
@@ -35,7 +36,7 @@ DECLARED_DYNAMIC = {
     "probe/plugins.py": "test_plugins_import_only_the_modules_the_variable_names",
 }
 
-_MODULE = re.compile(r"^(probe|train|analyses)(\.[A-Za-z_]\w*)*$")
+_MODULE = re.compile(r"^(probe|train|analyses|reproduce)(\.[A-Za-z_]\w*)*$")
 _IMPORTERS = {"import_module", "__import__"}
 
 
@@ -86,7 +87,7 @@ def reaches(module: str, forbidden: tuple[str, ...]) -> bool:
 def _probe_submodules() -> set[str]:
     core = ROOT / "probe"
     return ({p.stem for p in core.glob("*.py")} | {d.name for d in core.iterdir() if (d / "__init__.py").exists()}
-            | {"train", "analyses", "groups"})
+            | {"train", "analyses", "reproduce", "groups"})
 
 
 def face_uses(text: str, submodules: set[str]) -> list[str]:

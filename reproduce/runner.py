@@ -1,0 +1,96 @@
+"""The one runner of ``probe reproduce``: train through the ordinary sweep, analyse, write the
+comparison table and the figures (docs/design.md, "Reproductions").
+
+``reproduce(name, out, scale)`` checks everything before writing anything, records the
+reproduction and scale in ``OUT/reproduction.json`` (a directory holding another reproduction is
+refused), trains ``OUT/sweep`` with :func:`probe.train.sweep.run_sweep` (a second call reuses
+finished runs and resumes interrupted ones), then writes ``comparison.csv``, ``comparison.md``,
+``runs.csv`` and the figures. A difference from the paper is a result, not an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from probe.errors import ProbeError
+from probe.reproduce.registry import SCALES, Analysis, Reproduction, get_reproduction
+
+RECORD = "reproduction.json"
+SWEEP = "sweep"
+COLUMNS = ("quantity", "paper", "source", "probe", "tolerance", "verdict")
+
+
+@dataclass(frozen=True)
+class Result:
+    reproduction: Reproduction
+    scale: str
+    out: Path
+    analysis: Analysis
+    files: tuple[str, ...]
+    sweep_counts: dict[str, int]
+
+
+def check_out(rec: Reproduction, scale: str, out: str | os.PathLike[str]) -> Path:
+    """Refuse an ``out`` that is a file or holds another reproduction (or another scale of it)."""
+    root = Path(out)
+    if root.exists() and not root.is_dir():
+        raise ProbeError(f"--out {root} is a file, not a directory", param="out")
+    marker = root / RECORD
+    if root.is_dir() and any(root.iterdir()):
+        if not marker.is_file():
+            raise ProbeError(f"--out {root} is not empty and holds no {RECORD}: not a reproduction directory",
+                             param="out")
+        try:
+            held = json.loads(marker.read_text())
+            held_name, held_scale = str(held["reproduction"]), str(held["scale"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ProbeError(f"{marker} is damaged (expected the reproduction and its scale)") from None
+        if (held_name, held_scale) != (rec.name, scale):
+            raise ProbeError(f"--out {root} holds the reproduction {held_name!r} at scale {held_scale!r}, not "
+                             f"{rec.name!r} at {scale!r}; give another directory", param="out")
+    return root
+
+
+def comparison_frame(rows: Any) -> "Any":
+    import pandas as pd
+
+    return pd.DataFrame([asdict(r) for r in rows], columns=list(COLUMNS))
+
+
+def write_comparison(analysis: Analysis, out: Path) -> list[str]:
+    df = comparison_frame(analysis.rows)
+    df.to_csv(out / "comparison.csv", index=False)
+    (out / "comparison.md").write_text(df.to_markdown(index=False) + "\n")
+    analysis.runs.to_csv(out / "runs.csv", index=False)
+    return [str(out / "comparison.csv"), str(out / "comparison.md"), str(out / "runs.csv")]
+
+
+def reproduce(name: str, out: str | os.PathLike[str], scale: str = "quick", jobs: int = 1,
+              executor: str = "local", partition: str | None = None, time_min: int | None = None,
+              mem: str | None = None, progress: bool = False) -> Result:
+    """Train, analyse and write one reproduction at one scale into ``out`` (see the module doc)."""
+    rec = get_reproduction(name)
+    if scale not in SCALES:
+        rec.scale(scale)  # raises the one-line error naming the scales
+    sc = rec.scale(scale)
+    from probe.train import sweep
+
+    opts = sweep.ExecutorOptions(executor, jobs, partition, time_min, mem)  # validated before writing
+    spec = sweep.parse_spec(sc.spec)
+    root = check_out(rec, scale, out)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / RECORD).write_text(json.dumps({"reproduction": rec.name, "scale": scale}, indent=2) + "\n")
+    counts = sweep.run_sweep(spec, root / SWEEP, opts, progress=progress)
+    unfinished = {k: v for k, v in counts.items() if k != "done" and v}
+    if unfinished:
+        raise ProbeError(f"the sweep in {root / SWEEP} did not finish ("
+                         + ", ".join(f"{k} {v}" for k, v in unfinished.items())
+                         + f"); see 'probe sweep status {root / SWEEP}' and run the same command again")
+    analysis = rec.analyse(str(root / SWEEP), scale)
+    files = write_comparison(analysis, root)
+    files += rec.draw(analysis, str(root / "figure"))
+    return Result(rec, scale, root, analysis, tuple(files), counts)
