@@ -113,7 +113,7 @@ class Reproduction:
 
 
 REPRODUCTIONS: Registry[Reproduction] = Registry("reproduction")
-_CATALOGUE = ("probe.reproduce.liu_fig5b",)
+_CATALOGUE = ("probe.reproduce.liu_fig5b", "probe.reproduce.liu_fig6b")
 
 
 def reproduction(rec: Reproduction) -> Reproduction:
