@@ -21,6 +21,7 @@ from probe.reproduce.registry import (Analysis, Artefact, Reproduction, Row, Sca
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.figure import Figure
 
 REPO = "github.com/ejmichaud/grokking-squared"
 COMMIT = "0229df94de69b8384e560367280a43a238112bf5"
@@ -154,7 +155,7 @@ def analyse(sweep_dir: str, scale: str) -> Analysis:
     return Analysis(tuple(rows), runs, {"budget": budget, "scale": scale})
 
 
-def draw(analysis: Analysis, stem: str) -> list[str]:
+def draw(analysis: Analysis) -> "Figure":
     """Like the paper's panel: steps to high RQI against the training fraction, one point per run
     (probe's circles, the authors' crosses, never-reached runs at the top), beside probe's steps to
     90% validation accuracy (the authors released none for this figure)."""
@@ -190,10 +191,7 @@ def draw(analysis: Analysis, stem: str) -> list[str]:
     ax.set_ylabel("steps to validation accuracy >= 0.9")
     ax.set_title("generalisation (no released numbers)", fontsize=10)
     ax.legend(fontsize=7, frameon=False)
-    files = [f"{stem}.png", f"{stem}.pdf"]
-    fig.savefig(files[0], dpi=150)
-    plots.save(fig, files[1])
-    return files
+    return fig
 
 
 reproduction(Reproduction(

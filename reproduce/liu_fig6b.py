@@ -26,6 +26,7 @@ from probe.reproduce.registry import (Analysis, Artefact, Reproduction, Row, Sca
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.figure import Figure
 
 REPO = "github.com/ejmichaud/grokking-squared"
 COMMIT = "0229df94de69b8384e560367280a43a238112bf5"
@@ -250,7 +251,7 @@ def phase_image(cells: dict[tuple[int, int], str]) -> np.ndarray:
     return img
 
 
-def draw(analysis: Analysis, stem: str) -> list[str]:
+def draw(analysis: Analysis) -> "Figure":
     """Two panels laid out like the paper's (learning rate across, weight decay down, the notebook's
     colours, without its bicubic smoothing): the authors' released grid and probe's cells."""
     from matplotlib.patches import Patch
@@ -276,10 +277,7 @@ def draw(analysis: Analysis, stem: str) -> list[str]:
     fig.legend(handles=[Patch(color=PALETTE[k], label=p) for k, p in enumerate(PHASES)], loc="lower center",
                ncol=4, frameon=False, fontsize=8, bbox_to_anchor=(0.5, -0.06))
     fig.suptitle("Liu et al. Fig. 6(b): toy model, addition p = 10 (red: cells probe trained)", fontsize=10)
-    files = [f"{stem}.png", f"{stem}.pdf"]
-    fig.savefig(files[0], dpi=150, bbox_inches="tight")
-    plots.save(fig, files[1])
-    return files
+    return fig
 
 
 reproduction(Reproduction(

@@ -3,7 +3,7 @@ probe re-trains and compares with its authors' released numbers (docs/design.md,
 
 A record is data (its source, the setting table beside the authors' code, one sweep spec per
 scale) and two functions: ``analyse(sweep_dir, scale)`` returning the comparison rows (recomputed
-from the runs every time) and ``figure(analysis, stem)`` drawing the figure like the paper's.
+from the runs every time) and ``draw(analysis)`` returning the figure laid out like the paper's.
 Importing this module registers nothing; :func:`get_reproduction` and :func:`all_reproductions`
 import the catalogue when first asked.
 """
@@ -20,6 +20,7 @@ from probe.registry import Registry
 
 if TYPE_CHECKING:
     import pandas as pd
+    from matplotlib.figure import Figure
 
 SCALES: tuple[str, ...] = ("quick", "paper")
 VERDICTS: tuple[str, ...] = ("agrees", "differs")
@@ -97,7 +98,7 @@ class Reproduction:
     setting: tuple[Setting, ...]
     scales: dict[str, Scale]
     analyse: Callable[[str, str], Analysis]
-    draw: Callable[[Analysis, str], list[str]]  # (analysis, path stem) -> files written
+    draw: Callable[[Analysis], "Figure"]  # the figure, laid out like the paper's (the runner writes it)
     claims: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

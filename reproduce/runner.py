@@ -14,10 +14,13 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from probe.errors import ProbeError
 from probe.reproduce.registry import SCALES, Analysis, Reproduction, get_reproduction
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 RECORD = "reproduction.json"
 SWEEP = "sweep"
@@ -69,6 +72,22 @@ def write_comparison(analysis: Analysis, out: Path) -> list[str]:
     return [str(out / "comparison.csv"), str(out / "comparison.md"), str(out / "runs.csv")]
 
 
+def write_figure(fig: "Figure", stem: Path) -> list[str]:
+    """Write a reproduction's figure as ``STEM.png`` and ``STEM.pdf`` (the bounding box fitted to
+    everything drawn, legends outside the axes included) and close it."""
+    from probe.analyses import plots
+
+    files = [str(stem.with_suffix(".png")), str(stem.with_suffix(".pdf"))]
+    try:
+        for path in files:
+            fig.savefig(path, dpi=150, bbox_inches="tight")
+    except OSError as exc:
+        raise ProbeError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        plots._plt().close(fig)
+    return files
+
+
 def reproduce(name: str, out: str | os.PathLike[str], scale: str = "quick", jobs: int = 1,
               executor: str = "local", partition: str | None = None, time_min: int | None = None,
               mem: str | None = None, progress: bool = False) -> Result:
@@ -92,5 +111,5 @@ def reproduce(name: str, out: str | os.PathLike[str], scale: str = "quick", jobs
                          + f"); see 'probe sweep status {root / SWEEP}' and run the same command again")
     analysis = rec.analyse(str(root / SWEEP), scale)
     files = write_comparison(analysis, root)
-    files += rec.draw(analysis, str(root / "figure"))
+    files += write_figure(rec.draw(analysis), root / "figure")
     return Result(rec, scale, root, analysis, tuple(files), counts)
