@@ -87,7 +87,7 @@ def test_random_kills_then_resume_is_bit_identical(tmp_path, references, name, s
     rng = np.random.default_rng(seed)
     run_dir = tmp_path / "run"
     for _ in range(int(rng.integers(2, 4))):
-        proc = subprocess.Popen(_continue(run_dir, args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(_continue(run_dir, args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(float(rng.uniform(0.3, 1.0)) * wall)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)

@@ -11,13 +11,12 @@ import pytest
 
 from probe.reproduce import liu_fig6b as m
 from probe.reproduce.registry import get_reproduction
-from probe.reproduce.runner import COLUMNS, RECORD, reproduce
+from probe.reproduce.runner import COLUMNS, RECORD
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    out = tmp_path_factory.mktemp("repro6") / "liu6"
-    return out, reproduce("liu-fig6b", out, "quick", jobs=2)
+def quick(quick_reproduction):
+    return quick_reproduction("liu-fig6b")
 
 
 def test_registered_with_a_setting_table_naming_the_authors_files():

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import numpy as np
 import pandas as pd
@@ -14,24 +13,13 @@ import pytest
 
 from probe.cli import main
 from probe.reproduce import liu_fig5b
-from probe.reproduce.registry import SCALES, all_reproductions, get_reproduction
-from probe.reproduce.runner import COLUMNS, RECORD, reproduce
+from probe.reproduce.registry import get_reproduction
+from probe.reproduce.runner import COLUMNS, RECORD
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    out = tmp_path_factory.mktemp("repro") / "liu"
-    res = reproduce("liu-fig5b", out, "quick", jobs=2)
-    return out, res
-
-
-def test_every_setting_table_names_the_authors_file():
-    for rec in all_reproductions():
-        assert set(rec.scales) == set(SCALES)
-        assert rec.artefact.repository and rec.artefact.commit and rec.artefact.path
-        for row in rec.setting:
-            assert row.authors_file.endswith((".py", ".ipynb", ".txt")), (rec.name, row)
-            assert row.authors and row.probe, (rec.name, row.setting)
+def quick(quick_reproduction):
+    return quick_reproduction("liu-fig5b")
 
 
 def test_the_reference_numbers_are_the_released_ones():
@@ -56,18 +44,6 @@ def test_quick_scale_golden(quick):
     med = runs.groupby("n_train")["rqi_step"].median()
     # the figure's claims: below the critical fraction RQI stays under 0.95; above it, it passes it
     assert np.isinf(med.loc[20]) and np.isfinite(med.loc[45]) and med.loc[45] < liu_fig5b.QUICK_STEPS
-
-
-def test_a_second_call_reuses_the_runs(quick, tmp_path):
-    out, res = quick
-    copy = tmp_path / "liu"
-    shutil.copytree(out, copy)
-    stamp = {f: f.stat().st_mtime_ns for f in (copy / "sweep" / "runs").rglob("run.h5")}
-    assert len(stamp) == len(res.analysis.runs)
-    again = reproduce("liu-fig5b", copy, "quick")
-    assert again.sweep_counts["done"] == len(res.analysis.runs)
-    assert {f: f.stat().st_mtime_ns for f in stamp} == stamp  # no run trained again
-    assert again.analysis.rows == res.analysis.rows
 
 
 def test_rows_are_recomputed_from_the_runs(quick, tmp_path):

@@ -161,7 +161,7 @@ def test_killed_run_with_noise_resumes_bit_identical(plugin, tmp_path, wait_for_
     again = ["train", "--resume", str(run_dir), "--no-progress"]
     for args, at in ((first, 15), (again, 60)):
         proc = subprocess.Popen(_cli(*args, plugin=plugin), cwd=tmp_path,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_for_checkpoints(proc, run_dir, at)
         killed = proc.poll() is None
         if killed:

@@ -217,7 +217,7 @@ def test_killed_run_with_filter_resumes_bit_identical(tmp_path, wait_for_checkpo
         first += ["--set", s]
     again = [sys.executable, "-m", "probe.cli", "train", "--resume", str(run_dir), "--no-progress"]
     for cmd, at in ((first, 20), (again, 150)):
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_for_checkpoints(proc, run_dir, at)
         killed = proc.poll() is None
         if killed:
