@@ -114,7 +114,8 @@ class Reproduction:
 
 
 REPRODUCTIONS: Registry[Reproduction] = Registry("reproduction")
-_CATALOGUE = ("probe.reproduce.liu_fig5b", "probe.reproduce.liu_fig6b")
+_CATALOGUE = ("probe.reproduce.liu_fig3", "probe.reproduce.liu_fig4a", "probe.reproduce.liu_fig5b",
+              "probe.reproduce.liu_fig6b")
 
 
 def reproduction(rec: Reproduction) -> Reproduction:

@@ -26,6 +26,7 @@ def quick_reproduction(tmp_path_factory: pytest.TempPathFactory) -> Callable[[st
     return get
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist the reproductions' tests run in one worker, so each quick scale trains once."""
     for item in items:
