@@ -727,7 +727,8 @@ def _cores() -> int:
 
 def launch(root: Path, groups: list[list[str]], opts: ExecutorOptions) -> list[Any]:
     """Submit the groups: on Slurm one array task per group; locally ``jobs`` worker processes that
-    share them (submitit's local executor starts every job it is given at once)."""
+    share them (submitit's local executor starts every job it is given at once), each with the cores
+    divided among them as torch threads, at most ``OMP_NUM_THREADS`` where that is set."""
     if not groups:
         return []
     ex = _executor(root, opts)
@@ -737,6 +738,9 @@ def launch(root: Path, groups: list[list[str]], opts: ExecutorOptions) -> list[A
     else:
         chunks = [groups[i:: opts.jobs] for i in range(min(opts.jobs, len(groups)))]
         threads = max(1, _cores() // len(chunks))
+        cap = os.environ.get("OMP_NUM_THREADS", "")
+        if cap.isdigit() and int(cap) >= 1:  # the caller's own limit on threads per process
+            threads = min(threads, int(cap))
     driver = None if opts.kind == "slurm" else os.getpid()  # cluster jobs outlive a logout; local ones do not
     n = len(chunks)
     return ex.map_array(run_groups, [str(root)] * n, chunks, [threads] * n, [driver] * n)
