@@ -38,6 +38,22 @@ def _check_width(name: str, value: int) -> None:
     _check(1 <= value <= MAX_WIDTH, f"model.{name}", value, f"must be in 1..{MAX_WIDTH}")
 
 
+#: field metadata of a key added after runs and sweeps were first stored: ``to_dict`` stores it only
+#: when set away from its default, so every config that leaves it alone is stored exactly as before
+#: (its run files, config copies and sweep grids, whose digest hashes the stored configs, unchanged)
+ADDED: dict[str, Any] = {"stored": "when_set"}
+
+
+def _stored(obj: Any) -> dict[str, Any]:
+    """A config dataclass's fields as stored: every field but the :data:`ADDED` ones at their defaults
+    (nested values converted as ``dataclasses.asdict`` does)."""
+    data = dataclasses.asdict(obj)
+    for f in fields(obj):
+        if f.metadata.get("stored") == "when_set" and getattr(obj, f.name) == f.default:
+            data.pop(f.name, None)
+    return data
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Base of every model kind's config: the model's declaration of what analyses may rely on.
@@ -125,6 +141,18 @@ class TransformerConfig(ModelConfig):
     dropout: float = 0.0
     op_token: bool = False  # tokens [a, op, b, =] (Power) instead of [a, b, =] (Nanda)
     objective: Objective = "cross_entropy"
+    #: the block's wiring: ``pre_ln`` keeps the residual stream and feeds its LayerNorm to attention
+    #: and MLP (``x + attn(ln1(x))``, then ``+ mlp(ln2(.))``; without layernorm the LNs are identities);
+    #: ``ln_replaces_residual`` replaces the stream by its LayerNorm before attention
+    #: (``x = ln1(x); x = x + attn(x); x = x + mlp(ln2(x))``, Lee et al. 2024's main.py), needs layernorm
+    block: Literal["pre_ln", "ln_replaces_residual"] = field(default="pre_ln", metadata=ADDED)
+    #: initial weights: ``nanda`` (Nanda et al. 2023: N(0, 1/d_model) for embeddings, attention and
+    #: MLP weights, N(0, 1/n_classes) for the unembedding, zero biases) or ``pytorch`` (the defaults of
+    #: torch's modules: nn.Embedding N(0, 1) token and position embeddings, nn.MultiheadAttention's
+    #: Xavier-uniform in-projection and zero biases, nn.Linear's U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    #: weights and biases for the attention output, the MLP and the unembedding)
+    init: Literal["nanda", "pytorch"] = field(default="nanda", metadata=ADDED)
+    head_bias: bool = field(default=True, metadata=ADDED)  # False: the unembedding has no b_U
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_heads", "d_mlp"):
@@ -136,6 +164,8 @@ class TransformerConfig(ModelConfig):
         else:
             _check_width("d_head", self.d_head)
         _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
+        _check(self.block == "pre_ln" or self.layernorm, "model.block", self.block,
+               "replaces the residual stream by its LayerNorm and needs model.layernorm=true")
         _check(self.objective == "cross_entropy", "model.objective", self.objective,
                "the transformer is trained with cross_entropy")
         self._check_size()
@@ -400,6 +430,11 @@ class TrainConfig:
     eps: float = 1e-8
     momentum: float = 0.0
     warmup_steps: int = 0
+    #: how minibatches are drawn (with batch_size): ``random``, batch_size distinct training rows drawn
+    #: afresh each step; ``epochs``, each epoch walks a fresh shuffle of the training split in consecutive
+    #: batches, the last one holding the remainder (ceil(n_train / batch_size) steps per epoch), as
+    #: Lee et al. 2024's main.py does with torch.split
+    batching: Literal["random", "epochs"] = field(default="random", metadata=ADDED)
     device: str = "auto"
     #: cross-entropy's normaliser: softmax, or Prieto et al.'s (2025) StableMax (Eq. 7-8)
     softmax: Literal["softmax", "stablemax"] = "softmax"
@@ -496,7 +531,8 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """The nested dict a run stores (JSON): flat keys, then every section; an extension's section
         only when set away from its defaults, so a run that does not use it reads without it."""
-        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != EXTENSIONS}
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != EXTENSIONS
+                and not (f.metadata.get("stored") == "when_set" and getattr(self, f.name) == f.default)}
         data.update(self.extensions)
         for name, sec in SECTIONS.items():
             if name in data:
@@ -575,7 +611,7 @@ class Section:
         return _build(self.kinds.get(kind), {k: v for k, v in data.items() if k != "kind"}, f"{self.name}.")
 
     def to_dict(self, value: Any) -> dict[str, Any]:
-        data = dataclasses.asdict(value)
+        data = _stored(value)
         return {"kind": value.kind, **data} if self.kinds is not None else data
 
 
@@ -683,6 +719,9 @@ training_option("train_subset", lambda cfg: cfg.train_subset is not None,
                 lambda cfg: f"training subset {cfg.train_subset:g} of the split")
 training_option("init_alpha", lambda cfg: cfg.init_alpha != 1.0,
                 lambda cfg: f"weight matrices initialised x{cfg.init_alpha:g}")
+training_option("batching", lambda cfg: cfg.batching == "epochs" and cfg.batch_size is not None,
+                lambda cfg: f"epochs of batches over a shuffled training split ({cfg.batch_size} rows each, "
+                "the last one the remainder)")
 
 
 def _to_jsonable(obj: Any) -> Any:

@@ -72,6 +72,8 @@ class ModularOp:
     b_nonzero: bool = False
     commutative: bool = False
     needs_prime: bool = False
+    #: where the operation and its domain come from (the task's description cites it)
+    source: str = "Power et al. Table 1"
 
 
 #: the modular operations, registered as tasks of the same names
@@ -87,6 +89,10 @@ MODULAR_OPS: dict[str, ModularOp] = {
     "x3+xy2+y": ModularOp(lambda a, b, p: (a**3 + a * b * b + b) % p),
     # a / b for odd b, a - b for even b: divides by odd b, so it needs inverses as div does
     "mix1": ModularOp(_mix1, b_nonzero=True, needs_prime=True),
+    # products on division's domain 0 <= a < p, 0 < b < p: (p - 1) p equations, none with b = 0 (Lee et al.
+    # 2024's main.py, multiplication_mod_p_data); the domain is not symmetric, so no unordered pairs
+    "mul-b-nonzero": ModularOp(lambda a, b, p: (a * b) % p, b_nonzero=True,
+                               source="Lee et al. 2024's main.py: b != 0"),
 }
 
 
@@ -260,7 +266,7 @@ def modular_task(name: str, op: ModularOp) -> TaskKind:
         _check_modulus(name, p, op.needs_prime)
 
     modulus = "p prime" if op.needs_prime else "any p >= 2"
-    return TASKS.add(name, TaskKind(name, f"({name}) mod p, {modulus} (Power et al. Table 1)", build, check, op))
+    return TASKS.add(name, TaskKind(name, f"({name}) mod p, {modulus} ({op.source})", build, check, op))
 
 
 for _name, _op in MODULAR_OPS.items():

@@ -115,7 +115,7 @@ class Reproduction:
 
 REPRODUCTIONS: Registry[Reproduction] = Registry("reproduction")
 _CATALOGUE = ("probe.reproduce.liu_fig3", "probe.reproduce.liu_fig4a", "probe.reproduce.liu_fig5b",
-              "probe.reproduce.liu_fig6b", "probe.reproduce.kitouni_mlp_wd")
+              "probe.reproduce.liu_fig6b", "probe.reproduce.kitouni_mlp_wd", "probe.reproduce.lee_grokfast")
 
 
 def reproduction(rec: Reproduction) -> Reproduction:

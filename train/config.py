@@ -3,7 +3,10 @@
 Numbers follow the reference configurations in docs/design.md: Liu et al. (2022) Sec. 4 / App. G for the
 toy model (p=10 addition, 45/10 split; S3 with 24/12, matrix embeddings App. H), Nanda et al.
 (2023) for the one-layer transformer, Power et al. (2022) for the two-layer transformer on
-division, Kitouni's two-layer MLP (p=53), and Omnigrok / Liu et al. App. J for digits.
+division, Kitouni's two-layer MLP (p=53), Omnigrok / Liu et al. App. J for digits, and Lee et al.'s
+(2024) Grokfast setting (github.com/ironjr/grokfast main.py with the README's EMA command line:
+multiplication mod 97 without b = 0, their two-layer block, Adam with L2 weight decay 0.005, epochs of
+512-row batches, the EMA filter alpha 0.98, lamb 2).
 
 The Liu presets use ``split_seed=1``: with 45 of the 55 unordered pairs for training, split seed 0
 puts (9, 9) in validation, and its label 18 occurs in no other sample, so 100% validation accuracy
@@ -57,6 +60,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"kind": "transformer", "n_layers": 2, "d_model": 128, "n_heads": 4, "d_mlp": 512, "act": "relu",
                   "layernorm": True, "op_token": True},
         "checkpoint": {"schedule": "geometric", "count": 300, "metrics_every": 50},
+    },
+    "lee-grokfast": {
+        "task": "mul-b-nonzero", "p": 97, "train_fraction": 0.5, "steps": 300000, "batch_size": 512,
+        "batching": "epochs", "optimizer": "adam", "lr": 1e-3, "weight_decay": 0.005, "betas": [0.9, 0.98],
+        "eps": 1e-8, "warmup_steps": 10, "softmax_dtype": "float32",
+        "model": {"kind": "transformer", "n_layers": 2, "d_model": 128, "n_heads": 4, "d_mlp": 512, "act": "gelu",
+                  "layernorm": True, "op_token": True, "block": "ln_replaces_residual", "init": "pytorch",
+                  "head_bias": False},
+        "grokfast": {"filter": "ema", "alpha": 0.98, "lamb": 2.0},
+        "checkpoint": {"schedule": "geometric", "count": 300, "metrics_every": 10},
     },
     "kitouni-mlp": {
         "task": "add", "p": 53, "train_fraction": 0.6, "steps": 5000,

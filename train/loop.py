@@ -160,6 +160,7 @@ class Trainer:
                              f"(parameters: {', '.join(self.param_names)})")
         self.optimizer = self._make_optimizer()
         self.batch_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self._epoch: tuple[int, Any] | None = None  # (epoch, its shuffle of the training rows) with batching=epochs
         inputs = torch.as_tensor(self.task.inputs).to(self.device)
         labels = torch.as_tensor(self.task.labels).to(self.device)
         x = self.model.model_inputs(inputs)
@@ -234,6 +235,25 @@ class Trainer:
         """Linear warmup ``min(step / warmup, 1)`` (Nanda et al.'s schedule); 1 without warmup."""
         w = self.cfg.warmup_steps
         return min(step / w, 1.0) if w > 0 else 1.0
+
+    def batch_rows(self, step: int) -> Any:
+        """The training rows of step ``step``'s minibatch (``batching``): ``random`` draws batch_size
+        distinct rows from the batch generator; ``epochs`` walks epoch ``step // per_epoch``'s shuffle
+        in consecutive slices, the last slice of an epoch the remainder. An epoch's shuffle is
+        ``numpy.random.default_rng([seed + 1, epoch])``'s permutation, a function of the step alone, so
+        a resumed run draws the batches it would have drawn without keeping any state."""
+        import torch
+
+        cfg = self.cfg
+        n_train = self.x_train.shape[0]
+        assert cfg.batch_size is not None
+        if cfg.batching == "random":
+            return torch.randperm(n_train, generator=self.batch_gen)[: cfg.batch_size]
+        epoch, k = divmod(step, math.ceil(n_train / cfg.batch_size))
+        if self._epoch is None or self._epoch[0] != epoch:
+            perm = np.random.default_rng([cfg.seed + 1, epoch]).permutation(n_train)
+            self._epoch = (epoch, torch.from_numpy(perm))
+        return self._epoch[1][k * cfg.batch_size:(k + 1) * cfg.batch_size]
 
     # state ---------------------------------------------------------------------------------------
     def rng_snapshot(self) -> dict[str, np.ndarray]:
@@ -349,7 +369,6 @@ class Trainer:
 
         cfg = self.cfg
         record = StepRecorder(cfg, writer, schedule, start, last_ckpt, history)
-        n_train = self.x_train.shape[0]
         bar = tqdm(total=record.end, initial=start, desc="train", unit="step", file=sys.stderr,
                    disable=not self.progress, mininterval=0.5, dynamic_ncols=True)
         finished = False
@@ -366,7 +385,7 @@ class Trainer:
                     if self.full_batch:
                         xb, yb = self.x_train, self.y_train
                     else:
-                        idx = torch.randperm(n_train, generator=self.batch_gen)[: cfg.batch_size].to(self.device)
+                        idx = self.batch_rows(step).to(self.device)
                         xb, yb = self.x_train[idx], self.y_train[idx]
                     out = self.model.answer(xb, last_only=True)
                     loss = self.model.loss(out, yb)

@@ -1,7 +1,10 @@
 """Decoder-only transformer with TransformerLens hook and parameter names.
 
 Inputs ``[a, b, =]`` (Nanda et al. 2023) or ``[a, op, b, =]`` (Power et al. 2022); logits are read
-at the last position. ``answer(last_only=True)`` computes the final block only where the loss needs
+at the last position. The block is pre-LayerNorm (``model.block=pre_ln``) or replaces the residual
+stream by its LayerNorm before attention (``ln_replaces_residual``, Lee et al. 2024); the initial
+weights follow Nanda et al. (``model.init=nanda``) or torch's module defaults (``pytorch``).
+``answer(last_only=True)`` computes the final block only where the loss needs
 it: keys and values at every position, but the query, attention output, MLP and unembedding at the
 last position only, which is the same arithmetic for that position and about half the FLOPs of a
 one-layer model. ``forward`` always computes every position, so analyses see full activations.
@@ -16,7 +19,7 @@ from torch import nn
 from transformer_lens.hook_points import HookPoint
 
 from probe.config import TransformerConfig
-from probe.models.base import ACTIVATIONS, ProbeModel
+from probe.models.base import ACTIVATIONS, ProbeModel, uniform_
 
 
 class LayerNorm(nn.Module):
@@ -97,6 +100,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
+        self.ln_replaces_residual = cfg.block == "ln_replaces_residual"
         self.ln1 = LayerNorm(cfg.d_model) if cfg.layernorm else nn.Identity()
         self.ln2 = LayerNorm(cfg.d_model) if cfg.layernorm else nn.Identity()
         self.attn = Attention(cfg, init_std=1.0 / math.sqrt(cfg.d_model))
@@ -108,6 +112,8 @@ class Block(nn.Module):
     def forward(self, resid: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         resid = self.hook_resid_pre(resid)
         normed = self.ln1(resid)
+        if self.ln_replaces_residual:
+            resid = normed
         if last_only:
             attn = self.attn(normed, query=normed[:, -1:])
             resid = resid[:, -1:]
@@ -137,13 +143,14 @@ class PosEmbed(nn.Module):
 
 
 class Unembed(nn.Module):
-    def __init__(self, d_model: int, d_vocab_out: int) -> None:
+    def __init__(self, d_model: int, d_vocab_out: int, bias: bool = True) -> None:
         super().__init__()
         self.W_U = nn.Parameter(torch.randn(d_model, d_vocab_out) / math.sqrt(d_vocab_out))
-        self.b_U = nn.Parameter(torch.zeros(d_vocab_out))
+        self.register_parameter("b_U", nn.Parameter(torch.zeros(d_vocab_out)) if bias else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ self.W_U + self.b_U
+        out = x @ self.W_U
+        return out if self.b_U is None else out + self.b_U
 
 
 class Transformer(ProbeModel):
@@ -164,8 +171,35 @@ class Transformer(ProbeModel):
         self.dropout = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
         self.ln_final = LayerNorm(cfg.d_model) if cfg.layernorm else nn.Identity()
-        self.unembed = Unembed(cfg.d_model, n_classes)
+        self.unembed = Unembed(cfg.d_model, n_classes, bias=cfg.head_bias)
+        if cfg.init == "pytorch":
+            self._init_pytorch()
         self.setup()
+
+    def _init_pytorch(self) -> None:
+        """Re-draw every weight as torch's modules initialise theirs (``model.init=pytorch``): token and
+        position embeddings N(0, 1) (nn.Embedding); W_Q, W_K, W_V Xavier-uniform over the stacked
+        in-projection [3 h d_head, d_model] and zero attention biases (nn.MultiheadAttention); W_O, the
+        MLP and the unembedding U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with biases of the same law, but
+        b_O zero (nn.Linear, and nn.MultiheadAttention's zeroed out_proj bias); LayerNorms 1 and 0."""
+        with torch.no_grad():
+            self.embed.W_E.normal_()
+            self.pos_embed.W_pos.normal_()
+            for block in self.blocks:
+                attn, mlp = block.attn, block.mlp
+                h, d, k = attn.W_Q.shape
+                bound = math.sqrt(6.0 / (d + 3 * h * k))
+                for w in (attn.W_Q, attn.W_K, attn.W_V):
+                    w.uniform_(-bound, bound)
+                for b in (attn.b_Q, attn.b_K, attn.b_V, attn.b_O):
+                    b.zero_()
+                uniform_(attn.W_O, h * k)
+                for w, b in ((mlp.W_in, mlp.b_in), (mlp.W_out, mlp.b_out)):
+                    uniform_(w, w.shape[0])
+                    uniform_(b, w.shape[0])
+            uniform_(self.unembed.W_U, self.unembed.W_U.shape[0])
+            if self.unembed.b_U is not None:
+                uniform_(self.unembed.b_U, self.unembed.W_U.shape[0])
 
     def model_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
         """[N, 2] pairs -> [N, n_ctx] tokens."""

@@ -72,3 +72,35 @@ def test_switching_model_kind_uses_that_kinds_defaults():
     cfg = load_config("nanda-modadd", overrides={"model.kind": "mlp", "model.d_embed": "8"})
     assert cfg.model.kind == "mlp" and cfg.model.d_embed == 8
     assert "model.d_embed" in valid_keys()
+
+
+def test_the_lee_grokfast_preset_holds_the_authors_settings():
+    """github.com/ironjr/grokfast main.py with the README's EMA command line (see the preset)."""
+    cfg = load_config("lee-grokfast")
+    assert (cfg.task, cfg.p, cfg.train_fraction, cfg.batch_size, cfg.batching) == ("mul-b-nonzero", 97, 0.5, 512, "epochs")
+    assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas, cfg.warmup_steps) == ("adam", 1e-3, 0.005, (0.9, 0.98), 10)
+    m = cfg.model
+    assert (m.n_layers, m.d_model, m.n_heads, m.d_mlp, m.act, m.layernorm, m.op_token) == (2, 128, 4, 512, "gelu", True, True)
+    assert (m.block, m.init, m.head_bias, m.dropout) == ("ln_replaces_residual", "pytorch", False, 0.0)
+    assert (cfg.grokfast.filter, cfg.grokfast.alpha, cfg.grokfast.amplification) == ("ema", 0.98, 2.0)
+    assert cfg.softmax_dtype == "float32" and cfg.steps == 300_000 and cfg.checkpoint.metrics_every == 10
+
+
+def test_the_new_keys_are_validated_and_stored_only_when_set():
+    with pytest.raises(ProbeError, match=r"model.block='ln_replaces_residual': .*needs model.layernorm=true"):
+        load_config("nanda-modadd", overrides={"model.block": "ln_replaces_residual"})
+    with pytest.raises(ProbeError, match=r"model.block='post_ln': \(valid: pre_ln, ln_replaces_residual"):
+        load_config("nanda-modadd", overrides={"model.block": "post_ln"})
+    with pytest.raises(ProbeError, match=r"model.init='xavier': \(valid: nanda, pytorch"):
+        load_config("nanda-modadd", overrides={"model.init": "xavier"})
+    with pytest.raises(ProbeError, match=r"batching='shuffle': \(valid: random, epochs"):
+        load_config("nanda-modadd", overrides={"batching": "shuffle"})
+    assert {"batching", "model.block", "model.init", "model.head_bias"} <= set(valid_keys())
+    cfg = load_config("nanda-modadd", overrides={"model.head_bias": "false", "batching": "epochs", "batch_size": "64"})
+    data = cfg.to_dict()
+    assert data["model"]["head_bias"] is False and data["batching"] == "epochs" and "init" not in data["model"]
+    assert TrainConfig.from_dict(data) == cfg
+    assert any(s.startswith("epochs of batches") for s in cfg.interventions())
+    # set back to its default, a key is stored as if never set
+    assert load_config("nanda-modadd", overrides={"batching": "random"}).to_dict() == load_config("nanda-modadd").to_dict()
+    assert not load_config("nanda-modadd", overrides={"batching": "epochs"}).interventions()  # full batch: no batches

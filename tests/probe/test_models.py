@@ -103,3 +103,69 @@ def test_mlp_and_digits_models():
     small = build_model(load_config("omnigrok-digits", overrides={"model.init_alpha": "1"}).model, digits_task)
     torch.testing.assert_close(big.decoder[0].W, 8 * small.decoder[0].W)
     assert big.embed_param is None
+
+
+def _lee(**over):
+    """The lee-grokfast model (Lee et al. 2024's block, torch's initialisation, no head bias), small."""
+    cfg = load_config("lee-grokfast", overrides={"p": "13", "model.d_model": "32", "model.d_mlp": "64", **over})
+    task = make_task(cfg.task, p=13)
+    torch.manual_seed(0)
+    return build_model(cfg.model, task), task
+
+
+def test_the_new_model_options_default_to_the_model_as_it_was():
+    """block pre_ln, init nanda and a head bias are the defaults: set explicitly they build the very same
+    weights and outputs, and a config leaving them alone stores none of them (its stored config, and a
+    sweep grid hashed from it, is what it was before they existed)."""
+    model, task = _transformer()
+    explicit, _ = _transformer(**{"model.block": "pre_ln", "model.init": "nanda", "model.head_bias": "true"})
+    for (name, a), (_, b) in zip(model.named_parameters(), explicit.named_parameters(), strict=True):
+        assert torch.equal(a, b), name
+    assert "unembed.b_U" in dict(model.named_parameters())
+    cfg = load_config("nanda-modadd")
+    assert not {"block", "init", "head_bias"} & set(cfg.to_dict()["model"]) and "batching" not in cfg.to_dict()
+    stored = load_config("lee-grokfast").to_dict()
+    assert (stored["model"]["block"], stored["model"]["init"], stored["model"]["head_bias"], stored["batching"]) == (
+        "ln_replaces_residual", "pytorch", False, "epochs")
+
+
+def test_ln_replaces_residual_block():
+    """Lee et al.'s block: x = ln_1(x); x = x + attn(x); x = x + mlp(ln_2(x)); pre_ln keeps x."""
+    model, task = _lee()
+    x = model.model_inputs(torch.as_tensor(task.inputs[:9]))
+    _, cache = model.run_with_cache(x)
+    for layer in (0, 1):
+        normed = model.blocks[layer].ln1(cache[f"blocks.{layer}.hook_resid_pre"])
+        torch.testing.assert_close(cache[f"blocks.{layer}.hook_resid_mid"], normed + cache[f"blocks.{layer}.hook_attn_out"])
+    pre, _ = _lee(**{"model.block": "pre_ln"})
+    _, cache = pre.run_with_cache(x)
+    torch.testing.assert_close(cache["blocks.0.hook_resid_mid"],
+                               cache["blocks.0.hook_resid_pre"] + cache["blocks.0.hook_attn_out"])
+    full, fast = model.answer(x, last_only=False), model.answer(x, last_only=True)
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-5)
+
+
+def test_pytorch_initialisation_and_a_head_without_bias():
+    """torch's module defaults: nn.Embedding N(0, 1); nn.MultiheadAttention's Xavier-uniform in-projection
+    [3d, d] and zero biases; nn.Linear's U(+-1/sqrt(fan_in)) weights and biases (b_O zeroed, as theirs)."""
+    cfg = load_config("lee-grokfast", overrides={"p": "97"})
+    torch.manual_seed(0)
+    model = build_model(cfg.model, make_task(cfg.task, p=97))
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    assert "unembed.b_U" not in params and params["unembed.W_U"].shape == (128, 97)
+    assert params["embed.W_E"].shape == (99, 128) and params["pos_embed.W_pos"].shape == (4, 128)
+    for name in ("embed.W_E", "pos_embed.W_pos"):
+        assert abs(float(params[name].std()) - 1.0) < 0.05, name
+    d = 128
+    for name, bound in (("blocks.1.attn.W_Q", (6 / (4 * d)) ** 0.5), ("blocks.1.attn.W_O", d ** -0.5),
+                        ("blocks.1.mlp.W_in", d ** -0.5), ("blocks.1.mlp.b_in", d ** -0.5),
+                        ("blocks.1.mlp.W_out", 512 ** -0.5), ("blocks.1.mlp.b_out", 512 ** -0.5),
+                        ("unembed.W_U", d ** -0.5)):
+        w = params[name]
+        assert float(w.abs().max()) <= bound and float(w.abs().max()) > 0.95 * bound, name
+        assert abs(float(w.std()) - bound / 3 ** 0.5) < 0.05 * bound, name  # the std of U(-b, b)
+    for name in ("blocks.0.attn.b_Q", "blocks.0.attn.b_K", "blocks.0.attn.b_V", "blocks.0.attn.b_O"):
+        assert not params[name].any(), name
+    assert torch.equal(params["ln_final.w"], torch.ones(d)) and not params["ln_final.b"].any()
+    x = model.model_inputs(torch.as_tensor(make_task(cfg.task, p=97).inputs[:5]))
+    assert model.answer(x).shape == (5, 97)

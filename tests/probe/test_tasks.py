@@ -19,6 +19,18 @@ def test_division_excludes_zero_divisor_and_inverts():
     assert np.all(b != 0) and np.array_equal((c * b) % 7, a)
 
 
+def test_products_without_zero_b_are_lee_et_al_s_equations():
+    """Lee et al. 2024's main.py: a * b mod p for 0 <= a < p, 0 < b < p; p = 97 gives 9,312 equations,
+    split in halves of 4,656."""
+    t = make_task("mul-b-nonzero", p=97)
+    a, b = t.inputs[:, 0], t.inputs[:, 1]
+    assert t.n_samples == 97 * 96 == 9312 and t.n_classes == 97 and t.modulus == 97 and not t.commutative
+    assert np.all(b != 0) and set(a.tolist()) == set(range(97)) and np.array_equal(t.labels, (a * b) % 97)
+    assert make_split(t.n_samples, 0.5, 0).sizes == (4656, 4656)
+    assert make_task("mul-b-nonzero", p=12).n_samples == 12 * 11  # no prime needed: it does not divide
+    assert "Lee et al. 2024" in TASKS.get("mul-b-nonzero").description
+
+
 def test_liu_nonmodular_addition_unordered_pairs():
     t = make_task("nonmod-add", p=10)
     assert t.n_samples == 55 and t.n_classes == 19
@@ -104,7 +116,8 @@ def test_a_prime_is_needed_only_by_the_operations_that_divide():
     for name, kind in TASKS.items():
         if kind.modular and not kind.op.needs_prime:
             t = make_task(name, p=12)
-            assert TrainConfig(task=name, p=12).p == 12 and t.modulus == 12 and t.n_samples == 144
+            assert TrainConfig(task=name, p=12).p == 12 and t.modulus == 12
+            assert t.n_samples == (12 * 11 if kind.op.b_nonzero else 144)
             a, b = t.inputs[:, 0], t.inputs[:, 1]
             assert np.array_equal(t.labels, kind.op.fn(a, b, 12) % 12)
     a, b = make_task("mul", p=12).inputs.T

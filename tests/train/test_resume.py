@@ -123,3 +123,32 @@ def test_a_run_killed_before_its_file_existed_starts_from_its_config(tmp_path, c
         with probe.load_run(run_dir) as run:
             assert run.finished and run.config == load_config(preset, overrides=dict(s.split("=") for s in sets))
             assert run.config.n_train is not None
+
+
+def test_epoch_batches_walk_a_shuffled_split_and_resume_bit_identical(tmp_path, train_interrupted):
+    """batching=epochs (Lee et al. 2024's main.py): each epoch's batches are consecutive slices of a fresh
+    shuffle of the training rows, the last one the remainder; the shuffle depends on the step alone, so a
+    run interrupted mid-epoch resumes bit-identical."""
+    from probe.train.loop import Trainer
+
+    sets = {"p": "11", "steps": "20", "model.d_model": "16", "model.n_heads": "2", "model.d_mlp": "32",
+            "batch_size": "16", "batching": "epochs", "checkpoint.every": "5", "checkpoint.metrics_every": "1"}
+    cfg = load_config("nanda-modadd", overrides=sets)
+    trainer = Trainer(cfg, tmp_path / "unused", progress=False)
+    n_train = trainer.x_train.shape[0]
+    assert n_train == 36  # floor(0.3 * 121): three steps an epoch, 16 + 16 + 4 rows
+    epochs = [[trainer.batch_rows(step).tolist() for step in range(3 * e, 3 * e + 3)] for e in range(3)]
+    for batches in epochs:
+        assert [len(b) for b in batches] == [16, 16, 4]
+        assert sorted(sum(batches, [])) == list(range(n_train))
+    assert epochs[0] != epochs[1] != epochs[2]
+    assert Trainer(cfg, tmp_path / "unused", progress=False).batch_rows(7).tolist() == epochs[2][1]  # no state
+    random = Trainer(load_config("nanda-modadd", overrides={**sets, "batching": "random"}), tmp_path / "u", progress=False)
+    assert [len(random.batch_rows(s)) for s in range(3)] == [16, 16, 16]
+
+    train(cfg, tmp_path / "full", progress=False)
+    train_interrupted(cfg, tmp_path / "cut", at_call=25)
+    with probe.load_run(tmp_path / "cut") as run:
+        assert not run.finished and 0 < run.steps[-1] < 20 and run.steps[-1] % 3
+    resume(tmp_path / "cut", progress=False)
+    _assert_identical(_final_params(tmp_path / "full"), _final_params(tmp_path / "cut"))
