@@ -57,7 +57,6 @@ __all__ = ["FORMAT_NAME", "SCHEMA_VERSION", "METRIC_COLUMNS", "DIGEST_BYTES", "R
            "ResumeState", "RunHeader", "RunLayout", "Verified", "digest", "package_versions", "run_file_path"]
 
 RUN_FILENAME = "run.h5"
-CHUNK_BYTES = 1 << 18  # whole chunks are allocated at once: keep small runs small
 VERIFY_BLOCK_BYTES = 1 << 26  # digests are checked this many bytes of checkpoints at a time
 
 
@@ -69,10 +68,11 @@ def run_file_path(run_dir: str | os.PathLike[str]) -> Path:
     return path / RUN_FILENAME
 
 
-def _time_chunk(shape: tuple[int, ...], itemsize: int) -> tuple[int, ...]:
-    per_row = max(1, int(np.prod(shape)) * itemsize)
-    rows = int(min(1024, max(1, CHUNK_BYTES // per_row)))
-    return (rows, *shape)
+def _time_chunk(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """One checkpoint per chunk: a commit writes only new chunks and never rewrites one holding
+    committed rows, so a kill in the middle of a commit (a large write the kernel may cut short)
+    cannot tear a checkpoint that ``checkpoints/steps`` already lists."""
+    return (1, *shape)
 
 
 def package_versions() -> dict[str, str]:
@@ -207,7 +207,7 @@ class RunWriter:
         for name in saved:
             shape = tuple(layout.param_shapes[name])
             ds = _dataset(pg, name, shape=(n_ck, *shape), maxshape=(None, *shape), dtype=dtype,
-                          chunks=_time_chunk(shape, dtype.itemsize))
+                          chunks=_time_chunk(shape))
             copied[name] = ds
         if n_ck:
             assert copy_from is not None
