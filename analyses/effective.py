@@ -81,17 +81,21 @@ def critical_fraction(task: Task, trials: int = 100, sizes: np.ndarray | None = 
             split = make_split(n, 1.0, seed=seed * 1_000_003 + trial * 7919 + int(size), n_train=int(size))
             hits += effective_theory(task, split.train, p0).dof == full
         prob[i] = hits / trials
-    fractions = sizes / n
-    above = np.flatnonzero(prob >= 0.5)
+    return sizes, prob, crossing(sizes / n, prob), full
+
+
+def crossing(fractions: np.ndarray, prob: np.ndarray, level: float = 0.5) -> float:
+    """The fraction where ``prob`` first reaches ``level``, interpolated linearly from the size before;
+    the first fraction when it starts at or above ``level``; NaN when it never reaches it (Liu Fig. 4a's
+    critical fraction at ``level`` 0.5)."""
+    above = np.flatnonzero(np.asarray(prob) >= level)
     if above.size == 0:
-        crit = float("nan")
-    elif above[0] == 0:
-        crit = float(fractions[0])
-    else:
-        j = above[0]
-        x0, x1, y0, y1 = fractions[j - 1], fractions[j], prob[j - 1], prob[j]
-        crit = float(x0 + (0.5 - y0) * (x1 - x0) / (y1 - y0)) if y1 != y0 else float(x1)
-    return sizes, prob, crit, full
+        return float("nan")
+    j = int(above[0])
+    if j == 0:
+        return float(fractions[0])
+    x0, x1, y0, y1 = fractions[j - 1], fractions[j], prob[j - 1], prob[j]
+    return float(x0 + (level - y0) * (x1 - x0) / (y1 - y0)) if y1 != y0 else float(x1)
 
 
 def _gradient_flow(e0: np.ndarray, h: np.ndarray, n_constraints: int) -> tuple[np.ndarray, Any]:

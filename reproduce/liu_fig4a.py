@@ -63,20 +63,6 @@ def _spec(sizes: list[int], splits: int, extra: str = "") -> str:
     return SPEC_TEMPLATE.format(sizes=sizes, splits=list(range(splits)), extra=extra)
 
 
-def crossing(fractions: np.ndarray, prob: np.ndarray, level: float = 0.5) -> float:
-    """The fraction where ``prob`` first reaches ``level``, interpolated linearly from the size before
-    (as :func:`probe.analyses.effective.critical_fraction` does); the first fraction when it starts at
-    or above ``level``; NaN when it never reaches it."""
-    above = np.flatnonzero(np.asarray(prob) >= level)
-    if above.size == 0:
-        return float("nan")
-    j = int(above[0])
-    if j == 0:
-        return float(fractions[0])
-    x0, x1, y0, y1 = fractions[j - 1], fractions[j], prob[j - 1], prob[j]
-    return float(x0 + (level - y0) * (x1 - x0) / (y1 - y0)) if y1 != y0 else float(x1)
-
-
 SETTING = (
     Setting("task", "non-modular addition a + b, p = 10, unordered pairs a <= b: 55 samples", TRAIN_SCRIPT,
             "nonmod-add, p = 10 (55 unordered pairs)"),
@@ -140,6 +126,8 @@ def analyse(sweep_dir: str, scale: str) -> Analysis:
     """Rows from the paper's text against the probabilities recomputed from the runs' splits: the
     critical fraction, the probability below 0.4 and above 0.5, and the smallest size with a split
     that implies the linear representation."""
+    from probe.analyses.effective import crossing
+
     table = run_table(sweep_dir)
     per_size = table.groupby("n_train", sort=True)["linear"].agg(["sum", "count"]).reset_index()
     per_size["fraction"] = per_size["n_train"] / N_SAMPLES

@@ -3,6 +3,7 @@ critical fraction rule, the figure from the CLI, one curve per operator, and bad
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 
 import probe
-from probe.analyses.effective import effective_theory
+from probe.analyses.effective import crossing, effective_theory
 from probe.analyses.sweeps import critical_fractions, fraction_table
 from probe.cli import main
 from probe.phases import PhaseRule
@@ -110,3 +111,11 @@ def test_a_sweep_without_a_size_axis_is_one_line(tmp_path, capsys, waits):
     assert not (tmp_path / "f.png").exists()
     code = main(["plot", str(root), "--figure", "data-fraction", "--x", "seed", "--out", str(tmp_path / "f.png")])
     assert code == 2 and "not a swept key" in capsys.readouterr().err
+
+
+def test_crossing():
+    f = np.array([0.1, 0.2, 0.3, 0.4])
+    assert crossing(f, np.array([0.0, 0.25, 0.75, 1.0])) == pytest.approx(0.25)
+    assert crossing(f, np.array([0.0, 0.5, 0.5, 1.0])) == pytest.approx(0.2)
+    assert crossing(f, np.array([0.6, 0.7, 0.8, 1.0])) == pytest.approx(0.1)
+    assert math.isnan(crossing(f, np.array([0.0, 0.1, 0.2, 0.3])))

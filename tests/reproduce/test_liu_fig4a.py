@@ -5,9 +5,7 @@ metric reads it, and rows recomputed from the runs."""
 from __future__ import annotations
 
 import json
-import math
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -34,14 +32,6 @@ def test_registered_with_a_setting_table_naming_the_authors_files():
 
 def test_the_reference_numbers_are_the_papers():
     assert (m.R_C, m.SMALLEST) == (0.4, 22) and m.SMALLEST == round(m.R_C * m.N_SAMPLES)
-
-
-def test_crossing():
-    f = np.array([0.1, 0.2, 0.3, 0.4])
-    assert m.crossing(f, np.array([0.0, 0.25, 0.75, 1.0])) == pytest.approx(0.25)
-    assert m.crossing(f, np.array([0.0, 0.5, 0.5, 1.0])) == pytest.approx(0.2)
-    assert m.crossing(f, np.array([0.6, 0.7, 0.8, 1.0])) == pytest.approx(0.1)
-    assert math.isnan(m.crossing(f, np.array([0.0, 0.1, 0.2, 0.3])))
 
 
 def test_quick_scale_golden(quick):
