@@ -49,17 +49,35 @@ class Setting:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """A further sweep trained after the scale's first one, into ``OUT/NAME``: a second stage whose
+    runs start from the first's (its spec's ``from:`` paths are relative to ``OUT``, e.g.
+    ``sweep/runs/seed=0``), as Varma et al.'s ungrokking continues grokked networks."""
+
+    name: str
+    spec: str
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier() or self.name == "sweep":
+            raise ValueError(f"a stage's name is a plain folder name other than 'sweep', got {self.name!r}")
+
+
+@dataclass(frozen=True)
 class Scale:
-    """A scale of a reproduction: the sweep spec it trains and the time it took on 2 CPU cores."""
+    """A scale of a reproduction: the sweep spec it trains (into ``OUT/sweep``), any further stages
+    trained after it, and the time it took on 2 CPU cores."""
 
     name: str
     spec: str  # sweep spec (YAML text), as ``probe sweep`` reads it
     time: str  # "unmeasured" until measured
     purpose: str
+    stages: tuple[Stage, ...] = ()
 
     def __post_init__(self) -> None:
         if self.name not in SCALES:
             raise ValueError(f"unknown scale {self.name!r}")
+        if len({s.name for s in self.stages}) != len(self.stages):
+            raise ValueError("stage names repeat")
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ comparison table and the figures (docs/design.md, "Reproductions").
 ``reproduce(name, out, scale)`` checks everything before writing anything, records the
 reproduction and scale in ``OUT/reproduction.json`` (a directory holding another reproduction is
 refused), trains ``OUT/sweep`` with :func:`probe.train.sweep.run_sweep` (a second call reuses
-finished runs and resumes interrupted ones), then writes ``comparison.csv``, ``comparison.md``,
+finished runs and resumes interrupted ones), then the scale's further stages (``OUT/NAME``, whose runs
+start from the first sweep's), then writes ``comparison.csv``, ``comparison.md``,
 ``runs.csv`` and the figures. A difference from the paper is a result, not an error.
 """
 
@@ -100,15 +101,21 @@ def reproduce(name: str, out: str | os.PathLike[str], scale: str = "quick", jobs
 
     opts = sweep.ExecutorOptions(executor, jobs, partition, time_min, mem)  # validated before writing
     spec = sweep.parse_spec(sc.spec)
+    for st in sc.stages:  # every stage's spec checked before anything is written
+        sweep.parse_spec(st.spec)
     root = check_out(rec, scale, out)
     root.mkdir(parents=True, exist_ok=True)
     (root / RECORD).write_text(json.dumps({"reproduction": rec.name, "scale": scale}, indent=2) + "\n")
-    counts = sweep.run_sweep(spec, root / SWEEP, opts, progress=progress)
-    unfinished = {k: v for k, v in counts.items() if k != "done" and v}
-    if unfinished:
-        raise ProbeError(f"the sweep in {root / SWEEP} did not finish ("
-                         + ", ".join(f"{k} {v}" for k, v in unfinished.items())
-                         + f"); see 'probe sweep status {root / SWEEP}' and run the same command again")
+    for stage in ((SWEEP, spec), *((s.name, s.spec) for s in sc.stages)):
+        name, stage_spec = stage
+        if isinstance(stage_spec, str):  # a later stage: expanded once the runs it starts from exist
+            stage_spec = sweep.parse_spec(stage_spec, where=root / f"{name}.yaml")
+        counts = sweep.run_sweep(stage_spec, root / name, opts, progress=progress)
+        unfinished = {k: v for k, v in counts.items() if k != "done" and v}
+        if unfinished:
+            raise ProbeError(f"the sweep in {root / name} did not finish ("
+                             + ", ".join(f"{k} {v}" for k, v in unfinished.items())
+                             + f"); see 'probe sweep status {root / name}' and run the same command again")
     analysis = rec.analyse(str(root / SWEEP), scale)
     files = write_comparison(analysis, root)
     files += write_figure(rec.draw(analysis), root / "figure")

@@ -86,10 +86,7 @@ def parent_checkpoint(spec: str, cfg: TrainConfig, optimizer: bool = False) -> P
             raise ProbeError(f"{run_dir} has no checkpoint at step {step} (nearest: "
                              f"{', '.join(str(int(s)) for s in sorted(near))})", param="from")
         parent_cfg = run.config
-        if parent_cfg.to_dict()["model"] != cfg.to_dict()["model"] or parent_cfg.task_params != cfg.task_params:
-            diff = _first_difference(parent_cfg, cfg)
-            raise ProbeError(f"{run_dir} holds a different model or task than the new config ({diff}); "
-                             "only the optimizer, data and training settings may change", param="from")
+        check_same_model(parent_cfg, cfg, run_dir)
         index = run._index(step)
         at = int(steps[index])
         missing = [n for n in run.file.parameters if n not in run.tensor_names]
@@ -114,6 +111,14 @@ def parent_checkpoint(spec: str, cfg: TrainConfig, optimizer: bool = False) -> P
         return ParentCheckpoint(params=params, optim=optim, lineage=lineage)
     finally:
         run.close()
+
+
+def check_same_model(parent_cfg: TrainConfig, cfg: TrainConfig, run_dir: str | Path) -> None:
+    """A run may start from another's checkpoint only with the same model and task."""
+    if parent_cfg.to_dict()["model"] != cfg.to_dict()["model"] or parent_cfg.task_params != cfg.task_params:
+        diff = _first_difference(parent_cfg, cfg)
+        raise ProbeError(f"{run_dir} holds a different model or task than the new config ({diff}); "
+                         "only the optimizer, data and training settings may change", param="from")
 
 
 def _first_difference(a: TrainConfig, b: TrainConfig) -> str:

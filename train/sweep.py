@@ -14,6 +14,13 @@ A sweep spec::
     seeds: [0, 1, 2]               # model seeds (an axis named seed)
     split_seeds: [0]               # split seeds (an axis named split_seed)
 
+A spec may also start every run from a checkpoint of another run, as ``probe train --from`` does:
+``from: RUN_DIR[:STEP]`` (relative to the spec file; the last checkpoint unless STEP is given), with
+``from_optimizer: true`` to take its optimizer state too. The parent's config is then the base the
+overrides apply to, and only the optimizer, data and training settings may differ from it. ``from``
+may also be an axis of ``grid`` or ``zip`` (for example zipped with ``seed``, one parent per seed).
+A sweep with a parent is a second stage: its parents must exist when it is expanded.
+
 A sweep directory holds the spec (``sweep.yaml``), the resolved grid (``sweep.json``: each run's
 name, swept values and full config), one ordinary run directory per grid point under ``runs/``, and
 per-run status records under ``status/`` (``NAME.json``: done with the run's accuracy curves, or
@@ -52,7 +59,9 @@ from probe.sweep import (INDEX_FILE, RUNS_DIR, SPEC_FILE, STATES, STATUS_DIR, St
                          read_status, state_of, status_path)
 from probe.yamlfile import load_yaml
 
-SPEC_KEYS = ("preset", "config", "set", "grid", "zip", "seeds", "split_seeds")
+SPEC_KEYS = ("preset", "config", "from", "from_optimizer", "set", "grid", "zip", "seeds", "split_seeds")
+#: the spec key (top level, or an axis of ``grid``/``zip``) naming the run each run starts from
+FROM = "from"
 EXECUTORS = ("local", "slurm")
 MAX_RUNS = 100_000
 LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # local jobs: no practical time limit (--time sets one)
@@ -72,6 +81,8 @@ class SweepPoint:
     name: str
     values: dict[str, Any]  # swept key -> value
     config: TrainConfig = field(repr=False)
+    parent: str | None = None  # RUN_DIR[:STEP] (absolute) this run starts from, if any
+    parent_optimizer: bool = False
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,9 @@ class SweepSpec:
     fixed: dict[str, Any]
     axes: tuple[Axis, ...]
     text: str  # the spec as written
+    parent: str | None = None  # ``from``: RUN_DIR[:STEP], relative to ``where``'s folder
+    parent_optimizer: bool = False
+    where: Path | None = None  # the spec file (relative paths resolve against its folder)
 
     @property
     def swept(self) -> list[str]:
@@ -141,6 +155,14 @@ def parse_spec(text: str, where: Path | None = None) -> SweepSpec:
     fixed = data.get("set") or {}
     if not isinstance(fixed, dict):
         raise ProbeError("'set' must map config keys to values")
+    if FROM in fixed:
+        raise ProbeError(f"{FROM!r} is a spec key (or a grid/zip axis), not a config key for 'set'")
+    parent = data.get(FROM)
+    if parent is not None and (not isinstance(parent, str) or not parent.strip()):
+        raise ProbeError(f"'{FROM}' must name a run directory (RUN_DIR[:STEP]), got {parent!r}")
+    parent_optimizer = data.get("from_optimizer", False)
+    if not isinstance(parent_optimizer, bool):
+        raise ProbeError(f"'from_optimizer' must be true or false, got {parent_optimizer!r}")
     axes: list[Axis] = []
     grid = data.get("grid") or {}
     if not isinstance(grid, dict):
@@ -176,10 +198,18 @@ def parse_spec(text: str, where: Path | None = None) -> SweepSpec:
             seen.add(k)
     if not axes:
         raise ProbeError("the sweep has no axes: give grid, zip, seeds or split_seeds")
+    if FROM in seen:
+        if parent is not None:
+            raise ProbeError(f"'{FROM}' is both a spec key and an axis")
+        bad = [v for a in axes if FROM in a.keys for v in a.values if not isinstance(v[a.keys.index(FROM)], str)]
+        if bad:
+            raise ProbeError(f"the '{FROM}' axis takes run directories (RUN_DIR[:STEP]), got {bad[0]!r}")
+    if parent_optimizer and parent is None and FROM not in seen:
+        raise ProbeError("'from_optimizer' goes with 'from'")
     total = math.prod(len(a.values) for a in axes)
     if total > MAX_RUNS:
         raise ProbeError(f"the grid has {total:,} runs; at most {MAX_RUNS:,}")
-    return SweepSpec(preset, cfg_path, dict(fixed), tuple(axes), text)
+    return SweepSpec(preset, cfg_path, dict(fixed), tuple(axes), text, parent, parent_optimizer, where)
 
 
 def load_spec(path: str | os.PathLike[str]) -> SweepSpec:
@@ -207,7 +237,7 @@ MAX_NAME_BYTES = 200  # run names are file names (NAME.json, .NAME.PID.tmp): wel
 def point_name(values: dict[str, Any]) -> str:
     """A readable directory name from the swept values: ``lr=0.001__weight_decay=1__seed=0``. A name
     longer than ``MAX_NAME_BYTES`` keeps its start and ends in a digest of the whole."""
-    name = "__".join(f"{k}={_fmt(v)}" for k, v in values.items())
+    name = "__".join(f"{k}={_fmt(Path(v.split(':')[0]).name if k == FROM else v)}" for k, v in values.items())
     if len(name.encode()) > MAX_NAME_BYTES:
         digest = hashlib.sha256(name.encode()).hexdigest()[:16]
         name = f"{name.encode()[:MAX_NAME_BYTES - 18].decode(errors='ignore')}__{digest}"
@@ -224,6 +254,7 @@ def iter_grid(spec: SweepSpec) -> Iterator[SweepPoint]:
     dry run prints the first before the last is made). An invalid value names its grid point; so do
     a task that cannot be built (a group table that is not there) and a split the task cannot give."""
     from probe.train.config import check_data, load_config
+    from probe.train.loop import check_same_model
 
     try:  # the preset and config file resolved once; each point applies its overrides to them
         base: TrainConfig | None = load_config(spec.preset, spec.config)
@@ -231,13 +262,21 @@ def iter_grid(spec: SweepSpec) -> Iterator[SweepPoint]:
         base = None  # the file alone is incomplete (the grid completes it): resolve it per point
     names: dict[str, int] = {}
     tasks: dict[Any, Any] = {}
+    parents: dict[str, TrainConfig] = {}
     for combo in itertools.product(*(a.values for a in spec.axes)):
         values: dict[str, Any] = {}
         for axis, vals in zip(spec.axes, combo):
             values.update(dict(zip(axis.keys, vals)))
-        overrides = {**spec.fixed, **values}
+        overrides = {**spec.fixed, **{k: v for k, v in values.items() if k != FROM}}
+        parent = values.get(FROM, spec.parent)
         try:
-            if base is None:
+            if parent is not None:
+                parent = resolve_parent(parent, spec.where)
+                if parent not in parents:
+                    parents[parent] = _parent_config(parent)
+                cfg = load_config(spec.preset, spec.config, overrides, base=parents[parent])
+                check_same_model(parents[parent], cfg, parent)
+            elif base is None:
                 cfg = load_config(spec.preset, spec.config, overrides)
             else:
                 cfg = load_config(overrides=overrides, base=base)
@@ -251,7 +290,31 @@ def iter_grid(spec: SweepSpec) -> Iterator[SweepPoint]:
             name = f"{name}__{names[name]}"
         else:
             names[name] = 0
-        yield SweepPoint(name, values, cfg)
+        yield SweepPoint(name, values, cfg, parent, spec.parent_optimizer if parent is not None else False)
+
+
+def resolve_parent(parent: str, where: Path | None) -> str:
+    """``RUN_DIR[:STEP]`` with RUN_DIR made absolute (relative to the spec file's folder)."""
+    from probe.train.loop import parse_from
+
+    run_dir, step = parse_from(parent)
+    path = Path(run_dir)
+    if not path.is_absolute():
+        path = (where.parent if where is not None else Path.cwd()) / path
+    text = str(path.resolve())
+    return f"{text}:{step}" if step and step != "last" else text
+
+
+def _parent_config(parent: str) -> TrainConfig:
+    """The config of the run a sweep's runs start from (it must exist when the sweep is expanded)."""
+    from probe.run import load_run
+    from probe.train.loop import parse_from
+
+    run_dir = parse_from(parent)[0]
+    if not Path(run_dir).exists():
+        raise ProbeError(f"the run to start from, {run_dir}, does not exist (train it first)")
+    with load_run(run_dir) as run:
+        return run.config
 
 
 def expand(spec: SweepSpec) -> list[SweepPoint]:
@@ -262,8 +325,21 @@ def expand(spec: SweepSpec) -> list[SweepPoint]:
 # --------------------------------------------------------------------------------------------------
 # the sweep directory
 # --------------------------------------------------------------------------------------------------
-def _index(spec: SweepSpec, points: Sequence[SweepPoint]) -> dict[str, Any]:
-    runs = [{"name": p.name, "values": p.values, "config": p.config.to_dict()} for p in points]
+def _relative_parent(parent: str, root: Path) -> str:
+    """A parent ``RUN_DIR[:STEP]`` as the index keeps it: relative to the sweep directory, so that a
+    sweep moved or copied together with the runs it starts from still matches its spec."""
+    from probe.train.loop import parse_from
+
+    run_dir, step = parse_from(parent)
+    rel = os.path.relpath(run_dir, Path(root).resolve())
+    return f"{rel}:{step}" if step != "last" else rel
+
+
+def _index(spec: SweepSpec, points: Sequence[SweepPoint], root: Path) -> dict[str, Any]:
+    runs = [{"name": p.name, "values": p.values, "config": p.config.to_dict(),
+             **({FROM: _relative_parent(p.parent, root), "from_optimizer": p.parent_optimizer}
+                if p.parent is not None else {})}
+            for p in points]
     digest = hashlib.sha256(json.dumps(runs, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return {"format": "probe-sweep", "version": 1, "grid": digest, "swept": spec.swept,
             "log_keys": sorted(spec.log_keys), "runs": runs}
@@ -297,8 +373,8 @@ def prepare(spec: SweepSpec, out: str | os.PathLike[str],
     A directory made from a different grid is refused before anything is written. Of two drivers
     preparing one directory at once, one writes the index and the other checks it."""
     points = expand(spec) if points is None else points
-    index = _index(spec, points)
     root = Path(out)
+    index = _index(spec, points, root)
     if root.exists() and not root.is_dir():
         raise ProbeError(f"{root} exists and is not a directory; give --out a new or sweep directory")
     existing = root / INDEX_FILE
@@ -406,7 +482,15 @@ def run_point(root: str | os.PathLike[str], name: str, progress: bool = False) -
             elif (run_dir / RUN_FILENAME).exists() or (run_dir / "config.yaml").exists():
                 resume(run_dir, progress=progress)
             else:
-                train(TrainConfig.from_dict(entry["config"]), run_dir, progress=progress)
+                cfg = TrainConfig.from_dict(entry["config"])
+                parent = None
+                if entry.get(FROM):
+                    from probe.train.loop import parent_checkpoint, parse_from
+
+                    rel, step = parse_from(str(entry[FROM]))
+                    at = f"{base / rel}:{step}" if step != "last" else str(base / rel)
+                    parent = parent_checkpoint(at, cfg, optimizer=bool(entry.get("from_optimizer")))
+                train(cfg, run_dir, progress=progress, parent=parent)
             _write_status(base, name, {"state": "done", "seconds": time.time() - t0, **_curves(run_dir)})
             return "done"
         except Exception as exc:  # noqa: BLE001 - a run's own crash must not stop the others
@@ -623,7 +707,7 @@ def plan(points: Sequence[SweepPoint], names: list[str], vectorize: str, jobs: i
     groups: dict[str, list[str]] = {}
     singles: list[list[str]] = []
     for n in names:
-        key = group_key(by_name[n].config)
+        key = group_key(by_name[n].config) if by_name[n].parent is None else None  # ensembles start fresh
         if key is None:
             singles.append([n])
         else:

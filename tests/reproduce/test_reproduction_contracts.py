@@ -34,6 +34,9 @@ def test_record(rec):
         assert row.setting and row.authors and row.probe, (rec.name, row)
         assert row.authors_file.endswith((".py", ".ipynb", ".txt", ".md")), (rec.name, row)
     specs = {name: parse_spec(sc.spec) for name, sc in rec.scales.items()}  # both scales are sweep specs
+    for sc in rec.scales.values():
+        for st in sc.stages:  # so are their further stages
+            assert parse_spec(st.spec).axes
     assert rec.scales["quick"].spec != rec.scales["paper"].spec
     assert rec.scales["quick"].time != "unmeasured", "the quick scale's time is measured"
     assert all(specs.values())
@@ -57,7 +60,7 @@ def test_a_second_call_trains_nothing(rec, quick_reproduction, tmp_path):
     out, res = quick_reproduction(rec.name)
     copy = tmp_path / rec.name
     shutil.copytree(out, copy)
-    stamp = {f: f.stat().st_mtime_ns for f in (copy / "sweep").rglob("run.h5")}
+    stamp = {f: f.stat().st_mtime_ns for f in copy.rglob("run.h5")}  # every stage's runs
     assert stamp
     again = reproduce(rec.name, copy, "quick")
     assert {f: f.stat().st_mtime_ns for f in stamp} == stamp
