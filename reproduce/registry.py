@@ -134,7 +134,8 @@ class Reproduction:
 REPRODUCTIONS: Registry[Reproduction] = Registry("reproduction")
 _CATALOGUE = ("probe.reproduce.liu_fig3", "probe.reproduce.liu_fig4a", "probe.reproduce.liu_fig5b",
               "probe.reproduce.liu_fig6b", "probe.reproduce.kitouni_mlp_wd", "probe.reproduce.lee_grokfast",
-              "probe.reproduce.omnigrok_digits", "probe.reproduce.prieto_softmax_collapse")
+              "probe.reproduce.omnigrok_digits", "probe.reproduce.prieto_softmax_collapse",
+              "probe.reproduce.varma_ungrokking")
 
 
 def reproduction(rec: Reproduction) -> Reproduction:
