@@ -435,6 +435,12 @@ class TrainConfig:
     #: batches, the last one holding the remainder (ceil(n_train / batch_size) steps per epoch), as
     #: Lee et al. 2024's main.py does with torch.split
     batching: Literal["random", "epochs"] = field(default="random", metadata=ADDED)
+    #: whose random stream draws the split, the regression targets and the initial weights: ``probe``'s
+    #: (the split from ``split_seed``, the model from ``seed``), or ``grokking-squared``'s, the order and
+    #: layout of Liu et al.'s toy/train_add.py (numpy seeded with ``seed``: targets, then the training
+    #: indices; torch seeded with ``seed``: embeddings, then the decoder's nn.Linear layers), so that seed
+    #: S is their seed S (the toy model on nonmod-add only; ``split_seed`` must equal ``seed``)
+    rng: Literal["probe", "grokking-squared"] = field(default="probe", metadata=ADDED)
     device: str = "auto"
     #: cross-entropy's normaliser: softmax, or Prieto et al.'s (2025) StableMax (Eq. 7-8)
     softmax: Literal["softmax", "stablemax"] = "softmax"
@@ -486,6 +492,15 @@ class TrainConfig:
                    f"applies to cross_entropy; this model trains with {self.model.objective}")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
                self.device, "must be auto, cpu, cuda or cuda:N")
+        if self.rng == "grokking-squared":
+            _check(self.task == "nonmod-add" and self.ordered in (None, False), "rng", self.rng,
+                   "follows toy/train_add.py, which trains unordered nonmod-add (task nonmod-add)")
+            _check(self.model.kind == "toy" and getattr(self.model, "aggregation", None) == "sum", "rng", self.rng,
+                   "follows toy/train_add.py's model: the toy model with aggregation sum")
+            _check(self.train_subset is None and self.batching == "random", "rng", self.rng,
+                   "draws toy/train_add.py's own split and minibatches (no train_subset, batching random)")
+            _check(self.split_seed == self.seed, "split_seed", self.split_seed,
+                   f"rng grokking-squared draws split and weights from one seed: set split_seed = seed ({self.seed})")
         if self.task == "digits":
             _check(self.model.kind == "digits", "model.kind", self.model.kind, "task digits needs model.kind=digits")
         else:
@@ -719,6 +734,8 @@ training_option("train_subset", lambda cfg: cfg.train_subset is not None,
                 lambda cfg: f"training subset {cfg.train_subset:g} of the split")
 training_option("init_alpha", lambda cfg: cfg.init_alpha != 1.0,
                 lambda cfg: f"weight matrices initialised x{cfg.init_alpha:g}")
+training_option("rng", lambda cfg: cfg.rng != "probe",
+                lambda cfg: f"split, targets and initial weights drawn as {cfg.rng}'s code draws them (seed {cfg.seed})")
 training_option("batching", lambda cfg: cfg.batching == "epochs" and cfg.batch_size is not None,
                 lambda cfg: f"epochs of batches over a shuffled training split ({cfg.batch_size} rows each, "
                 "the last one the remainder)")

@@ -441,6 +441,40 @@ def make_split(n_samples: int, train_fraction: float, seed: int, n_train: int | 
     return Split(train=np.sort(perm[:n_train]).astype(np.int64), val=np.sort(perm[n_train:]).astype(np.int64))
 
 
+class GrokkingSquaredStream:
+    """Liu et al.'s ``toy/train_add.py`` random stream, ``np.random.seed(seed)``: first
+    ``y_templates = normal(0, 1, size=target_shape)`` (one regression target per class,
+    ``(2p - 1, output_dim)``), then ``train_id = choice(n_samples, n_train, replace=False)`` (every
+    other sample validates), then one ``choice(n_train, batch_size, replace=False)`` per step, the
+    step's minibatch as positions in ``train_id``'s drawn order."""
+
+    def __init__(self, n_samples: int, n_train: int, seed: int, target_shape: tuple[int, int]) -> None:
+        if not 1 <= n_train <= n_samples:
+            raise ProbeError(f"n_train must be in 1..{n_samples}, got {n_train}")
+        self.n_samples, self.n_train, self.seed, self.target_shape = n_samples, n_train, seed, target_shape
+        self._rs, self.targets, self.order = self._start()
+        self.split = Split(train=np.sort(self.order).astype(np.int64),
+                           val=np.setdiff1d(np.arange(n_samples), self.order).astype(np.int64))
+        self._rank = np.searchsorted(self.split.train, self.order)  # drawn position -> sorted position
+        self._next = 0  # the step whose minibatch the stream draws next
+
+    def _start(self) -> tuple[np.random.RandomState, np.ndarray, np.ndarray]:
+        rs = np.random.RandomState(self.seed)
+        targets = rs.normal(0, 1, size=self.target_shape).astype(np.float32)
+        order = rs.choice(self.n_samples, self.n_train, replace=False).astype(np.int64)
+        return rs, targets, order
+
+    def batch(self, step: int, batch_size: int) -> np.ndarray:
+        """Step ``step``'s minibatch (0 = the first update) as rows of the sorted training split.
+        Steps are drawn in order; asking for another step (a resumed run) replays the stream to it."""
+        if step != self._next:
+            self._rs = self._start()[0]
+            for _ in range(step):
+                self._rs.choice(self.n_train, batch_size, replace=False)
+        self._next = step + 1
+        return self._rank[self._rs.choice(self.n_train, batch_size, replace=False)]
+
+
 def subset_split(split: Split, fraction: float | None, seed: int) -> Split:
     """Keep ``floor(fraction * n_train)`` (at least one) of the training rows, chosen with
     ``numpy.random.default_rng([seed, 1])``; validation is unchanged (Varma et al.'s ungrokking trains

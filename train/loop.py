@@ -34,7 +34,7 @@ from probe.runfile import (ResumeState, RunFile, RunHeader, RunLayout, RunWriter
                            run_file_path)
 from probe.schema import ATTRS_BY_NAME, shape_problem
 from probe.schedules import STATE_SIZE, Schedule, make_schedule
-from probe.tasks import Split, Task, make_split, make_task, subset_split
+from probe.tasks import GrokkingSquaredStream, Split, Task, make_split, make_task, subset_split
 from probe.train.interventions import (STAGES, Intervention, build_interventions, load_resume, resume_shapes,
                                        resume_state)
 from probe.train.steps import StepRecorder, committed_history
@@ -147,10 +147,21 @@ class Trainer:
         # a resumed run takes its task from the run file (a group table is stored there, so the
         # CSV it came from may have moved)
         self.task = task if task is not None else make_task(**cfg.task_params)
-        split = make_split(self.task.n_samples, cfg.train_fraction, cfg.split_seed, cfg.n_train)
+        self.stream: GrokkingSquaredStream | None = None
+        if cfg.rng == "grokking-squared":
+            n_train = cfg.n_train if cfg.n_train is not None else max(
+                1, int(math.floor(cfg.train_fraction * self.task.n_samples + 1e-9)))
+            d_target = cfg.model.d_out if cfg.model.objective == "mse_targets" else self.task.n_classes
+            self.stream = GrokkingSquaredStream(self.task.n_samples, n_train, cfg.seed,
+                                                (self.task.n_classes, d_target))
+            split = self.stream.split
+        else:
+            split = make_split(self.task.n_samples, cfg.train_fraction, cfg.split_seed, cfg.n_train)
         self.split: Split = subset_split(split, cfg.train_subset, cfg.split_seed)
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.task).to(self.device)
+        if self.stream is not None:
+            self.model.init_like_grokking_squared(cfg.seed, torch.as_tensor(self.stream.targets).to(self.device))
         self.model.set_loss(cfg.softmax, cfg.softmax_dtype)
         if cfg.init_alpha != 1.0:
             with torch.no_grad():
@@ -252,6 +263,8 @@ class Trainer:
         cfg = self.cfg
         n_train = self.x_train.shape[0]
         assert cfg.batch_size is not None
+        if self.stream is not None:  # the minibatches of toy/train_add.py's numpy stream
+            return torch.from_numpy(self.stream.batch(step, cfg.batch_size))
         if cfg.batching == "random":
             return torch.randperm(n_train, generator=self.batch_gen)[: cfg.batch_size]
         epoch, k = divmod(step, math.ceil(n_train / cfg.batch_size))

@@ -86,6 +86,25 @@ class ToyModel(_DecoderModel):
         return self._decode(agg)
 
 
+    @torch.no_grad()
+    def init_like_grokking_squared(self, seed: int, targets: "torch.Tensor | None") -> None:
+        """Re-draw the initial weights as Liu et al.'s ``toy/train_add.py`` does after
+        ``torch.manual_seed(seed)``: the embeddings ``(torch.rand(p, d) - 1/2) * init_scale``, then one
+        ``nn.Linear`` per decoder layer and the output layer, in order (their ``[out, in]`` weights
+        are probe's ``W`` transposed); ``targets`` (their numpy-drawn ``y_templates``) replace the
+        regression targets."""
+        torch.manual_seed(seed)
+        n, d = self.embed.W_E.shape[:2]
+        self.embed.W_E.copy_((torch.rand(n, d) - 1 / 2) * self.cfg.init_scale)
+        for layer in (*self.decoder, self.unembed):
+            w = getattr(layer, layer.w_name)
+            ref = nn.Linear(w.shape[0], w.shape[1])
+            w.copy_(ref.weight.T)
+            getattr(layer, layer.b_name).copy_(ref.bias)
+        if targets is not None and self.objective == "mse_targets":
+            self.targets.copy_(targets)
+
+
 class ConcatMLP(_DecoderModel):
     """Two learned embeddings concatenated and sent through an MLP (Kitouni; Gromov 2023)."""
 
