@@ -61,10 +61,28 @@ def steps_agree(paper: float, ours: float) -> bool:
     return max(paper, ours) <= FACTOR * min(paper, ours)
 
 
+def run_agrees(authors: float, ours: float, every: int) -> bool:
+    """One run against the authors' run of the same seed: both never, or probe's step (updates done,
+    checked every ``every`` steps) at most ``every`` after the authors' (their 0-based step index is
+    the update after which RQI passed, probe's first check at or after that update)."""
+    if math.isinf(authors) or math.isinf(ours):
+        return math.isinf(authors) and math.isinf(ours)
+    return 0 <= ours - authors <= every
+
+
+def _cadence(sweep_dir: str) -> int:
+    """The sweep's metric cadence (checkpoint.metrics_every of its runs)."""
+    from probe.sweep import load_sweep
+
+    sw = load_sweep(sweep_dir)
+    with sw.run(sw.names[0]) as run:
+        return int(run.config.checkpoint.metrics_every)
+
+
 SPEC_TEMPLATE = (
     "preset: liu-toy-add\n"
     "set: {{steps: {steps}, batch_size: 45, checkpoint.schedule: every, checkpoint.every: {every}, "
-    "checkpoint.metrics_every: {every}, checkpoint.tensors: [embed.W_E]{extra}}}\n"
+    "checkpoint.metrics_every: {every}, checkpoint.tensors: [embed.W_E], rng: grokking-squared{extra}}}\n"
     "grid:\n  n_train: {n_train}\n"
     "zip:\n  seed: {seeds}\n  split_seed: {seeds}\n"
 )
@@ -85,21 +103,24 @@ SETTING = (
             "toy/train_add.py", "nonmod-add, p = 10 (55 unordered pairs)"),
     Setting("split", "train_num in {5, 10, ..., 50, 54}, np.random.choice(55, train_num) after "
             "np.random.seed(seed), seed in {0, 1, 2}", "toy/produce_figure_data.py",
-            "n_train in the same list, seed = split_seed in {0, 1, 2} (zipped)",
-            "the same seed numbers draw other training sets and initial weights (numpy/torch draws in "
-            "another order), so runs are compared per fraction over seeds, not seed by seed"),
+            "n_train in the same list, seed = split_seed in {0, 1, 2} (zipped), rng grokking-squared: the same "
+            "numpy draws, so seed S trains on the authors' training set S"),
     Setting("tokens / targets", "outputs regress random targets y_templates ~ N(0, 1), shape [19, 30]; "
             "prediction: the nearest target", "toy/train_add.py",
             "objective mse_targets, d_out 30 (N(0, 1) targets, nearest-target accuracy)"),
     Setting("block", "1-d embeddings summed (E_a + E_b), decoder MLP 1-200-200-30, tanh",
             "toy/train_add.py", "model toy, d_embed 1, aggregation sum, decoder [200, 200], tanh"),
-    Setting("init", "embeddings U(-1/2, 1/2) (init_scale_reprs 1); decoder torch nn.Linear default "
-            "(init_scale_nn 1)", "toy/train_add.py", "init_scale 1.0: the same distributions"),
+    Setting("init", "torch.manual_seed(seed): embeddings torch.rand(10, 1) - 1/2 (init_scale_reprs 1), then "
+            "nn.Linear l1, l2, l3 with torch's defaults (init_scale_nn 1); targets y_templates ~ N(0, 1) from "
+            "numpy", "toy/train_add.py", "rng grokking-squared: the same draws in the same order, so seed S "
+            "starts from the authors' weights and targets S (checked against their code: tests/train/"
+            "test_rng_grokking_squared.py)"),
     Setting("head", "linear 200 -> 30 (nn.Linear l3)", "toy/train_add.py", "the toy decoder's output layer"),
     Setting("optimizer", "AdamW embeddings lr 1e-3 wd 0; AdamW decoder lr 1e-4 wd 0, betas (0.9, 0.999)",
             "toy/train_add.py", "adamw, embed_lr 1e-3, lr 1e-4, weight decays 0, betas (0.9, 0.999)"),
     Setting("batches", "batch_size 45: full batch when train_num <= 45, else 45 random samples without "
-            "replacement per step", "toy/train_add.py", "batch_size 45 (full batch when n_train <= 45)"),
+            "replacement per step (np.random.choice)", "toy/train_add.py", "batch_size 45 (full batch when "
+            "n_train <= 45), the minibatches from the same numpy stream (rng grokking-squared)"),
     Setting("steps", "steps = 1e4 for Fig. 4/5b (train_many_fig4)", "toy/produce_figure_data.py",
             "steps 10000 (quick scale: 2000)"),
     Setting("loss precision", "float32 MSE, mean over batch and output dims", "toy/train_add.py",
@@ -150,6 +171,20 @@ def analyse(sweep_dir: str, scale: str) -> Analysis:
             f"{sum(math.isfinite(v) for v in ours)}/{len(ours)} (budget {budget:,})",
             "within 1/3 (one run of three)",
             "agrees" if abs(p_hit - o_hit) <= 1 / 3 + 1e-9 else "differs"))
+    seeded = table[table["n_train"].isin(list(AUTHORS_ITER_RQI)) & table["seed"].isin([0, 1, 2])
+                   & (table["seed"] == table["split_seed"])]
+    if len(seeded):
+        every = _cadence(sweep_dir)
+        pairs = [(authors_steps(int(r["n_train"]))[int(r["seed"])], float(r["rqi_step"])) for _, r in seeded.iterrows()]
+        same = sum(run_agrees(a, o, every) for a, o in pairs)
+        gaps = [o - a for a, o in pairs if math.isfinite(a) and math.isfinite(o)]
+        rows.append(Row(
+            "steps to RQI > 0.95 run by run (seed S against the authors' seed S: the same training set, initial "
+            "weights and batches)", f"{len(pairs)} runs", f"{REPO} {RESULTS}/rqistep_num_N_seed_S.txt",
+            f"{same} of {len(pairs)} within the metric cadence ({every} steps) of the authors' step, or both never"
+            + (f"; probe - authors from {min(gaps):+,.0f} to {max(gaps):+,.0f} steps" if gaps else ""),
+            f"every run: both never, or probe's step - the authors' in [0, {every}]",
+            "agrees" if same == len(pairs) else "differs"))
     runs = table[["run", "n_train", "seed", "split_seed", "fraction", "budget", "rqi_step", "val_step",
                   "predicted"]].copy()
     return Analysis(tuple(rows), runs, {"budget": budget, "scale": scale})

@@ -52,7 +52,9 @@ def test_quick_scale_golden(quick):
     assert json.loads((out / RECORD).read_text()) == {"reproduction": "liu-fig3", "scale": "quick"}
     table = pd.read_csv(out / "comparison.csv")
     assert tuple(table.columns) == COLUMNS
-    assert len(table) == 2 * len(m.QUICK_N) + 1  # Acc and Acc-hat per fraction, the mean gap
+    assert len(table) == 2 * len(m.QUICK_N) + 3  # Acc and Acc-hat per fraction, the mean gap, run by run
+    by_run = table[table["quantity"].str.contains("run by run")]
+    assert len(by_run) == 2 and all(by_run["probe"].str.contains(f"of {len(m.QUICK_N) * len(m.QUICK_SEEDS)} give"))
     assert set(table["verdict"]) <= {"agrees", "differs"}
     assert all("toy/results/fig3/" in s for s in table["source"])
     runs = pd.read_csv(out / "runs.csv")

@@ -37,7 +37,11 @@ def test_quick_scale_golden(quick):
     assert json.loads((out / RECORD).read_text()) == {"reproduction": "liu-fig5b", "scale": "quick"}
     table = pd.read_csv(out / "comparison.csv")
     assert tuple(table.columns) == COLUMNS
-    assert len(table) == 2 * len(liu_fig5b.QUICK_N)  # median steps and share reached, per fraction
+    assert len(table) == 2 * len(liu_fig5b.QUICK_N) + 1  # median steps and share reached per fraction, run by run
+    # seed S is the authors' run S (rng grokking-squared): the runs that pass within the quick budget
+    # pass within the metric cadence of the authors' step, the others never do, as theirs never do
+    by_run = table[table["quantity"].str.contains("run by run")].iloc[0]
+    assert by_run["verdict"] == "agrees" and by_run["probe"].startswith("4 of 4")
     assert set(table["verdict"]) <= {"agrees", "differs"}
     assert all("rqistep_num_" in s for s in table["source"])
     runs = pd.read_csv(out / "runs.csv")
@@ -56,9 +60,10 @@ def test_rows_are_recomputed_from_the_runs(quick, tmp_path):
     run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(), progress=False)
     changed = liu_fig5b.analyse(str(tmp_path / "sweep"), "quick")
     before = {r.quantity: r for r in res.analysis.rows}
-    assert {r.quantity for r in changed.rows} == {k for k in before if "45/55" in k}
+    assert {r.quantity for r in changed.rows if "fraction" in r.quantity} == {k for k in before if "45/55" in k}
     for row in changed.rows:
-        assert row.probe != before[row.quantity].probe and row.paper == before[row.quantity].paper
+        assert row.probe != before[row.quantity].probe
+        assert row.paper == before[row.quantity].paper or "run by run" in row.quantity  # fewer runs compared
     share = next(r for r in changed.rows if r.quantity.startswith("share"))
     assert share.probe.startswith("0/1") and share.verdict == "differs"
 
