@@ -88,6 +88,16 @@ def classification(cfg: "TrainConfig") -> str | None:
     return None
 
 
+@applies_to("runs whose logits read the last position")
+def last_position_readout(cfg: "TrainConfig") -> str | None:
+    """Patching the neurons at the last position changes the whole answer only when the logits read
+    that position alone (not a transformer with ``model.readout: concat``)."""
+    if getattr(cfg.model, "readout", "last") != "last":
+        return ("it patches the neurons at the last position, and this run's logits read every position "
+                "(model.readout concat)")
+    return None
+
+
 def describe(task_check: Applies[Task], run_check: "Applies[TrainConfig] | None" = None) -> str:
     """What an analysis applies to, in words: its checks' descriptions (``any task`` when it has none)."""
     parts = [] if task_check is anything and run_check is not None else [task_check.description]

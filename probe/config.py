@@ -129,7 +129,10 @@ def model_kind(name: str, builder: str) -> Any:
 @model_kind("transformer", "probe.models.transformer:Transformer")
 @dataclass(frozen=True)
 class TransformerConfig(ModelConfig):
-    """Decoder-only transformer (Nanda et al. 2023; Power et al. 2022); logits at the last position."""
+    """Decoder-only transformer (Nanda et al. 2023; Power et al. 2022); logits at the last position. The
+    options added later also express Liu et al. 2022's stack of nn.TransformerEncoderLayer over the two
+    operands (``eq_token=false, positional=none, causal=false, readout=concat, dropout_at=mlp,
+    ln_final=false`` with ``layernorm=true, init=pytorch``)."""
 
     n_layers: int = 1
     d_model: int = 128
@@ -153,6 +156,24 @@ class TransformerConfig(ModelConfig):
     #: weights and biases for the attention output, the MLP and the unembedding)
     init: Literal["nanda", "pytorch"] = field(default="nanda", metadata=ADDED)
     head_bias: bool = field(default=True, metadata=ADDED)  # False: the unembedding has no b_U
+    #: the inputs end with an '=' token (the answer read there); False: ``[a, b]`` or ``[a, op, b]``, the
+    #: symbols and the op token only (Liu et al. 2022's transformer sees the two operands alone)
+    eq_token: bool = field(default=True, metadata=ADDED)
+    #: ``learned`` position embeddings (``pos_embed.W_pos``, seen at ``hook_pos_embed``) or ``none``: no
+    #: positional information, no W_pos and no hook_pos_embed (as TransformerLens' models without one)
+    positional: Literal["learned", "none"] = field(default="learned", metadata=ADDED)
+    causal: bool = field(default=True, metadata=ADDED)  # False: every position attends to every position
+    #: ``last``: the unembedding reads the last position (``[d_model, n_out]``); ``concat``: it reads every
+    #: position's final residual stream concatenated in order (``[n_ctx * d_model, n_out]``, Liu et al.'s
+    #: ``nn.Linear(2 * d, p)``), so the answer depends on every position
+    readout: Literal["last", "concat"] = field(default="last", metadata=ADDED)
+    #: where model.dropout acts besides the attention pattern and the attention and MLP outputs: on the
+    #: input embeddings (``embed``) or on the MLP's hidden activations after hook_post (``mlp``: the sites
+    #: of torch's nn.TransformerEncoderLayer)
+    dropout_at: Literal["embed", "mlp"] = field(default="embed", metadata=ADDED)
+    #: False: no LayerNorm after the last block (nn.TransformerEncoderLayer stacks have none); needs
+    #: model.layernorm, whose final LayerNorm it removes
+    ln_final: bool = field(default=True, metadata=ADDED)
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_heads", "d_mlp"):
@@ -166,6 +187,8 @@ class TransformerConfig(ModelConfig):
         _check(0.0 <= self.dropout < 1.0, "model.dropout", self.dropout, "must be in [0, 1)")
         _check(self.block == "pre_ln" or self.layernorm, "model.block", self.block,
                "replaces the residual stream by its LayerNorm and needs model.layernorm=true")
+        _check(self.ln_final or self.layernorm, "model.ln_final", self.ln_final,
+               "removes the final LayerNorm and needs model.layernorm=true (without it there is none)")
         _check(self.objective == "cross_entropy", "model.objective", self.objective,
                "the transformer is trained with cross_entropy")
         self._check_size()
@@ -179,12 +202,14 @@ class TransformerConfig(ModelConfig):
         return f"blocks.{self.n_layers - 1}.mlp.hook_post"
 
     @property
-    def neuron_readout(self) -> str:
-        return f"blocks.{self.n_layers - 1}.mlp.W_out"
+    def neuron_readout(self) -> str | None:
+        # a concatenated readout reads every position's stream, through its own rows of W_U: the last
+        # MLP's W_out [d_mlp, d_model] writes into none of them alone
+        return f"blocks.{self.n_layers - 1}.mlp.W_out" if self.readout == "last" else None
 
     @property
     def n_ctx(self) -> int:
-        return 4 if self.op_token else 3
+        return 2 + int(self.op_token) + int(self.eq_token)
 
     @property
     def operand_positions(self) -> tuple[int, int]:

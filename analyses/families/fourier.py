@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from probe.analyses import fourier as fr
-from probe.analyses.applies import modular, modular_add_grid
+from probe.analyses.applies import last_position_readout, modular, modular_add_grid
 from probe.analyses.passes import clean_pass, neuron_activations, patched_answers
 from probe.analyses.registry import Param, fraction, metric
 from probe.analyses.representations import (centred, excluded_activations, grid, nanda_restricted_activations,
@@ -174,7 +174,7 @@ def _restricted_logits(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_th
             if readout is None:
                 raise ProbeError("Nanda et al.'s restricted loss reads the neurons out through W_out and W_U; this "
                                  "model declares no such path (use --convention grid)", param="convention")
-            if getattr(ctx.config.model, "layernorm", False):
+            if getattr(ctx.config.model, "layernorm", False) and getattr(ctx.config.model, "ln_final", True):
                 ctx.note("the model has a final LayerNorm; Nanda et al.'s W_out W_U readout skips it")
             w_out = ckpt.tensor(readout)
             w_u = ckpt.tensor(ctx.config.model.unembed_param)
@@ -203,7 +203,7 @@ def _losses(ckpt: "Checkpoint", ctx: "Context", logits: dict[str, Any], split: s
         "Sec. 5.1, float64 CE; default: their definition on the test split)",
         needs=("forward", "split"), direction="lower",
         params=(KEY_RULE, KEY_THRESHOLD, REFERENCE, RESTRICTED, LOSS_SPLIT), applies=modular_add_grid,
-        needs_for=_key_needs)
+        applies_config=last_position_readout, needs_for=_key_needs)
 def restricted_loss(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_threshold: float | None,
                     reference: str, convention: str, loss_split: str | None) -> dict[str, float]:
     split = loss_split or "val"
@@ -217,7 +217,8 @@ def restricted_loss(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_thres
 @metric("excluded_loss", "loss with the key-frequency directions cos/sin(w_k(a+b)) removed from the neurons, "
         "run through the rest of the network (Nanda et al. Sec. 5.1; float64 CE; default: train split)",
         needs=("forward", "split"), direction="higher",
-        params=(KEY_RULE, KEY_THRESHOLD, REFERENCE, LOSS_SPLIT), applies=modular_add_grid, needs_for=_key_needs)
+        params=(KEY_RULE, KEY_THRESHOLD, REFERENCE, LOSS_SPLIT), applies=modular_add_grid,
+        applies_config=last_position_readout, needs_for=_key_needs)
 def excluded_loss(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_threshold: float | None,
                   reference: str, loss_split: str | None) -> dict[str, float]:
     split = loss_split or "train"

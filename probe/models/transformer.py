@@ -1,13 +1,20 @@
 """Decoder-only transformer with TransformerLens hook and parameter names.
 
-Inputs ``[a, b, =]`` (Nanda et al. 2023) or ``[a, op, b, =]`` (Power et al. 2022); logits are read
-at the last position. The block is pre-LayerNorm (``model.block=pre_ln``) or replaces the residual
-stream by its LayerNorm before attention (``ln_replaces_residual``, Lee et al. 2024); the initial
-weights follow Nanda et al. (``model.init=nanda``) or torch's module defaults (``pytorch``).
+Inputs ``[a, b, =]`` (Nanda et al. 2023) or ``[a, op, b, =]`` (Power et al. 2022), or without the
+``=`` token (``model.eq_token=false``: ``[a, b]``, Liu et al. 2022); learned position embeddings or
+none (``model.positional``); a causal attention mask or none (``model.causal``). Logits are read at
+the last position, or from every position's final residual stream concatenated
+(``model.readout=concat``, Liu et al.'s ``nn.Linear(2 d, p)``). The block is pre-LayerNorm
+(``model.block=pre_ln``) or replaces the residual stream by its LayerNorm before attention
+(``ln_replaces_residual``, Lee et al. 2024); dropout acts on the attention pattern, the attention and
+MLP outputs and the input embeddings, or the MLP's hidden activations instead of the embeddings
+(``model.dropout_at=mlp``: nn.TransformerEncoderLayer's sites); the initial weights follow Nanda et
+al. (``model.init=nanda``) or torch's module defaults (``pytorch``).
 ``answer(last_only=True)`` computes the final block only where the loss needs
 it: keys and values at every position, but the query, attention output, MLP and unembedding at the
 last position only, which is the same arithmetic for that position and about half the FLOPs of a
-one-layer model. ``forward`` always computes every position, so analyses see full activations.
+one-layer model (a concatenated readout needs every position, so it computes them all).
+``forward`` always computes every position, so analyses see full activations.
 """
 
 from __future__ import annotations
@@ -56,13 +63,15 @@ class Attention(nn.Module):
         self.b_V = nn.Parameter(torch.zeros(h, k))
         self.b_O = nn.Parameter(torch.zeros(d))
         self.dropout = nn.Dropout(cfg.dropout)
+        self.causal = cfg.causal
         for name in ("q", "k", "v", "attn_scores", "pattern", "z"):
             setattr(self, f"hook_{name}", HookPoint())
 
     def forward(self, x: torch.Tensor, query: torch.Tensor | None = None) -> torch.Tensor:
         """``x``: [B, P, d] keys/values source; ``query``: rows to attend from (default all of x).
 
-        When ``query`` is the last position only, the causal mask lets it see every key.
+        When ``query`` is the last position only, the causal mask lets it see every key; without
+        ``model.causal`` every query sees every key.
         """
         q_src = x if query is None else query
         q = self.hook_q(_project(q_src, self.W_Q, self.b_Q))
@@ -70,7 +79,7 @@ class Attention(nn.Module):
         v = self.hook_v(_project(x, self.W_V, self.b_V))
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
         n_q, n_k = q.shape[1], k.shape[1]
-        if n_q > 1:
+        if self.causal and n_q > 1:
             mask = torch.ones(n_q, n_k, dtype=torch.bool, device=x.device).tril(n_k - n_q)
             scores = scores.masked_fill(~mask, float("-inf"))
         scores = self.hook_attn_scores(scores)
@@ -91,9 +100,14 @@ class MLP(nn.Module):
         self.act = ACTIVATIONS[cfg.act]
         self.hook_pre = HookPoint()
         self.hook_post = HookPoint()
+        # model.dropout_at=mlp: the hidden activations are dropped out after hook_post (the neurons the
+        # hook sees are the activations themselves), as in nn.TransformerEncoderLayer's feed-forward
+        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout_at == "mlp" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         post = self.hook_post(self.act(self.hook_pre(x @ self.W_in + self.b_in)))
+        if self.dropout is not None:
+            post = self.dropout(post)
         return post @ self.W_out + self.b_out
 
 
@@ -154,24 +168,30 @@ class Unembed(nn.Module):
 
 
 class Transformer(ProbeModel):
-    """Token vocabulary: symbols ``0..n-1``, then ``=`` (index n), then the op token (n+1) if used."""
+    """Token vocabulary: symbols ``0..n-1``, then ``=`` (index n) if used, then the op token if used
+    (n+1, or n without ``=``)."""
 
     def __init__(self, cfg: TransformerConfig, n_symbols: int, n_classes: int) -> None:
         super().__init__()
         self.cfg = cfg
         self.n_symbols = n_symbols
-        self.eq_token = n_symbols
-        self.op_token = n_symbols + 1 if cfg.op_token else None
-        self.d_vocab = n_symbols + (2 if cfg.op_token else 1)
-        self.n_ctx = 4 if cfg.op_token else 3
+        self.eq_token = n_symbols if cfg.eq_token else None
+        self.op_token = n_symbols + int(cfg.eq_token) if cfg.op_token else None
+        self.d_vocab = n_symbols + int(cfg.eq_token) + int(cfg.op_token)
+        self.n_ctx = cfg.n_ctx
+        self.concat = cfg.readout == "concat"
         self.embed = Embed(self.d_vocab, cfg.d_model)
         self.hook_embed = HookPoint()
-        self.pos_embed = PosEmbed(self.n_ctx, cfg.d_model)
-        self.hook_pos_embed = HookPoint()
-        self.dropout = nn.Dropout(cfg.dropout)
+        if cfg.positional == "learned":
+            self.pos_embed = PosEmbed(self.n_ctx, cfg.d_model)
+            self.hook_pos_embed = HookPoint()
+        else:
+            self.pos_embed = None
+        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout_at == "embed" else None
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
-        self.ln_final = LayerNorm(cfg.d_model) if cfg.layernorm else nn.Identity()
-        self.unembed = Unembed(cfg.d_model, n_classes, bias=cfg.head_bias)
+        self.ln_final = LayerNorm(cfg.d_model) if cfg.layernorm and cfg.ln_final else nn.Identity()
+        d_read = cfg.d_model * (self.n_ctx if self.concat else 1)
+        self.unembed = Unembed(d_read, n_classes, bias=cfg.head_bias)
         if cfg.init == "pytorch":
             self._init_pytorch()
         self.setup()
@@ -181,10 +201,12 @@ class Transformer(ProbeModel):
         position embeddings N(0, 1) (nn.Embedding); W_Q, W_K, W_V Xavier-uniform over the stacked
         in-projection [3 h d_head, d_model] and zero attention biases (nn.MultiheadAttention); W_O, the
         MLP and the unembedding U(-1/sqrt(fan_in), 1/sqrt(fan_in)) with biases of the same law, but
-        b_O zero (nn.Linear, and nn.MultiheadAttention's zeroed out_proj bias); LayerNorms 1 and 0."""
+        b_O zero (nn.Linear, and nn.MultiheadAttention's zeroed out_proj bias); LayerNorms 1 and 0.
+        A concatenated readout's fan-in is ``n_ctx * d_model``."""
         with torch.no_grad():
             self.embed.W_E.normal_()
-            self.pos_embed.W_pos.normal_()
+            if self.pos_embed is not None:
+                self.pos_embed.W_pos.normal_()
             for block in self.blocks:
                 attn, mlp = block.attn, block.mlp
                 h, d, k = attn.W_Q.shape
@@ -202,30 +224,46 @@ class Transformer(ProbeModel):
                 uniform_(self.unembed.b_U, self.unembed.W_U.shape[0])
 
     def model_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
-        """[N, 2] pairs -> [N, n_ctx] tokens."""
+        """[N, 2] pairs -> [N, n_ctx] tokens: ``[a, (op,) b, (=)]``."""
         n = inputs.shape[0]
-        eq = torch.full((n, 1), self.eq_token, dtype=inputs.dtype, device=inputs.device)
+
+        def const(token: int) -> torch.Tensor:
+            return torch.full((n, 1), token, dtype=inputs.dtype, device=inputs.device)
+
         if self.op_token is None:
-            return torch.cat([inputs, eq], dim=1)
-        op = torch.full((n, 1), self.op_token, dtype=inputs.dtype, device=inputs.device)
-        return torch.cat([inputs[:, :1], op, inputs[:, 1:], eq], dim=1)
+            parts = [inputs]
+        else:
+            parts = [inputs[:, :1], const(self.op_token), inputs[:, 1:]]
+        if self.eq_token is not None:
+            parts.append(const(self.eq_token))
+        return torch.cat(parts, dim=1) if len(parts) > 1 else inputs
 
     def _residual(self, tokens: torch.Tensor) -> torch.Tensor:
-        embed = self.hook_embed(self.embed(tokens))
-        pos = self.hook_pos_embed(self.pos_embed(tokens))
-        return self.dropout(embed + pos)
+        resid = self.hook_embed(self.embed(tokens))
+        if self.pos_embed is not None:
+            resid = resid + self.hook_pos_embed(self.pos_embed(tokens))
+        return resid if self.dropout is None else self.dropout(resid)
+
+    def _logits(self, resid: torch.Tensor) -> torch.Tensor:
+        """Final residual stream [B, P, d] -> logits [B, P, n_classes], or [B, 1, n_classes] read from
+        every position concatenated (``model.readout=concat``)."""
+        resid = self.ln_final(resid)
+        if self.concat:
+            resid = resid.reshape(resid.shape[0], 1, -1)
+        return self.unembed(resid)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """[B, P] tokens -> [B, P, n_classes] logits, every position computed."""
+        """[B, P] tokens -> [B, P, n_classes] logits, every position computed ([B, 1, n_classes] with a
+        concatenated readout: one answer, read from every position)."""
         resid = self._residual(tokens)
         for block in self.blocks:
             resid = block(resid)
-        return self.unembed(self.ln_final(resid))
+        return self._logits(resid)
 
     def answer(self, x: torch.Tensor, last_only: bool = True) -> torch.Tensor:
-        if not last_only:
+        if not last_only or self.concat:
             return self.forward(x)[:, -1]
         resid = self._residual(x)
         for i, block in enumerate(self.blocks):
             resid = block(resid, last_only=i == len(self.blocks) - 1)
-        return self.unembed(self.ln_final(resid))[:, -1]
+        return self._logits(resid)[:, -1]

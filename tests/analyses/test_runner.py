@@ -114,11 +114,12 @@ def test_registry_rejects_duplicates_and_declares_needs():
 
 
 def test_what_a_metric_applies_to_is_its_check_in_words():
-    from probe.analyses.applies import anything, classification, modular_add_grid
+    from probe.analyses.applies import anything, classification, last_position_readout, modular_add_grid
 
     assert analyses.get_metric("rqi_bar").tasks == analyses.get_metric("rqi_bar").applies.description
     assert analyses.get_metric("restricted_loss").applies is modular_add_grid
-    assert analyses.get_metric("restricted_loss").tasks == modular_add_grid.description
+    assert analyses.get_metric("restricted_loss").tasks == (f"{modular_add_grid.description}, "
+                                                             f"{last_position_readout.description}")
     assert analyses.get_metric("efficiency").applies is anything
     assert analyses.get_metric("efficiency").tasks == classification.description == "classification runs"
     assert analyses.get_metric("param_norm").tasks == "any task"
