@@ -135,7 +135,10 @@ REPRODUCTIONS: Registry[Reproduction] = Registry("reproduction")
 _CATALOGUE = ("probe.reproduce.liu_fig3", "probe.reproduce.liu_fig4a", "probe.reproduce.liu_fig5b",
               "probe.reproduce.liu_fig6b", "probe.reproduce.kitouni_mlp_wd", "probe.reproduce.lee_grokfast",
               "probe.reproduce.omnigrok_digits", "probe.reproduce.prieto_softmax_collapse",
-              "probe.reproduce.varma_ungrokking")
+              "probe.reproduce.varma_ungrokking", "probe.reproduce.liu_fig6d", "probe.reproduce.liu_fig13",
+              "probe.reproduce.liu_fig14", "probe.reproduce.liu_fig15", "probe.reproduce.liu_fig7",
+              "probe.reproduce.liu_fig1", "probe.reproduce.liu_fig22", "probe.reproduce.nanda_fraction",
+              "probe.reproduce.nanda_restricted", "probe.reproduce.power_fraction")
 
 
 def reproduction(rec: Reproduction) -> Reproduction:

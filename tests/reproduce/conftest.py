@@ -26,9 +26,25 @@ def quick_reproduction(tmp_path_factory: pytest.TempPathFactory) -> Callable[[st
     return get
 
 
+def reproduction_of(item: pytest.Item) -> str:
+    """The reproduction a test exercises: the contract battery's ``rec`` parameter, else the test
+    module's ``REPRODUCTION`` (a module about one reproduction), else its file name (``test_liu_fig3.py``
+    -> ``liu-fig3``); ``""`` for a test about none in particular."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "rec" in callspec.params:
+        return str(callspec.params["rec"])
+    module = getattr(item, "module", None)
+    named = getattr(module, "REPRODUCTION", None)
+    if isinstance(named, str):
+        return named
+    stem = Path(str(item.fspath)).stem
+    return stem[len("test_"):].replace("_", "-") if stem.startswith("test_") else ""
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist the reproductions' tests run in one worker, so each quick scale trains once."""
+    """Under pytest-xdist each reproduction's tests (its own and the contract battery's) run in one
+    worker, so its quick scale trains once; the reproductions spread over the workers."""
     for item in items:
         if "tests/reproduce/" in str(item.fspath).replace("\\", "/"):
-            item.add_marker(pytest.mark.xdist_group("reproduce"))
+            item.add_marker(pytest.mark.xdist_group(f"reproduce-{reproduction_of(item) or 'misc'}"))

@@ -14,14 +14,13 @@ import pytest
 
 import probe.reproduce.lee_grokfast as m  # registers lee-grokfast
 from probe.reproduce.registry import get_reproduction
-from probe.reproduce.runner import COLUMNS, RECORD, reproduce
+from probe.reproduce.runner import COLUMNS, RECORD
 from probe.train.sweep import parse_spec
 
 
 @pytest.fixture(scope="module")
-def quick(tmp_path_factory):
-    out = tmp_path_factory.mktemp("repro-lee") / "lee"
-    return out, reproduce("lee-grokfast", out, "quick", jobs=1)
+def quick(quick_reproduction):
+    return quick_reproduction("lee-grokfast")
 
 
 def test_registered_with_a_setting_table_naming_the_authors_files():

@@ -17,6 +17,9 @@ from probe.reproduce.registry import get_reproduction
 from probe.reproduce.runner import COLUMNS, RECORD
 
 
+REPRODUCTION = "liu-fig5b"  # the reproduction these tests exercise (one xdist group)
+
+
 @pytest.fixture(scope="module")
 def quick(quick_reproduction):
     return quick_reproduction("liu-fig5b")
