@@ -180,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--partition", help="Slurm partition")
     p.add_argument("--time", type=int, help="Slurm time limit per run, minutes")
     p.add_argument("--mem", help="Slurm memory per run, e.g. 4G")
+    p.add_argument("--no-vectorize", action="store_true", help="train every run on its own (by default runs "
+                   "that differ only in vectorisable keys train together as one batched model, as in 'probe sweep')")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("theory", help="Liu et al.'s effective theory: critical fraction, effective dynamics")
@@ -606,7 +608,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     try:
         res = reproduce(args.name, args.out, args.scale, args.jobs, args.executor, args.partition, args.time,
-                        args.mem, progress=not args.no_progress)
+                        args.mem, progress=not args.no_progress, vectorize="off" if args.no_vectorize else "auto")
     except KeyboardInterrupt:
         print(f"probe: interrupted; run the same command again to finish {args.out}", file=sys.stderr)
         return 130

@@ -91,7 +91,7 @@ def write_figure(fig: "Figure", stem: Path) -> list[str]:
 
 def reproduce(name: str, out: str | os.PathLike[str], scale: str = "quick", jobs: int = 1,
               executor: str = "local", partition: str | None = None, time_min: int | None = None,
-              mem: str | None = None, progress: bool = False) -> Result:
+              mem: str | None = None, progress: bool = False, vectorize: str = "auto") -> Result:
     """Train, analyse and write one reproduction at one scale into ``out`` (see the module doc)."""
     rec = get_reproduction(name)
     if scale not in SCALES:
@@ -99,7 +99,7 @@ def reproduce(name: str, out: str | os.PathLike[str], scale: str = "quick", jobs
     sc = rec.scale(scale)
     from probe.train import sweep
 
-    opts = sweep.ExecutorOptions(executor, jobs, partition, time_min, mem)  # validated before writing
+    opts = sweep.ExecutorOptions(executor, jobs, partition, time_min, mem, vectorize)  # validated before writing
     spec = sweep.parse_spec(sc.spec)
     for st in sc.stages:  # every stage's spec checked before anything is written
         sweep.parse_spec(st.spec)

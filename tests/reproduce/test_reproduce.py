@@ -110,3 +110,22 @@ def test_the_recorded_verdict_is_counted_from_the_committed_comparison(tmp_path)
     (tmp_path / rec.name / "comparison.csv").write_text(
         "quantity,paper,source,probe,tolerance,verdict\na,1,f,1,x,agrees\nb,2,f,9,x,differs\nc,3,f,3,x,agrees\n")
     assert recorded_verdict(rec, tmp_path) == "paper scale: 2 of 3 numbers agree (1 differ)"
+
+
+def test_no_vectorize_reaches_the_sweep(monkeypatch, tmp_path):
+    """``--no-vectorize`` trains every run on its own, as ``probe sweep --no-vectorize`` does."""
+    import probe.reproduce.runner as runner
+    from probe.train import sweep
+
+    seen = {}
+
+    def fake_run_sweep(spec, out, opts, progress=True):
+        seen["vectorize"] = opts.vectorize
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep)
+    assert main(["reproduce", "liu-fig4a", "--out", str(tmp_path / "a"), "--no-vectorize", "--no-progress"]) == 130
+    assert seen == {"vectorize": "off"}
+    assert main(["reproduce", "liu-fig4a", "--out", str(tmp_path / "b"), "--no-progress"]) == 130
+    assert seen == {"vectorize": "auto"}
+    assert runner.reproduce.__defaults__[-1] == "auto"
