@@ -14,14 +14,13 @@ done, so the authors' index ``i`` is probe's step ``i + 1``; the delay is the sa
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from probe.errors import ProbeError
 from probe.phases import PHASES, PhaseRule
-from probe.reproduce.registry import (Analysis, Artefact, Reproduction, Row, Scale, Setting, fmt_steps,
+from probe.reproduce import liu_phase as lp
+from probe.reproduce.registry import (Analysis, Artefact, Reproduction, Scale, Setting,
                                       reproduction)
 
 if TYPE_CHECKING:
@@ -70,42 +69,25 @@ AUTHORS_TEST: tuple[tuple[int, ...], ...] = (
 ) + tuple((99999,) * 11 for _ in range(7))
 
 
+#: the released grid, for the shared phase-diagram machinery (reproduce/liu_phase.py)
+GRID = lp.ReleasedGrid(f"{TRAIN_FILE}, {TEST_FILE}", "lr", "weight_decay", "learning rate (decoder)",
+                       "weight decay (decoder)", AUTHORS_LRS, AUTHORS_WDS, AUTHORS_TRAIN, AUTHORS_TEST, BUDGET)
+
+
 def authors_phase(train: float, test: float) -> str:
-    """simple_phase_diagram.ipynb's rule on the released indices: comprehension when both are reached
-    and test - train < 1e3, grokking when both are reached and test - train > 1e3, memorization when
-    only train is, confusion when neither is; a cell none of these fits (test - train == 1e3, or test
-    reached without train) is drawn as comprehension (the notebook's index 0)."""
-    t_ok, v_ok = train < NEVER, test < NEVER
-    if t_ok and v_ok and test - train > DELAY:
-        return "grokking"
-    if t_ok and not v_ok:
-        return "memorization"
-    if not t_ok and not v_ok:
-        return "confusion"
-    return "comprehension"
+    """simple_phase_diagram.ipynb's rule on the released indices (:func:`liu_phase.authors_phase` with
+    this grid's never, 99999)."""
+    return lp.authors_phase(train, test, NEVER, DELAY)
 
 
 def authors_cell(i: int, j: int) -> tuple[float, float, str]:
     """The authors' (train step, test step, phase) of cell (lr index i, wd index j), steps in probe's
     count (inf: never)."""
-    tr, te = AUTHORS_TRAIN[i][j], AUTHORS_TEST[i][j]
-
-    def step(v: int) -> float:
-        return math.inf if v >= NEVER else float(v + 1)
-
-    return step(tr), step(te), authors_phase(tr, te)
+    return GRID.cell(i, j)
 
 
-def grid_index(values: tuple[float, ...], x: float) -> int | None:
-    """The index of the released grid value equal to ``x`` (to 1e-6 relative), or None."""
-    for k, v in enumerate(values):
-        if math.isclose(v, float(x), rel_tol=1e-6, abs_tol=1e-12):
-            return k
-    return None
-
-
-def _yaml_list(xs: list[float]) -> str:
-    return "[" + ", ".join(repr(float(x)) for x in xs) + "]"
+grid_index = lp.grid_index
+_yaml_list = lp.yaml_list
 
 
 SPEC_TEMPLATE = (
@@ -180,15 +162,7 @@ def analyse(sweep_dir: str, scale: str) -> Analysis:
     from probe.sweep import load_sweep
 
     sw = load_sweep(sweep_dir)
-    budgets = []
-    for name in sw.names:
-        if sw.run_dir(name).is_dir():
-            try:
-                with sw.run(name) as run:
-                    budgets.append(int(run.config.steps))
-            except (OSError, ProbeError):  # a run not written yet has no budget to read
-                continue
-    budget = max(budgets) if budgets else BUDGET
+    budget = lp.sweep_budget(sw, BUDGET)
     df = sw.phases(_rule(budget))
     records = []
     for _, r in df.iterrows():
@@ -204,51 +178,20 @@ def analyse(sweep_dir: str, scale: str) -> Analysis:
                                           "val_step", "phase", "authors_train_step", "authors_test_step",
                                           "authors_phase"])
     runs = runs.sort_values(["lr_index", "wd_index"]).reset_index(drop=True)
-    agree = runs["phase"] == runs["authors_phase"]
-    tol = f"share of agreeing cells >= {AGREE_SHARE:g}"
-    src = f"{REPO} {TRAIN_FILE}, {TEST_FILE}; rule {RULE_FILE}"
-    rows: list[Row] = []
-    n = len(runs)
-    if n:
-        k = int(agree.sum())
-        rows.append(Row(f"cells with the same phase, all {n} compared cells", f"{n}/{n} (the released phases)",
-                        src, f"{k}/{n} = {k / n:.2f} (budget {budget:,})", tol,
-                        "agrees" if k / n >= AGREE_SHARE else "differs"))
-    for ph in PHASES:
-        sel = runs["authors_phase"] == ph
-        m = int(sel.sum())
-        if not m:
-            continue
-        k = int(agree[sel].sum())
-        ours = runs.loc[sel, "phase"].value_counts()
-        rows.append(Row(f"cells with the same phase, among the authors' {ph} cells", f"{m} {ph}", src,
-                        f"{k}/{m} = {k / m:.2f} (probe: " + ", ".join(f"{c} {p}" for p, c in ours.items()) + ")",
-                        tol, "agrees" if k / m >= AGREE_SHARE else "differs"))
-    for _, r in runs.iterrows():
-        rows.append(Row(
-            f"phase at decoder lr {r['lr']:.3g}, weight decay {r['weight_decay']:g}",
-            f"{r['authors_phase']} (train {fmt_steps(r['authors_train_step'])}, test "
-            f"{fmt_steps(r['authors_test_step'])})", f"{REPO} {TRAIN_FILE}, {TEST_FILE} "
-            f"[{int(r['lr_index'])}, {int(r['wd_index'])}]",
-            f"{r['phase']} (train {fmt_steps(r['train_step'])}, val {fmt_steps(r['val_step'])}; budget {budget:,})",
-            "the same phase", "agrees" if r["phase"] == r["authors_phase"] else "differs"))
+    cells = runs.rename(columns={"lr": "row_value", "weight_decay": "col_value", "lr_index": "row_index",
+                                 "wd_index": "col_index"})
+    rows = lp.share_rows(cells, GRID, budget, f"{REPO} {TRAIN_FILE}, {TEST_FILE}; rule {RULE_FILE}",
+                         lambda lr, wd: f"phase at decoder lr {lr:.3g}, weight decay {wd:g}")
     return Analysis(tuple(rows), runs, {"budget": budget, "scale": scale})
 
 
-#: simple_phase_diagram.ipynb's palette: comprehension, grokking, memorization, confusion
-PALETTE = np.array([[160, 218, 57], [253, 231, 37], [70, 50, 126], [30, 30, 30]]) / 255.0
+PALETTE = lp.PALETTE
 
 
 def phase_image(cells: dict[tuple[int, int], str]) -> np.ndarray:
     """An RGBA image, rows = weight decay (0 at the top), columns = learning rate, as the notebook
     draws it (transposed); cells not given are white."""
-    img = np.ones((len(AUTHORS_WDS), len(AUTHORS_LRS), 4))
-    for (i, j), ph in cells.items():
-        if ph in PHASES:
-            img[j, i, :3] = PALETTE[PHASES.index(ph)]
-        else:
-            img[j, i, :3] = 0.8
-    return img
+    return lp.phase_image(cells, len(AUTHORS_LRS), len(AUTHORS_WDS))
 
 
 def draw(analysis: Analysis) -> "Figure":
