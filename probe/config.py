@@ -154,7 +154,8 @@ class TransformerConfig(ModelConfig):
     #: torch's modules: nn.Embedding N(0, 1) token and position embeddings, nn.MultiheadAttention's
     #: Xavier-uniform in-projection and zero biases, nn.Linear's U(-1/sqrt(fan_in), 1/sqrt(fan_in))
     #: weights and biases for the attention output, the MLP and the unembedding)
-    init: Literal["nanda", "pytorch"] = field(default="nanda", metadata=ADDED)
+    #: ``zhong``: Nanda's laws but the MLP's W_in N(0, 1/d_mlp) (Zhong et al. 2023's train-main.py)
+    init: Literal["nanda", "pytorch", "zhong"] = field(default="nanda", metadata=ADDED)
     head_bias: bool = field(default=True, metadata=ADDED)  # False: the unembedding has no b_U
     #: the inputs end with an '=' token (the answer read there); False: ``[a, b]`` or ``[a, op, b]``, the
     #: symbols and the op token only (Liu et al. 2022's transformer sees the two operands alone)
@@ -174,8 +175,18 @@ class TransformerConfig(ModelConfig):
     #: False: no LayerNorm after the last block (nn.TransformerEncoderLayer stacks have none); needs
     #: model.layernorm, whose final LayerNorm it removes
     ln_final: bool = field(default=True, metadata=ADDED)
+    #: Zhong et al. 2023's attention rate alpha: the pattern is ``alpha * softmax(QK^T / sqrt(d_head)) +
+    #: (1 - alpha)`` on every key a query may see (fjzzq2002/pizza ``code/train-main.py``); 1 is ordinary
+    #: attention, 0 constant attention (every weight 1)
+    attention_rate: float = field(default=1.0, metadata=ADDED)
+    #: False: attention without biases (no b_Q, b_K, b_V, b_O), as Zhong et al.'s and Nanda et al.'s
+    #: original code
+    attn_bias: bool = field(default=True, metadata=ADDED)
 
     def __post_init__(self) -> None:
+        _check(isinstance(self.attention_rate, (int, float)) and not isinstance(self.attention_rate, bool)
+               and 0.0 <= self.attention_rate <= 1.0, "model.attention_rate", self.attention_rate,
+               "must be in [0, 1] (1: ordinary attention, 0: constant attention)")
         for name in ("d_model", "n_heads", "d_mlp"):
             _check_width(name, getattr(self, name))
         _check(1 <= self.n_layers <= 96, "model.n_layers", self.n_layers, "must be in 1..96")

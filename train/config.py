@@ -71,6 +71,27 @@ PRESETS: dict[str, dict[str, Any]] = {
         "grokfast": {"filter": "ema", "alpha": 0.98, "lamb": 2.0},
         "checkpoint": {"schedule": "geometric", "count": 300, "metrics_every": 10},
     },
+    # Zhong et al. 2023 (fjzzq2002/pizza code/train-main.py): p = 59, all 59^2 ordered pairs split 80/20,
+    # inputs [a, b] read at b, bidirectional attention, no LayerNorm, no attention biases, a bias-free
+    # unembedding, W_in N(0, 1/d_mlp), AdamW lr 1e-3 weight decay 2 betas (0.9, 0.98), 10 warm-up
+    # steps, full batch, 20,000 steps, float64 loss; Model A (pizza) has attention rate 0, Model B
+    # (clock) 1
+    "zhong-pizza": {
+        "task": "add", "p": 59, "train_fraction": 0.8, "steps": 20000,
+        "optimizer": "adamw", "lr": 1e-3, "weight_decay": 2.0, "betas": [0.9, 0.98], "warmup_steps": 10,
+        "model": {"kind": "transformer", "n_layers": 1, "d_model": 128, "n_heads": 4, "d_mlp": 512, "act": "relu",
+                  "layernorm": False, "op_token": False, "eq_token": False, "causal": False, "head_bias": False,
+                  "attn_bias": False, "init": "zhong", "attention_rate": 0.0},
+        "checkpoint": {"schedule": "geometric", "count": 200, "metrics_every": 10},
+    },
+    "zhong-clock": {
+        "task": "add", "p": 59, "train_fraction": 0.8, "steps": 20000,
+        "optimizer": "adamw", "lr": 1e-3, "weight_decay": 2.0, "betas": [0.9, 0.98], "warmup_steps": 10,
+        "model": {"kind": "transformer", "n_layers": 1, "d_model": 128, "n_heads": 4, "d_mlp": 512, "act": "relu",
+                  "layernorm": False, "op_token": False, "eq_token": False, "causal": False, "head_bias": False,
+                  "attn_bias": False, "init": "zhong", "attention_rate": 1.0},
+        "checkpoint": {"schedule": "geometric", "count": 200, "metrics_every": 10},
+    },
     "kitouni-mlp": {
         "task": "add", "p": 53, "train_fraction": 0.6, "steps": 5000,
         "optimizer": "adamw", "lr": 3e-2, "weight_decay": 0.03, "betas": [0.9, 0.999],

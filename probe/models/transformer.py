@@ -9,7 +9,10 @@ the last position, or from every position's final residual stream concatenated
 (``ln_replaces_residual``, Lee et al. 2024); dropout acts on the attention pattern, the attention and
 MLP outputs and the input embeddings, or the MLP's hidden activations instead of the embeddings
 (``model.dropout_at=mlp``: nn.TransformerEncoderLayer's sites); the initial weights follow Nanda et
-al. (``model.init=nanda``) or torch's module defaults (``pytorch``).
+al. (``model.init=nanda``), Zhong et al. (``zhong``: W_in scaled by 1/sqrt(d_mlp)) or torch's module
+defaults (``pytorch``). Attention may mix its softmax with constant attention (``model.attention_rate``
+alpha: ``alpha * softmax + (1 - alpha)``, Zhong et al. 2023) and may have no biases
+(``model.attn_bias=false``).
 ``answer(last_only=True)`` computes the final block only where the loss needs
 it: keys and values at every position, but the query, attention output, MLP and unembedding at the
 last position only, which is the same arithmetic for that position and about half the FLOPs of a
@@ -44,10 +47,15 @@ class LayerNorm(nn.Module):
         return self.hook_normalized(x / scale) * self.w + self.b
 
 
-def _project(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _project(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
     """[B, P, d] x [h, d, k] -> [B, P, h, k] as one matrix product."""
     h, d, k = w.shape
-    return (x @ w.permute(1, 0, 2).reshape(d, h * k)).view(*x.shape[:-1], h, k) + b
+    out = (x @ w.permute(1, 0, 2).reshape(d, h * k)).view(*x.shape[:-1], h, k)
+    return out if b is None else out + b
+
+
+def _bias(shape: tuple[int, ...], on: bool) -> nn.Parameter | None:
+    return nn.Parameter(torch.zeros(shape)) if on else None
 
 
 class Attention(nn.Module):
@@ -58,12 +66,11 @@ class Attention(nn.Module):
         self.W_K = nn.Parameter(torch.randn(h, d, k) * init_std)
         self.W_V = nn.Parameter(torch.randn(h, d, k) * init_std)
         self.W_O = nn.Parameter(torch.randn(h, k, d) * init_std)
-        self.b_Q = nn.Parameter(torch.zeros(h, k))
-        self.b_K = nn.Parameter(torch.zeros(h, k))
-        self.b_V = nn.Parameter(torch.zeros(h, k))
-        self.b_O = nn.Parameter(torch.zeros(d))
+        for name, shape in (("b_Q", (h, k)), ("b_K", (h, k)), ("b_V", (h, k)), ("b_O", (d,))):
+            self.register_parameter(name, _bias(shape, cfg.attn_bias))
         self.dropout = nn.Dropout(cfg.dropout)
         self.causal = cfg.causal
+        self.rate = float(cfg.attention_rate)
         for name in ("q", "k", "v", "attn_scores", "pattern", "z"):
             setattr(self, f"hook_{name}", HookPoint())
 
@@ -79,21 +86,29 @@ class Attention(nn.Module):
         v = self.hook_v(_project(x, self.W_V, self.b_V))
         scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
         n_q, n_k = q.shape[1], k.shape[1]
+        mask = None
         if self.causal and n_q > 1:
             mask = torch.ones(n_q, n_k, dtype=torch.bool, device=x.device).tril(n_k - n_q)
             scores = scores.masked_fill(~mask, float("-inf"))
         scores = self.hook_attn_scores(scores)
-        pattern = self.hook_pattern(self.dropout(scores.softmax(dim=-1)))
+        pattern = self.dropout(scores.softmax(dim=-1))
+        if self.rate != 1.0:
+            # Zhong et al. 2023 (code/train-main.py): alpha * softmax + (1 - alpha) on every visible key
+            constant = (1.0 - self.rate) if mask is None else (1.0 - self.rate) * mask.to(pattern.dtype)
+            pattern = self.rate * pattern + constant
+        pattern = self.hook_pattern(pattern)
         z = self.hook_z(torch.einsum("bhqk,bkhd->bqhd", pattern, v))
         h, dh, d = self.W_O.shape
-        return z.reshape(*z.shape[:2], h * dh) @ self.W_O.reshape(h * dh, d) + self.b_O
+        out = z.reshape(*z.shape[:2], h * dh) @ self.W_O.reshape(h * dh, d)
+        return out if self.b_O is None else out + self.b_O
 
 
 class MLP(nn.Module):
     def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         d, m = cfg.d_model, cfg.d_mlp
-        self.W_in = nn.Parameter(torch.randn(d, m) / math.sqrt(d))
+        # init=zhong scales W_in by 1/sqrt(d_mlp) (Zhong et al.'s train-main.py), Nanda's by 1/sqrt(d_model)
+        self.W_in = nn.Parameter(torch.randn(d, m) / math.sqrt(m if cfg.init == "zhong" else d))
         self.b_in = nn.Parameter(torch.zeros(m))
         self.W_out = nn.Parameter(torch.randn(m, d) / math.sqrt(d))
         self.b_out = nn.Parameter(torch.zeros(d))
@@ -214,7 +229,8 @@ class Transformer(ProbeModel):
                 for w in (attn.W_Q, attn.W_K, attn.W_V):
                     w.uniform_(-bound, bound)
                 for b in (attn.b_Q, attn.b_K, attn.b_V, attn.b_O):
-                    b.zero_()
+                    if b is not None:
+                        b.zero_()
                 uniform_(attn.W_O, h * k)
                 for w, b in ((mlp.W_in, mlp.b_in), (mlp.W_out, mlp.b_out)):
                     uniform_(w, w.shape[0])

@@ -62,6 +62,7 @@ def _compare(a: Path, b: Path, rtol: float, atol: float) -> None:
 @pytest.mark.parametrize("preset,base,members,tol", [
     ("liu-toy-add", TOY, TOY_MEMBERS, (1e-4, 1e-6)),
     ("nanda-modadd", TRANSFORMER, TRANSFORMER_MEMBERS, (1e-3, 1e-5)),
+    ("zhong-pizza", {**TRANSFORMER, "model.attention_rate": "0.5"}, TRANSFORMER_MEMBERS, (1e-3, 1e-5)),
 ])
 def test_members_match_runs_trained_one_by_one(tmp_path, preset, base, members, tol):
     configs = _configs(preset, base, members)
