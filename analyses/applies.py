@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Generic, TypeVar
 
+from probe.analyses.irreps import MAX_ORDER, group_problem
 from probe.errors import ProbeError
 from probe.tasks import Task
 
@@ -77,6 +78,26 @@ def modular_add_grid(task: Task) -> str | None:
         return "it is defined for modular addition"
     if task.n_samples != task.modulus**2:
         return "it needs the full ordered p x p table (train with ordered=true)"
+    return None
+
+
+@applies_to(f"finite groups of order <= {MAX_ORDER} (group, perm, add)")
+def group_task(task: Task) -> str | None:
+    """Tasks whose operation table is a group's Cayley table, small enough for exact irreducible
+    representations (:mod:`probe.analyses.irreps`): the group tables, S_n, addition mod p."""
+    if not task.is_table:
+        return "it needs the Cayley table of a finite group"
+    return group_problem(task.table)
+
+
+@applies_to(f"finite groups of order <= {MAX_ORDER}, every ordered pair (a, b)")
+def group_task_grid(task: Task) -> str | None:
+    """:func:`group_task` with every ordered pair a sample: logits as functions of (a, b, c)."""
+    reason = group_task(task)
+    if reason:
+        return reason
+    if task.n_samples != task.n_symbols ** 2:
+        return "it needs the logits of every ordered pair (a, b) (train with ordered=true)"
     return None
 
 

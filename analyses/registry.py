@@ -29,6 +29,7 @@ Values = dict[str, Any]
 CATALOGUE: tuple[str, ...] = (
     "probe.analyses.families.parallelograms",
     "probe.analyses.families.fourier",
+    "probe.analyses.families.irreps",
     "probe.analyses.families.pca",
     "probe.analyses.families.clock_pizza",
     "probe.analyses.families.coordinates",
