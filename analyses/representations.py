@@ -104,6 +104,40 @@ def distance_irrelevance_of(correct_logits: np.ndarray) -> float:
     return float(np.mean([table[diff == d].std() for d in range(p)]) / total)
 
 
+def top_incorrect_logits(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The largest logit other than the correct label's, per sample (``[N, C]`` -> ``[N]``): the table
+    Zhong et al.'s released results compute distance irrelevance on (fjzzq2002/pizza
+    ``code/train-main.py``, the ``oc`` table; their notebook ``eval-main.ipynb`` uses the correct-label
+    logit)."""
+    out = np.array(logits, dtype=np.float64, copy=True)
+    out[np.arange(out.shape[0]), np.asarray(labels)] = -np.inf
+    return out.max(axis=1)
+
+
+SYMMETRICITY_SAMPLING: tuple[str, ...] = ("probe", "zhong")
+
+
+def symmetricity_triples(inputs: np.ndarray, p: int, n_classes: int, samples: int,
+                         sampling: str = "probe") -> tuple[np.ndarray, np.ndarray]:
+    """The (a, b, c) triples gradient symmetricity averages over, as (sample indices into ``inputs``,
+    classes c). ``probe``: ``samples`` distinct pairs and a class each from numpy's generator seeded 0;
+    ``zhong``: Zhong et al.'s notebook (``eval-main.ipynb``): every (a, b, c) in ``range(p)^3`` in
+    lexicographic order shuffled by Python's ``random.Random(42)``, the first ``samples`` kept."""
+    if sampling == "zhong":
+        import itertools
+        import random
+
+        triples = list(itertools.product(range(p), range(p), range(p)))
+        random.Random(42).shuffle(triples)
+        chosen = np.asarray(triples[:samples], dtype=np.int64).reshape(-1, 3)
+        where = {(int(a), int(b)): i for i, (a, b) in enumerate(np.asarray(inputs)[:, :2])}
+        return np.array([where[(a, b)] for a, b in chosen[:, :2].tolist()], dtype=np.int64), chosen[:, 2]
+    rng = np.random.default_rng(0)
+    n = np.asarray(inputs).shape[0]
+    idx = rng.choice(n, size=min(samples, n), replace=False)
+    return idx, rng.integers(0, n_classes, size=idx.shape[0])
+
+
 def gradient_symmetricity_of(grad_a: np.ndarray, grad_b: np.ndarray) -> float:
     """Zhong et al.: mean cosine similarity of the gradients of the output logit with respect to the
     two input embeddings, over sampled (a, b, c). ``[S, d]`` each."""

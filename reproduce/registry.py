@@ -138,7 +138,8 @@ _CATALOGUE = ("probe.reproduce.liu_fig3", "probe.reproduce.liu_fig4a", "probe.re
               "probe.reproduce.varma_ungrokking", "probe.reproduce.liu_fig6d", "probe.reproduce.liu_fig13",
               "probe.reproduce.liu_fig14", "probe.reproduce.liu_fig15", "probe.reproduce.liu_fig7",
               "probe.reproduce.liu_fig1", "probe.reproduce.liu_fig22", "probe.reproduce.nanda_fraction",
-              "probe.reproduce.nanda_restricted", "probe.reproduce.power_fraction")
+              "probe.reproduce.nanda_restricted", "probe.reproduce.power_fraction",
+              "probe.reproduce.zhong_models", "probe.reproduce.zhong_phase")
 
 
 def reproduction(rec: Reproduction) -> Reproduction:

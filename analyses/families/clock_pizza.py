@@ -11,9 +11,13 @@ from probe.analyses.applies import modular, modular_add_grid
 from probe.analyses.passes import clean_pass
 from probe.analyses.registry import Param, metric, positive_int
 from probe.errors import ProbeError
-from probe.analyses.representations import CIRCULARITY_METHODS, circularity_of, distance_irrelevance_of, gradient_symmetricity_of, grid
+from probe.analyses.representations import (CIRCULARITY_METHODS, SYMMETRICITY_SAMPLING, circularity_of,
+                                            distance_irrelevance_of, gradient_symmetricity_of, grid,
+                                            symmetricity_triples, top_incorrect_logits)
 
 if TYPE_CHECKING:
+    import torch
+
     from probe.analyses.context import Context
     from probe.run import Checkpoint
 
@@ -37,26 +41,29 @@ def circularity(ckpt: "Checkpoint", ctx: "Context", pcs: int, method: str) -> di
     return {"circularity": circularity_of(emb, int(ctx.task.modulus or 0), pcs, method)}
 
 
+DI_LOGITS: tuple[str, ...] = ("correct", "top_incorrect")
+
+
 @metric("distance_irrelevance", "Zhong et al.'s distance irrelevance of the correct-label logits (1: clock-like, "
-        "small: pizza-like)", needs=("forward",), applies=modular_add_grid)
-def distance_irrelevance(ckpt: "Checkpoint", ctx: "Context") -> dict[str, float]:
-    out = clean_pass(ckpt, ctx)[2]
-    correct = out[np.arange(out.shape[0]), ctx.task.labels]
-    return {"distance_irrelevance": distance_irrelevance_of(grid(correct, ctx.task))}
-
-
-@metric("gradient_symmetricity", "Zhong et al.'s gradient symmetricity: cosine similarity of d logit_c / d E_a "
-        "and d logit_c / d E_b over sampled (a, b, c)", needs=("forward",),
-        params=(Param("samples", int, 256, "number of sampled (a, b, c) triples", check=positive_int),),
+        "small: pizza-like; --logit top_incorrect: of the largest other logit, as their released tables)",
+        needs=("forward",),
+        params=(Param("logit", str, "correct", "the logit table: 'correct' (the correct label's, their notebook "
+                      "eval-main.ipynb) or 'top_incorrect' (the largest other one, their train-main.py and the "
+                      "released result/*.csv)", choices=DI_LOGITS),),
         applies=modular_add_grid)
-def gradient_symmetricity(ckpt: "Checkpoint", ctx: "Context", samples: int) -> dict[str, float]:
+def distance_irrelevance(ckpt: "Checkpoint", ctx: "Context", logit: str) -> dict[str, float]:
+    out = clean_pass(ckpt, ctx)[2]
+    labels = ctx.task.labels
+    values = out[np.arange(out.shape[0]), labels] if logit == "correct" else top_incorrect_logits(out, labels)
+    return {"distance_irrelevance": distance_irrelevance_of(grid(values, ctx.task))}
+
+
+def embedding_gradients(model: Any, tokens: "torch.Tensor", classes: "torch.Tensor") -> tuple[np.ndarray, np.ndarray]:
+    """d logit_c / d (token embedding of a) and of b, per sample (``[S, d]`` each): the gradient of the
+    class-c logit at the answer with respect to ``hook_embed`` (the token embeddings before any position
+    embedding), read at the operands' positions ``[a, (op,) b, ...]``."""
     import torch
 
-    model = ckpt.model()
-    rng = np.random.default_rng(0)
-    idx = rng.choice(ctx.task.n_samples, size=min(samples, ctx.task.n_samples), replace=False)
-    c = torch.as_tensor(rng.integers(0, ctx.task.n_classes, size=idx.shape[0]), device=ctx.device)
-    x = ctx.model_inputs(model)[torch.as_tensor(idx, device=ctx.device)]
     grads: dict[str, torch.Tensor] = {}
 
     def keep(act: torch.Tensor, hook: Any) -> torch.Tensor:
@@ -65,10 +72,27 @@ def gradient_symmetricity(ckpt: "Checkpoint", ctx: "Context", samples: int) -> d
         return act
 
     with model.hooks(fwd_hooks=[("hook_embed", keep)]):
-        out = model.answer(x)
-        out[torch.arange(out.shape[0]), c].sum().backward()
+        out = model.answer(tokens)
+        out[torch.arange(out.shape[0]), classes].sum().backward()
     g = grads["embed"].grad.double().cpu().numpy()  # [S, pos, d]
     model.zero_grad(set_to_none=True)
     pos_b = 2 if getattr(model, "op_token", None) is not None else 1  # tokens [a, (op,) b, =]
-    return {"gradient_symmetricity": gradient_symmetricity_of(g[:, 0].reshape(len(idx), -1),
-                                                              g[:, pos_b].reshape(len(idx), -1))}
+    n = g.shape[0]
+    return g[:, 0].reshape(n, -1), g[:, pos_b].reshape(n, -1)
+
+
+@metric("gradient_symmetricity", "Zhong et al.'s gradient symmetricity: cosine similarity of d logit_c / d E_a "
+        "and d logit_c / d E_b over sampled (a, b, c)", needs=("forward",),
+        params=(Param("samples", int, 256, "number of sampled (a, b, c) triples", check=positive_int),
+                Param("sampling", str, "probe", "'probe' (distinct pairs, numpy seed 0) or 'zhong' (their "
+                      "notebook's: all (a, b, c) shuffled by Python's random.Random(42); they keep 100)",
+                      choices=SYMMETRICITY_SAMPLING)),
+        applies=modular_add_grid)
+def gradient_symmetricity(ckpt: "Checkpoint", ctx: "Context", samples: int, sampling: str) -> dict[str, float]:
+    import torch
+
+    model = ckpt.model()
+    idx, c = symmetricity_triples(ctx.task.inputs, int(ctx.task.modulus or 0), ctx.task.n_classes, samples, sampling)
+    x = ctx.model_inputs(model)[torch.as_tensor(idx, device=ctx.device)]
+    g_a, g_b = embedding_gradients(model, x, torch.as_tensor(c, device=ctx.device))
+    return {"gradient_symmetricity": gradient_symmetricity_of(g_a, g_b)}

@@ -33,7 +33,7 @@ def test_record(rec):
     for row in rec.setting:
         assert row.setting and row.authors and row.probe, (rec.name, row)
         # a file of the authors' repository, or, where they released no code, the paper's section
-        assert (row.authors_file.endswith((".py", ".ipynb", ".txt", ".md", ".sh"))
+        assert (row.authors_file.endswith((".py", ".ipynb", ".txt", ".md", ".sh", ".csv"))
                 or row.authors_file.startswith("arXiv ") and rec.artefact.repository.startswith("arxiv.org/")), \
             (rec.name, row)
     specs = {name: parse_spec(sc.spec) for name, sc in rec.scales.items()}  # both scales are sweep specs
