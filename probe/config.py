@@ -443,6 +443,22 @@ class ConstraintConfig:
 
 
 @dataclass(frozen=True)
+class L1Config:
+    """An L1 penalty ``coef * mean(|W|)`` added to the loss for the tensors matching ``tensors`` (their
+    entries together; none given: the model's symbol embedding, ``model.embed_param``), as Liu et al.'s
+    S3 phase diagram does for the embeddings (grokking-squared ``phase_diagram_plot``'s S3 notebook:
+    ``loss = mse + lamb * mean(|embeddings|)``, lamb 1e-3). The trainer applies it as a gradient
+    (``probe.train.interventions``)."""
+
+    coef: float = 0.0
+    tensors: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check(isinstance(self.coef, (int, float)) and not isinstance(self.coef, bool)
+               and 0.0 <= self.coef < float("inf"), "l1.coef", self.coef, "must be a finite number >= 0")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a run. ``seed`` seeds the model and batches; ``split_seed`` the split."""
 
@@ -494,6 +510,7 @@ class TrainConfig:
     stop: StopConfig = field(default_factory=StopConfig)
     grokfast: GrokfastConfig = field(default_factory=GrokfastConfig)
     constraint: ConstraintConfig = field(default_factory=ConstraintConfig)
+    l1: L1Config = field(default=L1Config(), metadata=ADDED)
     #: the sections extensions registered (:func:`register_section`), as ``(name, config)`` pairs: only
     #: those set away from their defaults, in registration order; read them with :meth:`section`
     extensions: tuple[tuple[str, Any], ...] = ()
@@ -763,6 +780,9 @@ def _constraint(cfg: TrainConfig) -> str:
 
 training_option("grokfast", lambda cfg: cfg.grokfast.filter != "none", _grokfast)
 training_option("constraint", lambda cfg: cfg.constraint.active, _constraint)
+training_option("l1", lambda cfg: cfg.l1.coef > 0,
+                lambda cfg: f"L1 penalty {cfg.l1.coef:g} x mean|W| on "
+                f"{','.join(cfg.l1.tensors) if cfg.l1.tensors else 'the embeddings'}")
 training_option("softmax", lambda cfg: cfg.softmax != "softmax" or cfg.softmax_dtype != "float64",
                 lambda cfg: f"{cfg.softmax} cross-entropy in {cfg.softmax_dtype}")
 training_option("orthogonal_grad", lambda cfg: cfg.orthogonal_grad, lambda cfg: "orthogonal gradients")

@@ -31,6 +31,7 @@ from probe.runfile import ResumeState, RunWriter, run_file_path
 from probe.schedules import make_schedule
 from probe.tasks import Task
 from probe.train.steps import CommitClock, StepRecorder, committed_history
+from probe.train.interventions import build_stacked, refused_by_ensembles
 
 #: config keys whose values may differ between members of one ensemble
 VECTOR_KEYS: tuple[str, ...] = ("lr", "weight_decay", "embed_lr", "embed_weight_decay", "model.init_scale", "seed",
@@ -57,7 +58,7 @@ def _cannot_join(cfg: TrainConfig) -> str | None:
         return f"optimizer {cfg.optimizer} does not vectorise (adamw and adam do)"
     if getattr(cfg.model, "dropout", 0.0):
         return "dropout does not vectorise"
-    knobs = cfg.interventions()
+    knobs = refused_by_ensembles(cfg)
     if knobs:
         return f"{'; '.join(knobs)}: applied by the one-run trainer only"
     return None
@@ -209,6 +210,11 @@ class Ensemble:
         self.exp_avg_sq = {k: torch.zeros_like(v) for k, v in self.params.items()}
         self.adam_steps = 0
         self._index()
+        self.stacked = build_stacked(self.configs[0], self._named(), str(self.device))
+
+    def _named(self) -> list[tuple[str, Any]]:
+        """The stacked parameters under the model's names."""
+        return [(n, self.params[f"m.{n}"]) for n in self.names]
 
     # the batched model ------------------------------------------------------------------------------
     def _train_losses(self) -> Any:
@@ -434,6 +440,8 @@ class Ensemble:
                 loss.sum().backward()
                 if done:  # finished members leave the stack (their gradients go with them)
                     self._keep([j for j, i in enumerate(self.alive) if i not in done])
+                for part in self.stacked:  # the vectorising interventions, on the gradients
+                    part.apply_stacked(self._named())
                 self._adam_step(self.members[0].lr_factor(step))
                 step += 1
                 bar.update(1)

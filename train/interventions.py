@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, TypeVar
 
 import numpy as np
 
-from probe.config import (SECTIONS, TRAINING_OPTIONS, ConstraintConfig, GrokfastConfig, TrainConfig,
+from probe.config import (SECTIONS, TRAINING_OPTIONS, ConstraintConfig, GrokfastConfig, L1Config, TrainConfig,
                           register_section, training_option)
 from probe.errors import ProbeError
 from probe.registry import Registry
@@ -48,6 +48,9 @@ class Intervention:
     name: ClassVar[str] = ""
     stage: ClassVar[Stage] = "grad"
     config: ClassVar[type | None] = None  # its config section's dataclass (the section is named after it)
+    #: True: it also acts on a vectorised ensemble's stacked parameters (:meth:`apply_stacked`), so runs
+    #: using it still train together; False: the ensemble refuses such runs
+    vectorises: ClassVar[bool] = False
 
     def __init__(self, cfg: TrainConfig, named: Named, device: str) -> None:
         """Built by :meth:`build` for a run of ``cfg`` starting from the weights ``named``."""
@@ -70,6 +73,11 @@ class Intervention:
 
     def apply(self, named: Named) -> None:
         """Act at the stage: on the ``.grad`` of ``named`` (``grad``) or on the weights (``post``)."""
+        raise NotImplementedError
+
+    def apply_stacked(self, named: Named) -> None:
+        """Act at the stage on a vectorised ensemble's parameters, each stacked along a leading member
+        axis (only where :attr:`vectorises`; built from one member's config and stacked weights)."""
         raise NotImplementedError
 
     def state_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -118,6 +126,19 @@ def intervention(name: str, stage: Stage, config: type | None = None) -> Callabl
         return INTERVENTIONS.add(name, cls)
 
     return wrap
+
+
+def refused_by_ensembles(cfg: TrainConfig) -> list[str]:
+    """The descriptions of the training options ``cfg`` turns on that a vectorised ensemble cannot
+    apply: every active option but the interventions that vectorise."""
+    return [opt.describe(cfg) for name, opt in TRAINING_OPTIONS.items() if opt.active(cfg)
+            and not (name in INTERVENTIONS and INTERVENTIONS.get(name).vectorises)]
+
+
+def build_stacked(cfg: TrainConfig, named: Named, device: str) -> list[Intervention]:
+    """The vectorising interventions ``cfg`` turns on, for an ensemble's stacked parameters ``named``
+    (every member shares the config's intervention settings)."""
+    return [cls(cfg, named, device) for _, cls in INTERVENTIONS.items() if cls.vectorises and cls.active(cfg)]
 
 
 def build_interventions(cfg: TrainConfig, named: Named, device: str) -> list[Intervention]:
@@ -313,6 +334,41 @@ class NormConstraint(Intervention):
             with torch.no_grad():
                 for t in tensors:
                     t.mul_(self.target / norm)
+
+
+@intervention("l1", stage="grad", config=L1Config)
+class L1Penalty(Intervention):
+    """The gradient of ``coef * mean(|W|)`` over the chosen tensors' entries, ``coef * sign(W) / n``,
+    added to their gradients before the optimizer step: the same update as the penalty in the loss
+    (the gradient of a sum is the sum of the gradients; sign(0) = 0 as torch's abs). No state; it
+    vectorises (each member's own mean)."""
+
+    vectorises = True
+
+    def __init__(self, cfg: TrainConfig, named: Named, device: str) -> None:
+        patterns = cfg.l1.tensors or ((cfg.model.embed_param,) if cfg.model.embed_param else ())
+        self.names = [n for n, _ in named if any(fnmatch.fnmatchcase(n, pat) for pat in patterns)]
+        if not self.names:
+            raise ProbeError(f"l1.tensors={list(patterns)} matches no parameter "
+                             f"(parameters: {', '.join(n for n, _ in named)})")
+        self.coef = float(cfg.l1.coef)
+
+    def _add(self, named: Named, members: int) -> None:
+        import torch
+
+        chosen = dict(named)
+        tensors = [chosen[n] for n in self.names]
+        scale = self.coef * members / sum(int(t.numel()) for t in tensors)  # coef / (entries per member)
+        with torch.no_grad():
+            for t in tensors:
+                if t.grad is not None:
+                    t.grad.add_(torch.sign(t), alpha=scale)
+
+    def apply(self, named: Named) -> None:
+        self._add(named, 1)
+
+    def apply_stacked(self, named: Named) -> None:
+        self._add(named, int(named[0][1].shape[0]))
 
 
 def total_norm(tensors: list[Any]) -> float:

@@ -115,6 +115,7 @@ def test_float32_softmax_collapses_where_float64_does_not():
     {"grokfast.filter": "ma", "grokfast.window": "7"},
     {"constraint.relative": "1.0", "orthogonal_grad": "true"},
     {"softmax": "stablemax", "softmax_dtype": "float32"},
+    {"l1.coef": "1e-3"},
 ])
 def test_interrupted_run_with_interventions_resumes_bit_identical(tmp_path, sets, train_interrupted):
     cfg = load_config("kitouni-mlp", overrides={**MLP, **sets})
@@ -244,6 +245,68 @@ def test_interventions_keep_runs_out_of_the_vectorised_ensemble():
         cfg = load_config("kitouni-mlp", overrides={**MLP, **sets})
         assert group_key(cfg) is None
         assert "one-run trainer" in why_not([cfg, cfg])
+
+
+def test_l1_penalty_adds_the_gradient_of_the_mean_absolute_value():
+    """l1: coef * mean|W| over the chosen tensors' entries (default the embedding), its gradient added
+    to theirs; on stacked ensemble parameters each member gets its own mean's gradient."""
+    import torch
+
+    from probe.train.interventions import L1Penalty
+
+    cfg = load_config("liu-toy-s3", overrides={"l1.coef": "0.5"})
+    w = torch.tensor([[1.5, -2.0, 0.0], [0.25, -0.5, 3.0]], requires_grad=True)
+    other = torch.ones(4, requires_grad=True)
+    named = [("embed.W_E", w), ("decoder.0.W", other)]
+    (0.5 * w.abs().mean() + (w ** 2).sum() + other.sum()).backward()
+    expected = w.grad.clone()
+    w.grad = (2 * w).detach().clone()  # the same gradient without the penalty
+    other.grad = torch.ones(4)
+    part = L1Penalty(cfg, named, "cpu")
+    part.apply(named)
+    torch.testing.assert_close(w.grad, expected)
+    assert torch.equal(other.grad, torch.ones(4))
+    stacked = torch.stack([w.detach(), -w.detach()]).requires_grad_(True)
+    stacked.grad = torch.zeros_like(stacked)
+    part.apply_stacked([("embed.W_E", stacked)])
+    torch.testing.assert_close(stacked.grad[0], 0.5 * torch.sign(w.detach()) / 6)
+    torch.testing.assert_close(stacked.grad[1], -0.5 * torch.sign(w.detach()) / 6)
+    assert L1Penalty(load_config("liu-toy-s3", overrides={"l1.coef": "1", "l1.tensors": "decoder.*"}),
+                     named, "cpu").names == ["decoder.0.W"]
+
+
+def test_l1_penalty_is_off_by_default_stored_only_when_set_and_refuses_bad_values():
+    plain = load_config("liu-toy-s3")
+    assert "l1" not in plain.to_dict() and plain.interventions() == []
+    cfg = load_config("liu-toy-s3", overrides={"l1.coef": "1e-3"})
+    assert cfg.to_dict()["l1"] == {"coef": 1e-3, "tensors": []}
+    assert cfg.interventions() == ["L1 penalty 0.001 x mean|W| on the embeddings"]
+    assert type(cfg).from_dict(cfg.to_dict()) == cfg
+    for bad in ("-1", "inf", "nan"):
+        with pytest.raises(ProbeError, match="l1.coef"):
+            load_config("liu-toy-s3", overrides={"l1.coef": bad})
+
+
+def test_l1_runs_still_train_in_a_vectorised_ensemble_and_match_one_by_one(tmp_path):
+    """The penalty vectorises: members with it train together and end as the one-run trainer's runs."""
+    from probe.train.ensemble import train_ensemble, why_not
+
+    base = {"steps": "60", "checkpoint.schedule": "every", "checkpoint.every": "20", "checkpoint.metrics_every": "10",
+            "l1.coef": "0.05"}
+    configs = [load_config("liu-toy-s3", overrides={**base, "lr": lr, "seed": seed})
+               for lr, seed in (("1e-3", "0"), ("3e-4", "1"))]
+    assert why_not(configs) is None
+    train_ensemble(configs, [tmp_path / "e0", tmp_path / "e1"], progress=False)
+    for i, cfg in enumerate(configs):
+        train(cfg, tmp_path / f"one{i}", progress=False)
+        with probe.load_run(tmp_path / f"e{i}") as a, probe.load_run(tmp_path / f"one{i}") as b:
+            for name in a.tensor_names:
+                np.testing.assert_allclose(a.series(name), b.series(name), rtol=1e-4, atol=1e-6, err_msg=name)
+    off = load_config("liu-toy-s3", overrides={**base, "l1.coef": "0"})
+    with probe.load_run(tmp_path / "one0") as a:
+        train(off, tmp_path / "off", progress=False)
+        with probe.load_run(tmp_path / "off") as b:
+            assert not np.array_equal(a.series("embed.W_E")[-1], b.series("embed.W_E")[-1])
 
 
 def test_init_alpha_scales_the_weight_matrices(tmp_path):
