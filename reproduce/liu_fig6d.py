@@ -77,10 +77,11 @@ GRID = lp.ReleasedGrid(DATA_FILE, "lr", "weight_decay", "learning rate (decoder)
                        AUTHORS_LRS, AUTHORS_WDS, AUTHORS_TRAIN, AUTHORS_TEST, BUDGET)
 
 INIT_SCALE = 0.1  # the notebook's init_scale (the preset's is 1)
+L1_COEF = 1e-3  # the notebook's lamb: loss = mse + lamb * mean(|embeddings|)
 
 SPEC_TEMPLATE = (
     "preset: liu-toy-s3\n"
-    "set: {{steps: {steps}, model.init_scale: {init!r}, stop.after_generalization: 200, "
+    "set: {{steps: {steps}, model.init_scale: {init!r}, l1.coef: {l1!r}, stop.after_generalization: 200, "
     "stop.threshold: {threshold!r}, checkpoint.schedule: geometric, checkpoint.count: {count}, "
     "checkpoint.metrics_every: {every}{extra}}}\n"
     "{axes}"
@@ -91,8 +92,8 @@ def _spec(lrs: list[float], wds: list[float], steps: int, every: int, count: int
           zipped: bool = False) -> str:
     """A sweep over decoder lr x weight decay (``zipped``: the listed (lr, wd) pairs only)."""
     axes = (f"{'zip' if zipped else 'grid'}:\n  lr: {lp.yaml_list(lrs)}\n  weight_decay: {lp.yaml_list(wds)}\n")
-    return SPEC_TEMPLATE.format(steps=steps, init=INIT_SCALE, threshold=lp.THRESHOLD, count=count, every=every,
-                                extra=extra, axes=axes)
+    return SPEC_TEMPLATE.format(steps=steps, init=INIT_SCALE, l1=L1_COEF, threshold=lp.THRESHOLD, count=count,
+                                every=every, extra=extra, axes=axes)
 
 
 #: the quick cells, (lr index, wd index): away from the released grid's phase boundaries
@@ -115,8 +116,8 @@ SETTING = (
     Setting("init", "embeddings (rand - 1/2) * init_scale with init_scale = 0.1; decoder torch nn.Linear default",
             TRAIN_SCRIPT, "model.init_scale 0.1: U(-0.05, 0.05), the same distribution"),
     Setting("loss", "mean squared error + lamb * mean(|embeddings|), lamb = 1e-3", TRAIN_SCRIPT,
-            "mean squared error only", "probe has no L1 penalty on the embeddings; at 1e-3 it adds about "
-            "2e-5 to each embedding gradient, and it matters only once the squared error is near zero"),
+            "mean squared error, and l1.coef 1e-3: the penalty's gradient 1e-3 sign(E) / 54 added to the "
+            "embeddings' (the same update)"),
     Setting("optimizer", "AdamW embeddings lr 1e-3 wd 0 (wd1 = 0); AdamW decoder lr eta2, weight decay wd2, "
             "betas (0.9, 0.999)", TRAIN_SCRIPT,
             "adamw, embed_lr 1e-3, embed_weight_decay 0, lr = decoder lr, weight_decay = decoder weight decay"),
