@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from probe.analyses import plots
-from probe.analyses.runner import compute
 from probe.errors import ProbeError
 from probe.registry import Registry
 
@@ -50,6 +49,14 @@ class Figure:
 
 
 FIGURES: Registry[Figure] = Registry("figure")
+
+
+def compute(*args: Any, **kwargs: Any) -> "pd.DataFrame":
+    """:func:`probe.analyses.runner.compute`, imported when a figure is drawn (the command line lists the
+    figures without loading the runner, h5py or the run API)."""
+    from probe.analyses.runner import compute as run
+
+    return run(*args, **kwargs)
 
 
 def figure(name: str, description: str, overlay: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

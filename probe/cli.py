@@ -35,10 +35,26 @@ class _Parser(argparse.ArgumentParser):
         raise ProbeError(f"{message} (see '{self.prog} --help')")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from probe.analyses.figures import FIGURES
-    from probe.analyses.registry import all_metrics, all_params
-    from probe.analyses.sweeps import SWEEP_FIGURES
+#: the commands whose options come from the registries (metric parameters, figures): the parser loads the
+#: registries, and with them numpy, only to build these
+REGISTRY_COMMANDS = ("analyze", "export", "plot")
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The subcommand an argument list names (its first word that is not an option), if any."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command-line parser. The options of the registry commands (``REGISTRY_COMMANDS``) are built
+    only for ``command`` (the one being parsed), so ``probe --help`` and every other command start
+    without importing the analyses, numpy or anything heavier."""
+    full = command in REGISTRY_COMMANDS
+
+    def all_metrics() -> list[Any]:
+        from probe.analyses.registry import all_metrics as metrics
+
+        return metrics() if full else []
 
     parser = _Parser(prog="probe", description="Train grokking runs into HDF5 checkpoint series and analyse them.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
@@ -100,13 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
     metric_help = "metric name (repeatable; see 'probe metrics')"
 
     def metric_options(q: argparse.ArgumentParser) -> None:
+        if not full:
+            return
+        from probe.analyses.registry import all_params
+
         g = q.add_argument_group("metric parameters (recorded with the result)")
         for prm in all_params().values():
             g.add_argument(f"--{prm.flag}", dest=f"param_{prm.name}", metavar=prm.type.__name__.upper(),
                            help=f"{prm.help} [default: {prm.default}]")
 
     p = sub.add_parser("analyze", help="compute metrics over a run's checkpoints (one row per step)",
-                       description=f"Metrics: {', '.join(m.name for m in all_metrics())}.")
+                       description=f"Metrics: {', '.join(m.name for m in all_metrics())}." if full else None)
     p.add_argument("run_dir")
     p.add_argument("--metric", action="append", required=True, metavar="NAME", help=metric_help)
     p.add_argument("--steps", default="all", help="all, first, last, START:STOP[:STRIDE] (steps, inclusive) or a list")
@@ -145,12 +165,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     metric_options(p)
 
-    figures = "; ".join(f"{name}: {fig.description}" for name, fig in FIGURES.items())
+    figure_names: list[str] | None = None
+    figures = ""
+    if full:
+        from probe.analyses.figures import FIGURES
+        from probe.analyses.sweeps import SWEEP_FIGURES
+
+        figures = "; ".join(f"{name}: {fig.description}" for name, fig in FIGURES.items())
+        figure_names = FIGURES.names() + SWEEP_FIGURES.names()
     p = sub.add_parser("plot", help="figures: a metric over time, PCA pictures and animation, Fourier norms, "
-                       "projection accuracy", description=f"Figures. {figures}.")
+                       "projection accuracy", description=f"Figures. {figures}." if full else None)
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="a run directory (several for the overlay "
                    "figures curves and norms), or a sweep directory for the sweep figures")
-    p.add_argument("--figure", default="metric", choices=FIGURES.names() + SWEEP_FIGURES.names())
+    p.add_argument("--figure", default="metric", choices=figure_names)
     p.add_argument("--x", help="sweep figures: the swept key on the x axis (data-fraction: train_fraction or "
                    "n_train, found by itself)")
     p.add_argument("--y", help="sweep figures: the swept key on the y axis")
@@ -217,8 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from probe.plugins import load_plugins
 
         load_plugins()  # extensions named in PROBE_PLUGINS register before any config or run is read
-        parser = build_parser()
-        args = parser.parse_args(argv)
+        arguments = list(sys.argv[1:] if argv is None else argv)
+        parser = build_parser(command_of(arguments))
+        args = parser.parse_args(arguments)
         if args.version:
             from probe import __version__
 

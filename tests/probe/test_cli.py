@@ -24,6 +24,23 @@ def test_help_is_fast_and_lists_commands():
     assert res.stdout.strip() == "False"
 
 
+HEAVY = ("torch", "h5py", "numpy", "pandas", "matplotlib")
+
+
+def test_building_the_parser_loads_nothing_heavy():
+    """``probe --help`` and every command but the registry ones build their parser without numpy and
+    heavier; the registry commands build theirs with the metric parameters and figures."""
+    code = ("import sys, probe.cli; probe.cli.build_parser(); probe.cli.build_parser('train'); "
+            "probe.cli.build_parser('sweep'); print(','.join(m for m in %r if m in sys.modules))" % (HEAVY,))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == ""
+    from probe.cli import REGISTRY_COMMANDS, build_parser
+
+    for command in REGISTRY_COMMANDS:
+        help_text = build_parser(command)._subparsers._group_actions[0].choices[command].format_help()
+        assert "--delta" in help_text or "--figure" in help_text, command
+
+
 def test_train_and_info(tmp_path, capsys):
     out_dir = tmp_path / "r"
     code, out, err = _run(capsys, "train", "--preset", "liu-toy-add", "--set", "steps=20", "--set", "model.decoder=8",
