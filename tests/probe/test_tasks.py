@@ -70,7 +70,7 @@ def test_group_csv_that_is_not_closed_is_an_error(tmp_path):
 
 
 def test_unknown_group_lists_shipped_tables():
-    with pytest.raises(ProbeError, match="shipped: A4, D4, Q8, S3"):
+    with pytest.raises(ProbeError, match="shipped: A4, D4, D59, D9, Q8, S3"):
         make_task("group", group="Z99")
 
 
