@@ -16,6 +16,7 @@ from probe.tasks import TASKS, Task, make_task
 if TYPE_CHECKING:
     import pandas as pd
 
+    from probe.analyses.circuits import CriticalSize
     from probe.run import Run
 
 def theory_task(name: str, p: int) -> tuple[Task, str]:
@@ -114,3 +115,115 @@ def effective_dynamics_table(run: "Run", time_scale: float | str = "fit") -> Eff
     df = pd.DataFrame({"step": steps[t_idx.ravel()], "t_eff": times[t_idx.ravel()], "symbol": k_idx.ravel(),
                        "dim": d_idx.ravel(), "predicted": pred.ravel(), "real": real.ravel()})
     return EffectiveDynamics(df, pred, real, float(scale), fit, float(rms), float(rms_unit))
+
+
+# --------------------------------------------------------------------------------------------------
+# Varma et al. 2023: circuit efficiencies and the critical dataset size (pure maths in
+# probe.analyses.circuits)
+# --------------------------------------------------------------------------------------------------
+#: runs whose final parameter norms differ by more than this share are not at one fixed norm
+NORM_TOLERANCE = 0.02
+MEMORISING, GENERALISING, NEITHER = "memorising", "generalising", "neither"
+
+
+@dataclass(frozen=True)
+class CriticalDatasetSize:
+    runs: "pd.DataFrame"  # one row per finished run: its circuit, size, seed, norm and logit scale
+    curves: "pd.DataFrame"  # size, seed, memorising, generalising (efficiencies; NaN where not measured)
+    estimate: "CriticalSize"
+    norm: float  # the parameter norm every run holds (median over the runs)
+    min_val_acc: float
+    notes: tuple[str, ...]
+
+
+def circuit_runs(sweep_dir: str, min_val_acc: float = 0.9) -> "pd.DataFrame":
+    """One row per finished run of a sweep: ``circuit`` (``memorising`` for shuffled labels,
+    ``generalising`` for the task's labels when the final validation accuracy is at least
+    ``min_val_acc``, else ``neither``), ``size`` (training pairs), ``seed``, the total parameter
+    ``norm`` and the ``logit_scale`` on the training samples at the last checkpoint (the circuit's
+    efficiency at that norm, :mod:`probe.analyses.circuits`), the top-other ``margin`` beside it, and
+    the final accuracies."""
+    import pandas as pd
+    import torch
+
+    from probe.analyses.circuits import logit_scale
+    from probe.analyses.dynamics import logit_margins
+    from probe.sweep import load_sweep, state_of
+
+    if isinstance(min_val_acc, bool) or not isinstance(min_val_acc, (int, float)) or not 0 < min_val_acc <= 1:
+        raise ProbeError(f"must be a number in (0, 1], got {min_val_acc!r}", param="min_val_acc")
+    sweep = load_sweep(sweep_dir)
+    rows = []
+    for name in sweep.names:
+        if state_of(sweep.root, name)[0] != "done":
+            continue
+        with sweep.run(name) as run:
+            cfg = run.config
+            if cfg.model.objective != "cross_entropy":
+                raise ProbeError(f"run {name} trains with {cfg.model.objective}; circuit efficiency is defined on "
+                                 "the logits of a cross-entropy classifier")
+            params = run.params("last")
+            norm = float(np.sqrt(sum(float((v.double() ** 2).sum()) for v in params.values())))
+            x, y = run.dataset("train")
+            with torch.no_grad():
+                z = run.model("last").answer(x).double().cpu().numpy()
+            labels = y.cpu().numpy()
+            m = run.metrics
+            val = float(m["val_acc"].iloc[-1])
+            if cfg.labels == "shuffled":
+                circuit = MEMORISING
+            else:
+                circuit = GENERALISING if val >= min_val_acc else NEITHER
+            rows.append({"run": name, "circuit": circuit, "labels": cfg.labels, "size": int(run.split.sizes[0]),
+                         "seed": int(cfg.seed), "norm": norm, "logit_scale": logit_scale(z, labels),
+                         "margin": float(logit_margins(z, labels)[0].mean()),
+                         "train_acc": float(m["train_acc"].iloc[-1]), "val_acc": val,
+                         "step": int(run.steps[-1])})
+    cols = ["run", "circuit", "labels", "size", "seed", "norm", "logit_scale", "margin", "train_acc", "val_acc", "step"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def critical_dataset_size_table(sweep_dir: str, min_val_acc: float = 0.9) -> CriticalDatasetSize:
+    """Varma et al.'s critical dataset size from a sweep of memorising (``labels=shuffled``) and
+    generalising (the task's labels) networks trained at several sizes and seeds, every one at the
+    same parameter norm (``constraint.norm``): each circuit's efficiency per size and seed (median
+    over runs of that point) and D_crit where they cross (:func:`probe.analyses.circuits.critical_size`).
+    Raises :class:`ProbeError` (one line) for a sweep that cannot give one: no finished runs, runs at
+    different norms, too few sizes or seeds."""
+    from probe.analyses.circuits import critical_size
+
+    runs = circuit_runs(sweep_dir, min_val_acc)
+    if not len(runs):
+        raise ProbeError(f"{sweep_dir} has no finished runs")
+    norm = float(runs["norm"].median())
+    off = runs[(runs["norm"] - norm).abs() > NORM_TOLERANCE * norm]
+    if len(off):
+        raise ProbeError(f"the runs end at parameter norms {runs['norm'].min():.4g}-{runs['norm'].max():.4g}, not one "
+                         f"fixed norm (e.g. {off['run'].iloc[0]}): circuit efficiency compares logit scales at one "
+                         "norm, so train every run with the same constraint.norm")
+    curves = circuit_curves(runs)
+    mem = curves.pivot(index="seed", columns="size", values=MEMORISING)
+    gen = curves.pivot(index="seed", columns="size", values=GENERALISING).reindex_like(mem)
+    est = critical_size(mem.columns.to_numpy(), mem.to_numpy(), gen.to_numpy(), tuple(mem.index))
+    notes = []
+    neither = runs[runs["circuit"] == NEITHER]
+    if len(neither):
+        notes.append(f"{len(neither)} run(s) on the task's labels did not generalise (final validation accuracy below "
+                     f"{min_val_acc:g}) and count for neither circuit: sizes "
+                     + ", ".join(str(s) for s in sorted(set(neither["size"]))))
+    return CriticalDatasetSize(runs, curves, est, norm, float(min_val_acc), tuple(notes))
+
+
+def circuit_curves(runs: "pd.DataFrame") -> "pd.DataFrame":
+    """Each circuit's efficiency per (size, seed) from :func:`circuit_runs`' table: the median logit
+    scale of that point's runs, NaN where none was measured (``neither`` runs left out)."""
+    import pandas as pd
+
+    keep = runs[runs["circuit"] != NEITHER]
+    med = keep.groupby(["size", "seed", "circuit"])["logit_scale"].median().unstack("circuit")
+    for col in (MEMORISING, GENERALISING):
+        if col not in med.columns:
+            med[col] = np.nan
+    grid = pd.MultiIndex.from_product([sorted(set(runs["size"])), sorted(set(runs["seed"]))], names=["size", "seed"])
+    med = med.reindex(grid)
+    return med[[MEMORISING, GENERALISING]].reset_index()

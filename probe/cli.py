@@ -222,6 +222,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     t.add_argument("--format", default="table", choices=("table", "csv", "json"))
     t.add_argument("--out")
     t.add_argument("--no-progress", action="store_true")
+    t = tsub.add_parser("critical-dataset-size", help="Varma et al.'s critical dataset size: where the memorising "
+                        "circuit's efficiency falls to the generalising one's, from a sweep of runs on shuffled and "
+                        "on the task's labels at several sizes and seeds, all at one constraint.norm")
+    t.add_argument("sweep_dir")
+    t.add_argument("--min-val-acc", type=float, default=0.9, help="a run on the task's labels counts as a "
+                   "generalising network from this final validation accuracy (default 0.9)")
+    t.add_argument("--format", default="table", choices=("table", "csv", "json"))
+    t.add_argument("--out", help="write the efficiency table (size, seed, memorising, generalising) to this file")
     t = tsub.add_parser("effective-dynamics", help="integrate the effective loss from a run's initial embeddings "
                         "and compare with its real trajectory (Liu Fig. 4c/d)")
     t.add_argument("run_dir")
@@ -653,7 +661,24 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 @command("theory")
 def cmd_theory(args: argparse.Namespace) -> int:
     if args.theory_command is None:
-        raise ProbeError("give a theory command: critical-fraction or effective-dynamics")
+        raise ProbeError("give a theory command: critical-fraction, critical-dataset-size or effective-dynamics")
+    if args.theory_command == "critical-dataset-size":
+        from probe.analyses.export import check_writable, write_table
+        from probe.analyses.theory import critical_dataset_size_table
+
+        if args.out:
+            check_writable(args.out)
+        res = critical_dataset_size_table(args.sweep_dir, args.min_val_acc)  # refuses before anything is written
+        counts = res.runs["circuit"].value_counts()
+        print(f"# {args.sweep_dir}: {counts.get('memorising', 0)} memorising and {counts.get('generalising', 0)} "
+              f"generalising runs at parameter norm {res.norm:.4g}; efficiency = logit scale (correct logit minus "
+              "the mean of the others) at that norm", file=sys.stderr)
+        for note in res.notes:
+            print(f"probe: note: {note}", file=sys.stderr)
+        _emit(write_table(res.curves, args.format, args.out))
+        print(f"critical dataset size: {res.estimate.describe()}",
+              file=sys.stderr if args.format != "table" and not args.out else sys.stdout)
+        return 0
     if args.theory_command == "critical-fraction":
         from probe.analyses.export import write_table
         from probe.analyses.theory import critical_fraction_table

@@ -19,7 +19,7 @@ from typing import Any, Callable, ClassVar, Literal, Union
 from probe.errors import ProbeError, valid
 from probe.registry import Registry
 from probe.schedules import SCHEDULES
-from probe.tasks import MAX_SYMBOLS, TASKS
+from probe.tasks import MAX_SYMBOLS, TASKS, check_labels
 
 Objective = Literal["cross_entropy", "mse_targets", "mse_onehot"]
 
@@ -502,6 +502,10 @@ class TrainConfig:
     orthogonal_grad: bool = False
     #: keep this fraction of the training split (a fixed subset chosen with split_seed; validation unchanged)
     train_subset: float | None = None
+    #: ``task``: the task's own labels; ``shuffled``: a fixed random permutation of them (drawn with
+    #: ``label_seed``, stored in the run's task), random labels only memorisation can fit (Varma et al.)
+    labels: Literal["task", "shuffled"] = field(default="task", metadata=ADDED)
+    label_seed: int = field(default=0, metadata=ADDED)
     #: Omnigrok's alpha: every weight matrix (tensors of two or more dimensions) is multiplied by it at
     #: initialisation, after the model's own initialisation (the digits model's model.init_alpha comes first)
     init_alpha: float = 1.0
@@ -519,6 +523,11 @@ class TrainConfig:
         _check(self.task in TASKS, "task", self.task, f"unknown task{valid(TASKS.names())}")
         _check(self.p is None or 2 <= self.p <= MAX_SYMBOLS, "p", self.p, f"must be in 2..{MAX_SYMBOLS}")
         TASKS.get(self.task).check(p=self.p, n=self.n)  # e.g. a prime p for division, before anything is built
+        try:
+            check_labels(self.task, self.labels, self.label_seed)
+        except ProbeError as exc:
+            key = exc.param or "labels"
+            raise ProbeError(f"invalid config value {key}={getattr(self, key)!r}: {exc.message}") from None
         for name in ("seed", "split_seed"):
             value = getattr(self, name)
             _check(0 <= value < SEED_LIMIT, name, value, f"must be in 0..{SEED_LIMIT - 1}")
@@ -585,7 +594,8 @@ class TrainConfig:
 
     @property
     def task_params(self) -> dict[str, Any]:
-        return {"name": self.task, "p": self.p, "n": self.n, "group": self.group, "ordered": self.ordered}
+        return {"name": self.task, "p": self.p, "n": self.n, "group": self.group, "ordered": self.ordered,
+                "labels": self.labels, "label_seed": self.label_seed}
 
     @property
     def resolved_embed_lr(self) -> float:

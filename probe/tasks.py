@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from probe.errors import ProbeError
+from probe.errors import ProbeError, valid
 from probe.registry import Registry
 
 
@@ -375,17 +375,58 @@ def _build_digits(**_: Any) -> Task:
 TASKS.add("digits", TaskKind("digits", "scikit-learn's bundled 8x8 digits (Omnigrok-style MLP)", _build_digits))
 
 
+#: how a task's samples are labelled: ``task``, by the task itself; ``shuffled``, by a fixed random permutation
+#: of the task's own labels (the same inputs and class counts, no structure left to generalise: Varma
+#: et al. 2023 train on random labels so that only a memorising circuit can fit the data)
+LABELS = ("task", "shuffled")
+#: tasks whose labels may be shuffled: every task rebuilt from its spec alone (a group or table task
+#: stores its own table, which must stay the group's)
+_NO_SHUFFLE = ("group", "table")
+
+
+def check_labels(name: str, labels: str, label_seed: int) -> None:
+    """Refuse a labelling the task cannot take, building nothing (configs call it)."""
+    if labels not in LABELS:
+        raise ProbeError(f"unknown labels {labels!r}{valid(LABELS)}", param="labels")
+    if labels == "shuffled" and name in _NO_SHUFFLE:
+        raise ProbeError(f"labels=shuffled is not offered for task {name!r}, which stores its own operation "
+                         "table", param="labels")
+    if isinstance(label_seed, bool) or not isinstance(label_seed, int) or not 0 <= label_seed < 2**32:
+        raise ProbeError(f"label_seed must be an integer in 0..{2**32 - 1}, got {label_seed!r}", param="label_seed")
+    if labels == "task" and label_seed != 0:
+        raise ProbeError("label_seed applies to labels=shuffled only", param="label_seed")
+
+
+def shuffled_labels(task: Task, label_seed: int) -> Task:
+    """``task`` with its labels permuted by ``numpy.random.default_rng([label_seed, 2])`` (the class
+    counts kept). The table, where the task has one, holds the shuffled labels, so analyses read what
+    the run trained on; the result is neither cyclic (``modulus`` None: no Fourier analysis) nor
+    commutative. Its spec records ``labels`` and ``label_seed``, from which it is rebuilt."""
+    perm = np.random.default_rng([label_seed, 2]).permutation(task.n_samples)
+    labels = task.labels[perm].astype(np.int64)
+    table = None
+    if task.table is not None:
+        table = np.full_like(task.table, -1)
+        table[task.inputs[:, 0], task.inputs[:, 1]] = labels
+    spec = {**task.spec, "labels": "shuffled", "label_seed": int(label_seed)}
+    return Task(spec=spec, inputs=task.inputs, labels=labels, n_symbols=task.n_symbols, n_classes=task.n_classes,
+                symbols=task.symbols, commutative=False, modulus=None, table=table)
+
+
 def make_task(name: str, p: int | None = None, n: int | None = None, group: str | None = None,
               ordered: bool | None = None, table: np.ndarray | None = None,
-              symbols: tuple[str, ...] | None = None) -> Task:
+              symbols: tuple[str, ...] | None = None, labels: str = "task", label_seed: int = 0) -> Task:
     """Build a task from its parameters; invalid combinations raise :class:`ProbeError`.
 
     ``ordered``: all ordered pairs (a, b), or for commutative tasks only a <= b (Liu et al.'s
     convention for non-modular addition). ``None`` takes the task's default: unordered for
     ``nonmod-add``, ordered otherwise. ``table``/``symbols``: a stored operation table for the
-    ``group`` and ``table`` tasks (instead of reading ``group``'s CSV file).
+    ``group`` and ``table`` tasks (instead of reading ``group``'s CSV file). ``labels="shuffled"``:
+    the task's labels permuted with ``label_seed`` (:func:`shuffled_labels`).
     """
-    return TASKS.get(name).build(p=p, n=n, group=group, ordered=ordered, table=table, symbols=symbols)
+    check_labels(name, labels, label_seed)
+    task = TASKS.get(name).build(p=p, n=n, group=group, ordered=ordered, table=table, symbols=symbols)
+    return shuffled_labels(task, label_seed) if labels == "shuffled" else task
 
 
 def task_from_spec(spec: dict[str, Any], table: np.ndarray | None = None,
@@ -411,7 +452,10 @@ def task_from_spec(spec: dict[str, Any], table: np.ndarray | None = None,
         raise ProbeError("the stored task has a non-boolean 'ordered'")
     if kw["group"] is not None and not isinstance(kw["group"], str):
         raise ProbeError("the stored task has a non-string 'group'")
-    return make_task(name, table=table, symbols=symbols, **kw)
+    labels, label_seed = spec.get("labels", "task"), spec.get("label_seed", 0)
+    if not isinstance(labels, str) or isinstance(label_seed, bool) or not isinstance(label_seed, int):
+        raise ProbeError("the stored task has a non-string 'labels' or a non-integer 'label_seed'")
+    return make_task(name, table=table, symbols=symbols, labels=labels, label_seed=label_seed, **kw)
 
 
 @dataclass(frozen=True, eq=False)
