@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from probe.reproduce import varma_dcrit as dcrit
 from probe.reproduce.registry import (Analysis, Artefact, Reproduction, Row, Scale, Setting, Stage,
                                       reproduction)
 
@@ -39,6 +40,11 @@ A2 = f"{PAPER} App. A.2"
 SEC4 = f"{PAPER} Sec. 4 (Ungrokking) and Sec. 5"
 APP_A = f"{PAPER} App. A"
 STAGE = "ungrok"
+DCRIT_STAGE = "dcrit"  # memorising and generalising networks in the same setting, for D_crit
+#: the quick D_crit stage: Kitouni's MLP with its norm held at about the quick parents' (35), memorising
+#: networks at four sizes and generalising ones on all 1,685 pairs, 2 seeds
+QUICK_DCRIT = ("preset: kitouni-mlp-comprehension\nset: {weight_decay: 0.0, steps: 300, constraint.norm: 35.0, "
+               "checkpoint.schedule: every, checkpoint.every: 300, checkpoint.metrics_every: 50}")
 P = 113
 FULL = P * P  # 12,769 pairs
 #: Fig. 7's sizes: 7 geometrically spaced dataset sizes in [390, 1494]
@@ -240,10 +246,12 @@ def analyse(sweep_dir: str, scale: str) -> Analysis:
                         + " (medians: " + ", ".join(f"{int(s):,}: {v:.3f}" for s, v in by_size.items()) + ")",
                         f"within a factor {FACTOR:g} of {lo:,}-{hi:,}, between sizes at most {BRACKET:g}x apart",
                         "agrees" if ok else "differs"))
+    est = dcrit.stage_estimate(Path(sweep_dir).parent / DCRIT_STAGE)  # D_crit in this setting (a further stage)
+    rows.append(dcrit.ungrokking_row(by_size, est))
     table = runs.drop(columns=["metrics"]).reset_index(drop=True)
     curves = {str(r["run"]): (int(r["size"]), r["metrics"]) for _, r in runs.iterrows()}
     return Analysis(tuple(rows), table, {"scale": scale, "curves": curves, "by_size": by_size,
-                                         "parents": parents})
+                                         "parents": parents, "dcrit": est})
 
 
 def draw(analysis: Analysis) -> "Figure":
@@ -253,7 +261,7 @@ def draw(analysis: Analysis) -> "Figure":
     from probe.analyses import plots
 
     plt = plots._plt()
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    fig, (ax, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4), constrained_layout=True)
     curves: dict[str, tuple[int, "pd.DataFrame"]] = analysis.extra["curves"]
     sizes = sorted({s for s, _ in curves.values()})
     cmap = plt.get_cmap("viridis")
@@ -283,6 +291,8 @@ def draw(analysis: Analysis) -> "Figure":
     ax2.set_ylim(-0.03, 1.03)
     ax2.legend(fontsize=7, frameon=False)
     ax2.set_title("final test accuracy against dataset size", fontsize=10)
+    dcrit.ungrokking_against_dcrit(ax3, [f[0] for f in finals], [f[1] for f in finals], analysis.extra.get("dcrit"),
+                                   by_size)
     fig.suptitle(f"Varma et al. 2023, ungrokking ({analysis.extra['scale']} scale)", fontsize=10)
     return fig
 
@@ -301,16 +311,18 @@ reproduction(Reproduction(
            "pairs (stage ungrok, started from the first stage's last checkpoints)",
     setting=SETTING,
     scales={
-        "quick": Scale("quick", QUICK_GROK, "15 s of CPU (--jobs 1)",
+        "quick": Scale("quick", QUICK_GROK, "about 32 s of CPU (--jobs 1): 15 s for the two stages, 17 s for the "
+                       "D_crit stage",
                        "Kitouni's MLP (addition mod 53, weight decay 5) comprehends in 300 steps; trained 300 "
                        "steps more on 84 of its 1,685 pairs it ungroks to near-random test accuracy with "
                        "training accuracy 1, while the control on all 1,685 keeps test accuracy 1",
-                       stages=(Stage(STAGE, QUICK_UNGROK),)),
+                       stages=(Stage(STAGE, QUICK_UNGROK), dcrit.dcrit_stage(QUICK_DCRIT, [84, 250, 750, 1685],
+                                                                             [1685], [0, 1], DCRIT_STAGE))),
         "paper": Scale("paper", PAPER_GROK, "unmeasured",
                        "the authors' transformer on addition mod 113: 3 parents on 90% of the pairs, then Fig. "
                        "7's 7 sizes from each for 20,000 steps; about 6 h with --jobs 2 at the measured 46 ms a "
                        "step on 1,000 pairs (one core, the parents about 10 min each at 0.3 s a step)",
-                       stages=(Stage(STAGE, PAPER_UNGROK),)),
+                       stages=(Stage(STAGE, PAPER_UNGROK), Stage(DCRIT_STAGE, dcrit.PAPER_SPEC))),
     },
     analyse=analyse,
     draw=draw,

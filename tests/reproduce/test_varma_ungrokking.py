@@ -28,7 +28,8 @@ def test_registered_with_two_stages_and_the_papers_sizes():
     assert rec.artefact.repository == m.REPO and all(s.authors_file.startswith("arXiv 2309.02390")
                                                      for s in rec.setting)
     for scale in rec.scales.values():
-        assert [s.name for s in scale.stages] == [m.STAGE] and "from: [sweep/runs/seed=" in scale.stages[0].spec
+        assert [s.name for s in scale.stages] == [m.STAGE, m.DCRIT_STAGE]
+        assert "from: [sweep/runs/seed=" in scale.stages[0].spec and "labels: [shuffled" in scale.stages[1].spec
     assert m.AUTHORS_SIZES == (390, 488, 610, 763, 955, 1194, 1494)  # 7 geometric sizes in [390, 1494]
     assert all(math.floor(m._fraction(s, m.PAPER_N_TRAIN) * m.PAPER_N_TRAIN + 1e-9) == s for s in m.AUTHORS_SIZES)
     assert m._fraction(m.PAPER_N_TRAIN, m.PAPER_N_TRAIN) == 1.0
@@ -47,7 +48,7 @@ def test_quick_scale_golden(quick):
     out, res = quick
     assert json.loads((out / RECORD).read_text()) == {"reproduction": "varma-ungrokking", "scale": "quick"}
     table = pd.read_csv(out / "comparison.csv")
-    assert tuple(table.columns) == COLUMNS and len(table) == 5
+    assert tuple(table.columns) == COLUMNS and len(table) == 6
     runs = pd.read_csv(out / "runs.csv").set_index("size")
     assert sorted(runs.index) == m.QUICK_SIZES
     small, full = runs.loc[m.QUICK_SIZES[0]], runs.loc[m.QUICK_SIZES[-1]]
@@ -61,6 +62,10 @@ def test_quick_scale_golden(quick):
     # two sizes 20x apart cannot place the 0.7 crossing: reported as a bracket, not an agreement
     cross = table[table["quantity"].str.startswith("dataset size")].iloc[0]
     assert cross["verdict"] == "differs" and "between 84 and 1,685" in cross["probe"]
+    # D_crit in the same setting (the dcrit stage) lies inside the bracket of the ungrokking transition
+    dcrit = table[table["quantity"] == "ungrokking transition against D_crit"].iloc[0]
+    assert dcrit["verdict"] == "agrees" and "D_crit" in dcrit["probe"]
+    assert (out / "figure.png").is_file()
     # the second stage's runs continue the parent's last checkpoint
     index = json.loads((out / m.STAGE / "sweep.json").read_text())
     child_name = next(r["name"] for r in index["runs"] if r["values"]["train_subset"] < 1)
