@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from probe.analyses.passes import mode_from_env
 from probe.errors import ProbeError
 from probe.run import Checkpoint, CheckpointSource, select_steps
 from probe.tasks import Split, Task
@@ -20,9 +21,11 @@ if TYPE_CHECKING:
 class Context:
     """Per-series state: task, split, config (None for plain arrays), the embedding learning rate,
     the torch device, a memo for structures computed once (a metric family's own, e.g. the
-    parallelogram set) and the notes each metric records."""
+    parallelogram set), the notes each metric records, and the chunk of checkpoints being worked
+    through with the form of the shared passes (``passes``: ``batched``, the default, or
+    ``checkpoint``; default from ``PROBE_PASSES``)."""
 
-    def __init__(self, source: CheckpointSource, device: str = "cpu") -> None:
+    def __init__(self, source: CheckpointSource, device: str = "cpu", passes: str | None = None) -> None:
         self.source = source
         self.task: Task = source.task
         self.split: Split = source.split
@@ -34,6 +37,10 @@ class Context:
         self.cache: dict[Any, Any] = {}
         self.notes: dict[str, list[str]] = {}
         self.current = ""  # the metric being computed (notes are filed under it)
+        #: the form of the forward passes, ``batched`` or ``checkpoint`` (:mod:`probe.analyses.passes`)
+        self.passes = passes if passes is not None else mode_from_env()
+        #: the checkpoint indices the runner is working through (the batched passes stack them)
+        self.chunk: tuple[int, ...] = ()
 
     def embeddings_at(self, step: Any) -> np.ndarray:
         """Symbol embeddings at another checkpoint (``"first"``, ``"last"`` or a step), memoised."""
@@ -71,6 +78,13 @@ class Context:
             held = (index, make())
             self.cache[("step", key)] = held
         return held[1]
+
+    def begin_chunk(self, indices: Any) -> None:
+        """The runner starts a chunk of checkpoints: what the previous chunk's passes held is dropped."""
+        self.chunk = tuple(int(i) for i in indices)
+        for key in [k for k in self.cache if isinstance(k, tuple) and k and str(k[0]).startswith("pass_")
+                    and k[0] not in ("pass_model", "pass_width")]:
+            del self.cache[key]
 
     def note(self, text: str) -> None:
         held = self.notes.setdefault(self.current, [])

@@ -166,7 +166,7 @@ class PairDistances:
     def _distinct(self, delta: float, mean_square: bool) -> np.ndarray:
         bound = delta * self.dim if mean_square else delta * delta
         # rounding error of |a|^2 + |b|^2 - 2 a.b is at most a few ulps of the larger squared norm
-        slack = 64 * np.finfo(np.float64).eps * (self.scale + bound)
+        slack = SLACK * (self.scale + bound)
         mask = self.d2 < bound if mean_square else self.d2 <= bound
         unsure = np.flatnonzero(np.abs(self.d2 - bound) <= slack)
         if unsure.size:
@@ -228,6 +228,8 @@ class SumClasses:
     weight: np.ndarray
     symbols: tuple[np.ndarray, ...] = field(repr=False)  # (a, b, c, d) of the representatives
     gather: tuple[np.ndarray, ...] = field(repr=False)  # flat Gram indices of the representatives
+    #: flat indices of (|v_s|^2, |v_t|^2) into ``_sum_tables``' norms and (ac, ad, bc, bd) into its Gram matrix
+    flat: tuple[np.ndarray, ...] = field(default=(), repr=False)
 
 
 def sum_classes(inputs: np.ndarray, p0: Parallelograms) -> SumClasses:
@@ -244,9 +246,66 @@ def sum_classes(inputs: np.ndarray, p0: Parallelograms) -> SumClasses:
         p = n
         gather = (sa * p + ta, sa * p + tb, sb * p + ta, sb * p + tb, sa * p + sa, sb * p + sb, sa * p + sb,
                   ta * p + ta, tb * p + tb, ta * p + tb)
-        p0._memo[key] = SumClasses(rep=rep, expand=expand.reshape(-1), weight=weight, symbols=(sa, sb, ta, tb),
-                                   gather=gather)
+        flat = tuple(np.ascontiguousarray(i, dtype=np.int64) for i in (sa * p + sb, ta * p + tb, *gather[:4]))
+        p0._memo[key] = SumClasses(rep=rep, expand=expand.reshape(-1), weight=weight.astype(np.int64),
+                                   symbols=(sa, sb, ta, tb), gather=gather, flat=flat)
     return p0._memo[key]
+
+
+def _sum_tables(e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The symbol Gram matrix ``G = E~ E~^T`` and ``|E~_a + E~_b|^2 = (G_aa + G_bb) + 2 G_ab``, flat ``[p^2]``."""
+    g = e @ e.T
+    diag = np.diagonal(g)
+    return g.ravel(), ((diag[:, None] + diag[None, :]) + 2.0 * g).ravel()
+
+
+def _distances_loop(gf: np.ndarray, nf: np.ndarray, s1: np.ndarray, s2: np.ndarray, ac: np.ndarray, ad: np.ndarray,
+                    bc: np.ndarray, bd: np.ndarray, d2: np.ndarray, scale: np.ndarray) -> None:
+    """``d2[q] = |v_s|^2 + |v_t|^2 - 2 (G_ac + G_ad + G_bc + G_bd)`` and ``scale[q] = |v_s|^2 + |v_t|^2``
+    for every entry ``q`` (one pass; compiled by numba, see :func:`_compiled`)."""
+    for q in range(s1.shape[0]):
+        base = nf[s1[q]] + nf[s2[q]]
+        scale[q] = base
+        d2[q] = base - 2.0 * (((gf[ac[q]] + gf[ad[q]]) + gf[bc[q]]) + gf[bd[q]])
+
+
+def _count_loop(gf: np.ndarray, nf: np.ndarray, s1: np.ndarray, s2: np.ndarray, ac: np.ndarray, ad: np.ndarray,
+                bc: np.ndarray, bd: np.ndarray, weight: np.ndarray, bound: float, strict: bool, rel: float,
+                unsure: np.ndarray) -> tuple[int, int]:
+    """:func:`_distances_loop` and the threshold in one pass without storing the distances: the weights
+    of the entries with ``d2 <= bound`` (``<`` when ``strict``), and the entries within rounding
+    (``rel (scale + bound)``) of the bound written to ``unsure`` (their count returned) for the exact recheck."""
+    count = 0
+    n_unsure = 0
+    for q in range(s1.shape[0]):
+        base = nf[s1[q]] + nf[s2[q]]
+        d2 = base - 2.0 * (((gf[ac[q]] + gf[ad[q]]) + gf[bc[q]]) + gf[bd[q]])
+        if abs(d2 - bound) <= rel * (base + bound):
+            unsure[n_unsure] = q
+            n_unsure += 1
+        elif d2 < bound or (d2 == bound and not strict):
+            count += weight[q]
+    return count, n_unsure
+
+
+_COMPILED: dict[Callable[..., object], Callable[..., object] | None] = {}
+
+
+def _compiled(fn: Callable[..., object]) -> Callable[..., object] | None:
+    """``fn`` compiled by numba (once per process, cached on disk), or None without numba (the numpy
+    path is used then)."""
+    if fn not in _COMPILED:
+        try:
+            import numba
+        except ImportError:  # pragma: no cover - numba comes with umap-learn
+            _COMPILED[fn] = None
+        else:
+            _COMPILED[fn] = numba.njit(cache=True, nogil=True)(fn)
+    return _COMPILED[fn]
+
+
+#: the rounding margin of a squared distance from Gram entries, relative to ``|v_s|^2 + |v_t|^2 + bound``
+SLACK = 64 * np.finfo(np.float64).eps
 
 
 def pair_distances_sum(normalized: np.ndarray, inputs: np.ndarray, p0: Parallelograms,
@@ -255,8 +314,8 @@ def pair_distances_sum(normalized: np.ndarray, inputs: np.ndarray, p0: Parallelo
 
     With the symbol Gram matrix ``G = E~ E~^T`` (``p x p``), ``|v_s - v_t|^2 = |v_s|^2 + |v_t|^2 -
     2 (G_ac + G_ad + G_bc + G_bd)``: a handful of gathers per quadruple instead of ``d`` flops, and
-    only once per :class:`SumClasses` entry. ``device`` (``"cuda"``, ...) computes the distances with
-    torch on that device, in float64.
+    only once per :class:`SumClasses` entry (one compiled pass over the entries). ``device``
+    (``"cuda"``, ...) computes the distances with torch on that device, in float64.
     """
     e = np.asarray(normalized, dtype=np.float64)
     x = np.asarray(inputs)
@@ -264,8 +323,14 @@ def pair_distances_sum(normalized: np.ndarray, inputs: np.ndarray, p0: Parallelo
         raise ProbeError(f"the task uses {int(x.max()) + 1} symbols, the embeddings have {e.shape[0]}")
     sc = sum_classes(inputs, p0)
     p = int(x.max()) + 1
+    loop = _compiled(_distances_loop) if device is None else None
     if device is not None:
         d2, base = _sum_distances_torch(e[:p], sc, device)
+    elif loop is not None:
+        gf, nf = _sum_tables(e[:p])
+        d2 = np.empty(sc.rep.shape[0])
+        base = np.empty(sc.rep.shape[0])
+        loop(gf, nf, *sc.flat, d2, base)
     else:
         g = (e[:p] @ e[:p].T).ravel()
         ac, ad, bc, bd, aa, bb, ab, cc, dd, cd = (g[i] for i in sc.gather)
@@ -275,6 +340,32 @@ def pair_distances_sum(normalized: np.ndarray, inputs: np.ndarray, p0: Parallelo
     return PairDistances(d2=d2, scale=base, dim=e.shape[1],
                          diff=lambda q: (e[sa[q]] + e[sb[q]]) - (e[ta[q]] + e[tb[q]]),
                          expand=sc.expand, weight=sc.weight)
+
+
+def count_sum(normalized: np.ndarray, inputs: np.ndarray, p0: Parallelograms, delta: float,
+              mean_square: bool = False, device: str | None = None) -> int:
+    """``|P(R)|`` for sum aggregation: :meth:`PairDistances.count` of :func:`pair_distances_sum`, in one
+    compiled pass that keeps no distance (the entries within rounding of the threshold rechecked
+    exactly from their difference vectors, so the count equals :func:`formed_reference`'s)."""
+    e = np.asarray(normalized, dtype=np.float64)
+    loop = _compiled(_count_loop) if device is None else None
+    if loop is None:
+        return pair_distances_sum(e, inputs, p0, device).count(delta, mean_square)
+    x = np.asarray(inputs)
+    if int(x.max()) + 1 > e.shape[0]:
+        raise ProbeError(f"the task uses {int(x.max()) + 1} symbols, the embeddings have {e.shape[0]}")
+    sc = sum_classes(inputs, p0)
+    p = int(x.max()) + 1
+    gf, nf = _sum_tables(e[:p])
+    bound = delta * e.shape[1] if mean_square else delta * delta
+    unsure = np.empty(sc.rep.shape[0], dtype=np.int64)
+    count, n_unsure = loop(gf, nf, *sc.flat, sc.weight, float(bound), bool(mean_square), float(SLACK), unsure)
+    if n_unsure:
+        q = unsure[:n_unsure]
+        sa, sb, ta, tb = sc.symbols
+        diff = (e[sa[q]] + e[sb[q]]) - (e[ta[q]] + e[tb[q]])
+        count += int(sc.weight[q][_exact(diff, delta, mean_square)].sum())
+    return int(count)
 
 
 def formed(vectors: np.ndarray, p0: Parallelograms, delta: float, *, mean_square: bool = False) -> np.ndarray:

@@ -130,7 +130,8 @@ def _loop(src: CheckpointSource, ctx: Context, metrics: list[Metric], params: di
           *, progress: bool, chunk: int) -> dict[str, list[dict[str, Any]]]:
     """Checkpoints outside, metrics inside, so that one checkpoint's model and forward passes are
     loaded once and shared by every metric that needs them. Split-scope metrics run once. Metrics
-    that declare a batched form (``batch_fn``) see a whole chunk of checkpoints at once."""
+    that declare a batched form (``batch_fn``) see a whole chunk of checkpoints at once, and the
+    shared forward passes (:mod:`probe.analyses.passes`) stack the chunk's parameters."""
     rows: dict[str, list[dict[str, Any]]] = {m.name: [] for m in metrics}
     for m in metrics:
         if m.scope == "split":
@@ -155,6 +156,7 @@ def _loop(src: CheckpointSource, ctx: Context, metrics: list[Metric], params: di
                 raise ProbeError(f"metric {names[0]} needs symbol embeddings; this model has none")
             ckpts = [Checkpoint(src, int(src.steps[i]), int(i), None if emb is None else emb[j], ctx.device)
                      for j, i in enumerate(part)]
+            ctx.begin_chunk(part)  # the batched passes stack this chunk's parameters
             batched = {}
             for m in per_ckpt:
                 if m.batch_fn is not None and m.batch_fn_applies(params[m.name]):

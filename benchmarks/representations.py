@@ -1,29 +1,35 @@
-"""Representation metrics over 200 checkpoints of the nanda-modadd model, against a straightforward
-version, in one run.
+"""Representation metrics over 200 checkpoints of the nanda-modadd model: the batched shared passes
+beside the per-checkpoint form, in one run.
 
-probe: one ``analyses.compute`` call with every metric of the family; the runner loops over the
-checkpoints once, loads each checkpoint's weights into one model, and the metrics that need the
-neuron activations (Fourier norms of the neurons, restricted and excluded loss) share one cached
-forward pass per checkpoint. Projection accuracy is computed at n in {1, 2, 4, 8, 16, 32, all} for
-both bases (current and final principal components).
+Batched (the default, docs/design.md "Batched passes"): one ``analyses.compute`` call with every
+metric of the family; the runner hands the shared passes chunks of checkpoints, whose parameters are
+read once and stacked, and the model is applied to windows of them in one call (for this model, the
+one-block "tables" forward: per (token, position) tables and each sample's attention-weighted sum of
+their rows). Per checkpoint (``PROBE_PASSES=checkpoint``, the form before): each checkpoint's
+weights loaded into the model and TransformerLens hooks.
 
-Straightforward: one metric at a time, one checkpoint at a time, nothing shared: the run is opened
-afresh, a fresh model is built and the forward passes are redone for every (metric, checkpoint).
-It runs on a sample of the checkpoints (``--reference-checkpoints``); checkpoints per second are
-compared per metric.
+Printed:
+
+1. the whole family in one call (fresh processes): batched over the first half and over all of the
+   series (time, and peak RSS, which must not grow with the series); the per-checkpoint form timed
+   on ``--family-reference-checkpoints`` checkpoints and scaled to the series (stated);
+2. per metric, on the same ``--metric-checkpoints`` checkpoints spread over the series: checkpoints per
+   second of the per-checkpoint form and of the batched form side by side with their ratio, and the
+   arithmetic bound of the batched form (the FLOPs of its passes over the float32 matrix-product rate
+   measured here) with the share of it reached. Metrics that read only the embeddings use no pass
+   (requirement: >= 50 checkpoints/s).
 
     python benchmarks/representations.py [--run RUN_DIR] [--checkpoints 200]
 
-Without ``--run`` it first trains the nanda-modadd preset for 1,990 steps with a checkpoint every
-10 steps (200 checkpoints; several minutes on 2 cores). Prints per metric: checkpoints/s for both,
-the ratio, the embedding-only requirement (>= 50 checkpoints/s), the total time (< 15 minutes) and
-peak memory for the first half and the whole series (it must not grow with the series).
+Without ``--run`` it first trains the nanda-modadd preset for 1,990 steps with a checkpoint every 10
+steps (200 checkpoints; about 4 minutes on 2 cores). Torch uses the threads it is given
+(``OMP_NUM_THREADS``); both forms run under the same setting.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -36,18 +42,18 @@ EMBEDDING_ONLY = ["fourier_gini", "key_freq_energy", "key_freqs", "pca_variance"
                   "lottery_ticket", "circularity", "pca2d"]
 FORWARD = ["fourier_norms", "restricted_loss", "excluded_loss", "pca_projection_accuracy",
            "distance_irrelevance", "gradient_symmetricity"]
-PARAMS = {"n_components": "1,2,4,8,16,32,all"}
+COUNTS = "1,2,4,8,16,32,all"
 
 CHILD = """
 import resource, sys, time, probe
 from probe import analyses
 run = probe.load_run(sys.argv[1])
-n = int(sys.argv[2])
-steps = ",".join(str(int(s)) for s in run.steps[:n])
+lo, hi = int(sys.argv[2]), int(sys.argv[3])
+steps = ",".join(str(int(s)) for s in run.steps[lo:hi])
 t0 = time.perf_counter()
-analyses.compute(run, sys.argv[3].split(","), steps=steps, cache=False, n_components="1,2,4,8,16,32,all")
+analyses.compute(run, sys.argv[4].split(","), steps=steps, cache=False, n_components="%s")
 print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-"""
+""" % COUNTS
 
 
 def make_run(root: Path, n: int) -> Path:
@@ -60,81 +66,120 @@ def make_run(root: Path, n: int) -> Path:
     return Path(train(cfg, root / "nanda-200", progress=True)).parent
 
 
-def per_metric_fast(run_dir: Path, steps: str) -> dict[str, float]:
-    """Each metric's own time inside probe's runner (still sharing its loop), for the per-metric table."""
-    from probe import analyses
-    import probe
+def whole_set(run_dir: Path, lo: int, hi: int, names: list[str], mode: str) -> tuple[float, float]:
+    env = dict(os.environ, PROBE_PASSES=mode)
+    res = subprocess.run([sys.executable, "-c", CHILD, str(run_dir), str(lo), str(hi), ",".join(names)],
+                         capture_output=True, text=True, check=True, env=env)
+    seconds, rss = (float(x) for x in res.stdout.split())
+    return seconds, rss
 
-    out = {}
-    run = probe.load_run(run_dir)
-    first = steps.split(",")[0]
-    analyses.compute(run, EMBEDDING_ONLY + FORWARD, steps=first, cache=False)  # warm-up: imports, first model
-    for name in EMBEDDING_ONLY + FORWARD:
+
+def timed(run_dir: Path, name: str, steps: str, mode: str) -> float:
+    """Seconds per checkpoint of one metric over ``steps`` in one call, in ``mode`` (after a warm-up)."""
+    import probe
+    from probe import analyses
+
+    os.environ["PROBE_PASSES"] = mode
+    kw = {"n_components": COUNTS} if name == "pca_projection_accuracy" else {}
+    with probe.load_run(run_dir) as run:
+        analyses.compute(run, name, steps=steps.split(",")[0], cache=False, **kw)  # imports, key frequencies
         t0 = time.perf_counter()
-        analyses.compute(run, name, steps=steps, cache=False, **({"n_components": PARAMS["n_components"]}
-                                                                 if name == "pca_projection_accuracy" else {}))
-        out[name] = time.perf_counter() - t0
-    return out
+        analyses.compute(run, name, steps=steps, cache=False, **kw)
+        return (time.perf_counter() - t0) / len(steps.split(","))
 
 
-def straightforward(run_dir: Path, name: str, steps: list[int]) -> float:
-    from probe import analyses
+def matmul_rate() -> float:
+    """Float32 matrix-product rate of this process (FLOP/s), on the shape that dominates the passes."""
+    import torch
+
+    a, b = torch.randn(12769, 512), torch.randn(512, 113)
+    a @ b
+    t0 = time.perf_counter()
+    for _ in range(10):
+        a @ b
+    return 10 * 2 * a.shape[0] * a.shape[1] * b.shape[1] / (time.perf_counter() - t0)
+
+
+def pass_flops(run_dir: Path) -> dict[str, float]:
+    """FLOPs per checkpoint of each forward metric's passes in the batched form (matrix products and
+    the weighted row sums; the maths after the passes is left out where it is small)."""
     import probe
 
-    analyses.compute(probe.load_run(run_dir), name, steps=str(steps[0]), cache=False)  # warm-up: imports
-    t0 = time.perf_counter()
-    for s in steps:
-        run = probe.load_run(run_dir)  # nothing shared: a fresh run, context and model every time
-        analyses.compute(run, name, steps=str(s), cache=False,
-                         **({"n_components": PARAMS["n_components"]} if name == "pca_projection_accuracy" else {}))
-        run.close()
-    return (time.perf_counter() - t0) / len(steps)
+    with probe.load_run(run_dir) as run:
+        cfg, task = run.config.model, run.task
+    n, p = task.n_samples, int(task.modulus or 0)
+    d, m, h, e, n_out = cfg.d_model, cfg.d_mlp, cfg.n_heads, cfg.head_dim, task.n_classes
+    pos = cfg.n_ctx
+    rows = n_out * 2 + 1  # (token, position) pairs that occur: a and b's symbols, and "="
+    nnz = (pos - 1) * h + 1  # table rows a sample sums (its varying positions' heads and its residual row)
+    tables = 2 * rows * d * (3 * h * e) + 2 * (rows * h + 1) * d * (m + n_out) + 2 * m * d * n_out
+    neurons = tables + 2 * n * nnz * m
+    clean = neurons + 2 * n * (m * n_out + nnz * n_out)
+    keys = 2 * 6  # cos/sin of about six key frequencies
+    project = 2 * n * (keys + 1) * m + 2 * n * keys * n_out
+    variants = 2 * (len(COUNTS.split(",")) - 1)
+    samples = 256
+    dense = 2 * samples * (pos * d * 3 * h * e + h * e * d + 2 * d * m + d * n_out)
+    return {"fourier_norms": neurons + 2 * p ** 3 * m, "restricted_loss": clean + project,
+            "excluded_loss": clean + project, "distance_irrelevance": clean,
+            "pca_projection_accuracy": (variants + 1) * clean,
+            "gradient_symmetricity": 3 * dense}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, help="a nanda-modadd run (default: train one with 200 checkpoints)")
     ap.add_argument("--checkpoints", type=int, default=200)
-    ap.add_argument("--reference-checkpoints", type=int, default=5)
-    ap.add_argument("--per-metric-checkpoints", type=int, default=20,
-                    help="checkpoints for the per-metric timings (spread over the series)")
+    ap.add_argument("--family-reference-checkpoints", type=int, default=20,
+                    help="checkpoints the per-checkpoint form of the whole family is timed on (then scaled)")
+    ap.add_argument("--metric-checkpoints", type=int, default=10,
+                    help="checkpoints, spread over the series, of the per-metric timings")
     args = ap.parse_args()
     import probe
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = args.run or make_run(Path(tmp), args.checkpoints)
-        run = probe.load_run(run_dir)
-        n = min(args.checkpoints, len(run.steps))
-        all_steps = run.steps[:n]
+        with probe.load_run(run_dir) as run:
+            n = min(args.checkpoints, len(run.steps))
+            all_steps = run.steps[:n]
+            print(f"run {run_dir}: {run.task.describe()}, {len(run.steps)} checkpoints; analysing the first {n}; "
+                  f"torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}; load average "
+                  f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         names = EMBEDDING_ONLY + FORWARD
-        print(f"run {run_dir}: {run.task.describe()}, {len(run.steps)} checkpoints; analysing the first {n}")
 
-        # the whole set in one call, in fresh processes: half the series, then all of it (memory)
-        results = {}
-        for count in (n // 4, n):
-            res = subprocess.run([sys.executable, "-c", CHILD, str(run_dir), str(count), ",".join(names)],
-                                 capture_output=True, text=True, check=True)
-            results[count] = tuple(float(x) for x in res.stdout.split())
-        total, rss = results[n]
-        print(f"whole set ({len(names)} metrics) over {n} checkpoints in one call: {total:.0f} s "
-              f"({'within' if total < 900 else 'OVER'} the 15-minute requirement); peak RSS "
-              f"{results[n // 4][1]:.0f} MB at {n // 4} checkpoints, {rss:.0f} MB at {n}")
+        # 1. the whole family in one call
+        half_t, half_rss = whole_set(run_dir, 0, n // 2, names, "batched")
+        full_t, full_rss = whole_set(run_dir, 0, n, names, "batched")
+        k = min(args.family_reference_checkpoints, n)
+        ref_t, _ = whole_set(run_dir, 0, k, names, "checkpoint")
+        ref_total = ref_t * n / k
+        print(f"\nwhole family ({len(names)} metrics) in one call over {n} checkpoints:")
+        print(f"  batched:        {full_t:7.1f} s ({'within' if full_t < 120 else 'OVER'} 120 s); peak RSS "
+              f"{half_rss:.0f} MB at {n // 2} checkpoints, {full_rss:.0f} MB at {n} "
+              f"({'flat' if full_rss < 1.1 * half_rss else 'GROWS'})")
+        print(f"  per checkpoint: {ref_total:7.1f} s (timed on the first {k} checkpoints: {ref_t:.1f} s, scaled)")
+        print(f"  ratio {ref_total / full_t:.1f}x (required >= 6x)")
 
-        pick = np.unique(np.linspace(0, n - 1, min(args.per_metric_checkpoints, n)).round().astype(int))
-        m_steps = ",".join(str(int(s)) for s in all_steps[pick])
-        fast = {k: v * n / len(pick) for k, v in per_metric_fast(run_dir, m_steps).items()}
-        print(f"the same metrics one call each (timed on {len(pick)} checkpoints, scaled to {n}): "
-              f"{sum(fast.values()):.0f} s in all (the single call shares "
-              f"checkpoint loading and forward passes: {sum(fast.values()) / total:.2f}x)")
-        sample = [int(s) for s in all_steps[np.linspace(0, n - 1, args.reference_checkpoints).round().astype(int)]]
-        print(f"\n{'metric':26s} {'probe ckpt/s':>13s} {'straightforward':>16s} {'ratio':>7s}   requirement")
+        # 2. per metric, side by side
+        rate = matmul_rate()
+        flops = pass_flops(run_dir)
+        pick = np.unique(np.linspace(0, n - 1, min(args.metric_checkpoints, n)).round().astype(int))
+        steps = ",".join(str(int(s)) for s in all_steps[pick])
+        print(f"\nper metric, one call each over {len(pick)} checkpoints spread over the series; float32 matrix "
+              f"products run at {rate / 1e9:.0f} GFLOP/s here")
+        print(f"{'metric':26s} {'per-ckpt ckpt/s':>16s} {'batched ckpt/s':>15s} {'ratio':>7s} "
+              f"{'bound ckpt/s':>13s} {'of bound':>9s}   requirement")
         for name in names:
-            rate = n / fast[name]
-            ref = 1.0 / straightforward(run_dir, name, sample)
-            req = ">= 50 ckpt/s: " + ("met" if rate >= 50 else "NOT met") if name in EMBEDDING_ONLY else ""
-            print(f"{name:26s} {rate:13.1f} {ref:16.2f} {rate / ref:6.1f}x   {req}")
-        print(f"\n(straightforward timed on checkpoints {sample}; this process peak RSS "
-              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB)")
+            batched = 1.0 / timed(run_dir, name, steps, "batched")
+            if name in EMBEDDING_ONLY:
+                print(f"{name:26s} {'(no pass)':>16s} {batched:15.1f} {'':>7s} {'':>13s} {'':>9s}   "
+                      f">= 50 ckpt/s: {'met' if batched >= 50 else 'NOT met'}")
+                continue
+            reference = 1.0 / timed(run_dir, name, steps, "checkpoint")
+            bound = rate / flops[name]
+            print(f"{name:26s} {reference:16.2f} {batched:15.2f} {batched / reference:6.1f}x {bound:13.1f} "
+                  f"{batched / bound:8.0%}   >= 5x: {'met' if batched / reference >= 5 else 'NOT met'}")
+        os.environ.pop("PROBE_PASSES", None)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,23 @@ def command_of(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
+def _io_registries(command: str | None) -> tuple[tuple[str, str] | None, tuple[str, str] | None]:
+    """The source kinds and export formats (names; one line each) for the help of ``import`` and
+    ``export-checkpoints``, read from their registries only when that command is parsed (they import
+    numpy)."""
+    kinds = formats = None
+    if command == "import":
+        from probe.train.importers import SOURCE_KINDS
+
+        kinds = (", ".join(SOURCE_KINDS.names()), "; ".join(f"{k.name}: {k.layout}" for _, k in SOURCE_KINDS.items()))
+    if command == "export-checkpoints":
+        from probe.train.exporters import EXPORT_FORMATS
+
+        formats = (", ".join(EXPORT_FORMATS.names()),
+                   "; ".join(f"{f.name}: {f.description}" for _, f in EXPORT_FORMATS.items()))
+    return kinds, formats
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The command-line parser. The options of the registry commands (``REGISTRY_COMMANDS``) are built
     only for ``command`` (the one being parsed), so ``probe --help`` and every other command start
@@ -104,6 +121,36 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--delay", type=int, default=1000, help="delay threshold in steps [1000]")
     p.add_argument("--format", default="table", help="table, csv, json, markdown, latex or parquet")
     p.add_argument("--out", help="write to this file instead of stdout")
+
+    kinds, formats = _io_registries(command)
+    p = sub.add_parser("import", help="import a checkpoint series written by other code as a probe run",
+                       description="Write an ordinary probe run from SOURCE" + (f". Kinds: {kinds[1]}" if kinds else "")
+                       + ". Tensor names map onto a probe model (TransformerLens' names one to one, others through "
+                       "--map); at every checkpoint whose loss the source records, probe's loss on the stored split "
+                       "must agree within a relative 1e-3 (the fidelity check).")
+    p.add_argument("source", help="a file or directory of checkpoints")
+    p.add_argument("--out", required=True, help="run directory to create (new or empty)")
+    p.add_argument("--kind", help="the source's layout" + (f": {kinds[0]}" if kinds else "") + " (detected when "
+                   "omitted)")
+    p.add_argument("--task", help="the task (e.g. add) when the source does not record it, or to override it")
+    p.add_argument("--p", type=int, help="the task's modulus when the source does not record it")
+    p.add_argument("--train-indices", metavar="FILE", help="the training split: indices a * p + b (or a,b pairs) "
+                   "in .npy, .json or text, one per line; validation is every other sample")
+    p.add_argument("--map", metavar="FILE", help="YAML: model (the probe model kind and keys), tensors (probe "
+                   "parameter: source tensor, or {from, transpose, permute, reshape, slice}), ignore (globs)")
+    p.add_argument("--step-pattern", metavar="REGEX", help="where the step is in each file (or checkpoint "
+                   "folder) name: a regex with one group [default: the last number in the name]")
+    p.add_argument("--force", action="store_true", help="import even when the fidelity check fails (a warning "
+                   "instead of an error)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    p = sub.add_parser("export-checkpoints", help="write a run's checkpoints in other code's layouts "
+                       "(safetensors, TransformerLens' grokking demo)",
+                       description=f"Formats: {formats[1]}." if formats else None)
+    p.add_argument("run_dir")
+    p.add_argument("--format", required=True, help="the layout" + (f": {formats[0]}" if formats else ""))
+    p.add_argument("--out", required=True, help="the directory (safetensors) or file (tl-demo) to write")
+    p.add_argument("--steps", default="all", help="all, first, last, START:STOP[:STRIDE] (steps, inclusive) or a list")
 
     p = sub.add_parser("info", help="describe a run: task, model, optimizer, split, checkpoints, accuracy")
     p.add_argument("run_dir")
@@ -211,7 +258,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                    "that differ only in vectorisable keys train together as one batched model, as in 'probe sweep')")
     p.add_argument("--no-progress", action="store_true")
 
-    p = sub.add_parser("theory", help="Liu et al.'s effective theory: critical fraction, effective dynamics")
+    p = sub.add_parser("theory", help="Liu et al.'s effective theory: critical fraction, effective dynamics; Varma "
+                       "et al.'s critical dataset size")
     tsub = p.add_subparsers(dest="theory_command", metavar="WHAT", parser_class=_Parser)
     t = tsub.add_parser("critical-fraction", help="P(unique linear representation) per training-set size (Liu Fig. 4a)")
     t.add_argument("--task", default="nonmod-add", help="an abelian probe task: nonmod-add (Liu's non-modular "
@@ -436,6 +484,58 @@ def _early_stop_text(rule: dict[str, Any] | None) -> str:
             f"{rule['threshold']:g}: {when}")
 
 
+@command("import")
+def cmd_import(args: argparse.Namespace) -> int:
+    from probe.train.importers import ImportRequest, import_series
+
+    req = ImportRequest(source=Path(args.source), out=Path(args.out), kind=args.kind, task=args.task, p=args.p,
+                        train_indices=Path(args.train_indices) if args.train_indices else None,
+                        map=Path(args.map) if args.map else None, step_pattern=args.step_pattern, force=args.force,
+                        progress=not args.no_progress)
+    res = import_series(req)
+    for note in res.notes:
+        print(f"probe: note: {note}", file=sys.stderr)
+    rec, fid = res.record, res.record["fidelity"]
+    worst = fid.get("worst")
+    check = (f"{fid['compared']} checkpoints compared with the source's losses, largest relative difference "
+             f"{worst['relative']:.2g} (step {worst['step']}, {worst['loss']}; tolerance {fid['rtol']:g})"
+             if fid["compared"] and worst else "nothing to compare (the source records no losses)")
+    print(f"imported {len(res.steps)} checkpoints (steps {res.steps[0]}..{res.steps[-1]}) from {args.source} "
+          f"({res.kind}) into {res.run_dir}")
+    print(f"mapping: {rec['mapping']['name']}; model from {rec['model_from']}; task from {rec['task_from']}; "
+          f"split from {rec['split_from']}")
+    print(f"fidelity: {check}" + (f"; {fid['failed']} failed (--force)" if fid["failed"] else ""))
+    if rec["duplicates"]:
+        print(f"repeated checkpoints: {len(rec['duplicates'])} hold exactly an earlier checkpoint's tensors")
+    return 0
+
+
+@command("export-checkpoints")
+def cmd_export_checkpoints(args: argparse.Namespace) -> int:
+    from probe.train.exporters import export_checkpoints
+
+    res = export_checkpoints(args.run_dir, args.format, args.out, steps=args.steps)
+    print(f"wrote {len(res.steps)} checkpoints (steps {res.steps[0]}..{res.steps[-1]}) of {args.run_dir} as "
+          f"{res.format} to {res.out}")
+    return 0
+
+
+def _imported_text(imp: dict[str, Any]) -> str:
+    fid = imp["fidelity"]
+    worst = fid.get("worst")
+    if fid.get("compared") and worst:
+        check = (f"fidelity: {fid['compared']} checkpoints agree with the source's losses within "
+                 f"{worst['relative']:.2g} (tolerance {fid['rtol']:g})" if not fid.get("failed") else
+                 f"fidelity: {fid['failed']} of {fid['compared']} checkpoints disagree with the source's losses "
+                 "(imported with --force)")
+    else:
+        check = "fidelity: nothing compared (the source records no losses)"
+    files = f"{imp['files']} file(s) hashed" + (f", sha256 {imp['sha256'][0][:16]}..." if imp["files"] == 1 else "")
+    return (f"{imp['kind']} from {imp['source']} on {imp['imported']} ({files}); tensors {imp['mapping']}; model "
+            f"from {imp['model_from']}; task from {imp['task_from']}; {check}"
+            + (f"; {imp['duplicates']} repeated checkpoint(s)" if imp["duplicates"] else ""))
+
+
 @command("info")
 def cmd_info(args: argparse.Namespace) -> int:
     from probe.run import describe_run, load_run
@@ -458,16 +558,27 @@ def cmd_info(args: argparse.Namespace) -> int:
     final = ("no metrics recorded yet" if fin.get("step") is None else
              f"step {int(fin['step'])}: train acc {_fmt(fin['train_acc'])} loss {_fmt(fin['train_loss'])}, "
              f"val acc {_fmt(fin['val_acc'])} loss {_fmt(fin['val_loss'])}")
+    imp = info["imported"]
+    if imp is not None and imp["split_from"] == "none":
+        split_txt = "none (imported without a split: metrics that need one refuse)"
+    elif imp is not None:
+        split_txt = f"{sp['train']} train / {sp['val']} val (from {imp['split_from']})"
+    else:
+        split_txt = (f"{sp['train']} train / {sp['val']} val (train_fraction {sp['train_fraction']}"
+                     + (f", n_train {sp['n_train']}" if sp["n_train"] else "") + ")")
+    unknown = "not recorded by the source (imported run)"
     lines = [
         ("run", f"{info['run']} ({info['status']})"),
         ("task", f"{info['task']}: {info['samples']} samples, {info['n_symbols']} symbols, {info['n_classes']} classes"),
-        ("split", f"{sp['train']} train / {sp['val']} val (train_fraction {sp['train_fraction']}"
-                  + (f", n_train {sp['n_train']}" if sp["n_train"] else "") + ")"),
-        ("seeds", f"seed {info['seeds']['seed']}, split_seed {info['seeds']['split_seed']}"),
+        ("split", split_txt),
+        ("seeds", f"seed {info['seeds']['seed']}, split_seed {info['seeds']['split_seed']}"
+                  if info["training_recorded"] else unknown),
         ("model", f"{info['model']['kind']} ({model})"),
         ("optimizer", f"{opt['name']} lr {opt['lr']:g} wd {opt['weight_decay']:g}; embeddings lr "
                       f"{opt['embed_lr']:g} wd {opt['embed_weight_decay']:g}; betas {tuple(opt['betas'])}; "
-                      f"warmup {opt['warmup_steps']}; batch {opt['batch_size']}"),
+                      f"warmup {opt['warmup_steps']}; batch {opt['batch_size']}" if info["training_recorded"]
+         else unknown),
+        *([("imported", _imported_text(imp))] if imp is not None else []),
         ("steps", f"{info['steps']} configured" + _early_stop_text(info["early_stop"])),
         *([("training", info["training"])] if info["training"] else []),
         *([("parent", f"{info['parent']['run']} at step {info['parent']['step']}"

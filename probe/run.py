@@ -221,6 +221,23 @@ def stored_task(f: RunFile) -> Task:
 ANALYSIS_DIR = "analysis"
 
 
+class MissingSplit(Split):
+    """The split of a run imported without one (``probe import`` with no split in the source and no
+    ``--train-indices``): reading its indices is a :class:`ProbeError` saying why, so a metric that
+    needs a split refuses with the reason while every other metric runs."""
+
+    def __init__(self, reason: str) -> None:  # noqa: D107 - the indices do not exist
+        object.__setattr__(self, "_reason", reason)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in ("train", "val", "sizes"):
+            raise ProbeError(object.__getattribute__(self, "_reason"))
+        return object.__getattribute__(self, name)
+
+    def __repr__(self) -> str:
+        return "MissingSplit()"
+
+
 class Run:
     """A training run on disk. Use :func:`load_run` to open one. A :class:`CheckpointSource`: the
     analyses read runs through the same interface as plain arrays."""
@@ -279,7 +296,17 @@ class Run:
 
     @property
     def split(self) -> Split:
+        """Training and validation indices (a :class:`MissingSplit` for a run imported without one)."""
+        if (self.imported_from or {}).get("split_from") == "none":
+            return MissingSplit(f"{self.dir} was imported from {self.imported_from.get('source')} without a split, so "
+                                "nothing that needs one (training or validation samples) can be computed; import "
+                                "it again with --train-indices FILE")
         return self._file.split
+
+    @property
+    def imported_from(self) -> dict[str, Any] | None:
+        """Where an imported run came from (``probe import``): kind, source, file hashes, mapping, fidelity."""
+        return self._file.header.imported_from
 
     @property
     def steps(self) -> np.ndarray:
@@ -380,6 +407,31 @@ class Run:
         """One tensor at checkpoints ``indices`` as float64 ``[len(indices), *shape]``."""
         return self.series(name, np.asarray(indices, dtype=np.int64)).astype(np.float64)
 
+    def read_stack(self, indices: np.ndarray, names: list[str], dtype: Any = np.float32) -> dict[str, np.ndarray]:
+        """Several tensors at checkpoints ``indices``, each stacked ``[len(indices), *shape]`` in ``dtype``
+        (float32 by default, as checkpoints are stored): one read per tensor and run of consecutive
+        checkpoints, checksums verified as by :meth:`series`, the verification record saved once (the
+        parameters of a chunk of checkpoints for the analyses' batched passes)."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self.steps)
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise ProbeError(f"checkpoint indices must be in 0..{n - 1}")
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        runs = np.split(uniq, np.flatnonzero(np.diff(uniq) != 1) + 1) if uniq.size else []
+        out = {}
+        for name in names:
+            ds = self._file.series_dataset(name)
+            parts = []
+            for run in runs:
+                lo, hi = int(run[0]), int(run[-1]) + 1
+                what = f"{ds.name.lstrip('/')} at steps {int(self.steps[lo])}..{int(self.steps[hi - 1])}"
+                parts.append(self._file._rows(ds, lo, hi, what))
+            block = np.concatenate(parts) if parts else np.zeros((0, *ds.shape[1:]), dtype=ds.dtype)
+            out[name] = block[inverse].astype(dtype, copy=False) if not np.array_equal(uniq, idx) \
+                else block.astype(dtype, copy=False)
+        self._file._verified().save()
+        return out
+
     def iter_tensor(self, name: str, chunk: int = 64) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream one tensor across all checkpoints: yields ``(steps[c], values[c, *shape])``.
 
@@ -417,7 +469,7 @@ class Run:
         f = self._file
         for key in ("config", "task", "parameters"):
             h.update(str(f.f.attrs[key]).encode())
-        for arr in (self.task.labels, self.split.train, self.split.val, self.steps[idx]):
+        for arr in (self.task.labels, f.split.train, f.split.val, self.steps[idx]):
             h.update(np.ascontiguousarray(arr).tobytes())
         for arr in self.static().values():
             h.update(np.ascontiguousarray(arr).tobytes())
@@ -571,6 +623,18 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _imported(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What ``probe info`` says about an imported run's origin."""
+    if record is None:
+        return None
+    fid = record.get("fidelity") or {}
+    return {"kind": record.get("kind"), "source": record.get("source"), "files": len(record.get("files") or []),
+            "sha256": [f.get("sha256") for f in (record.get("files") or [])[:1]],
+            "mapping": (record.get("mapping") or {}).get("name"), "model_from": record.get("model_from"),
+            "task_from": record.get("task_from"), "split_from": record.get("split_from"),
+            "fidelity": fid, "duplicates": len(record.get("duplicates") or []), "imported": record.get("imported")}
+
+
 def describe_run(run: Run) -> dict[str, Any]:
     """The facts ``probe info`` prints, as a JSON-able dict (works on a run with no metrics or
     checkpoints yet)."""
@@ -578,8 +642,11 @@ def describe_run(run: Run) -> dict[str, Any]:
     steps = run.steps
     metrics = run.metrics
     last = {k: (None if v != v else v) for k, v in metrics.iloc[-1].to_dict().items()} if len(metrics) else {}
-    n_train, n_val = run.split.sizes
+    imported = run.imported_from
+    no_split = (imported or {}).get("split_from") == "none"
+    n_train, n_val = (None, None) if no_split else run.split.sizes
     packages = run.file.packages
+    recorded = imported is None or imported.get("training_settings") == "recorded"
     return {
         "run": str(run.dir),
         "status": "finished" if run.finished else "in progress or interrupted",
@@ -598,6 +665,8 @@ def describe_run(run: Run) -> dict[str, Any]:
         "early_stop": _early_stop(run, last.get("step")),
         "training": "; ".join(cfg.interventions()),
         "parent": _lineage(run),
+        "imported": _imported(imported),
+        "training_recorded": recorded,
         "checkpoints": {"count": int(len(steps)), "first": int(steps[0]) if len(steps) else None,
                         "last": int(steps[-1]) if len(steps) else None,
                         "schedule": cfg.to_dict()["checkpoint"], "tensors": run.tensor_names},

@@ -109,8 +109,9 @@ def _dataset(g: h5py.Group, name: str, data: np.ndarray | None = None, *, shape:
     if not shape:  # scalars cannot be chunked: store as [1]
         shape, chunks = (1,), (1,)
         data = None if data is None else data.reshape(1)
-    ds = g.create_dataset(name, shape=shape, maxshape=maxshape or shape, dtype=dtype, chunks=chunks,
-                          fletcher32=True)
+    if maxshape is None:  # an empty axis (e.g. an empty validation split) cannot hold a chunk unless it may grow
+        maxshape = tuple(None if s == 0 else s for s in shape)
+    ds = g.create_dataset(name, shape=shape, maxshape=maxshape, dtype=dtype, chunks=chunks, fletcher32=True)
     if data is not None and data.size:
         ds[...] = data
     return ds

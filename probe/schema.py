@@ -49,6 +49,15 @@ def _lineage(value: Any) -> bool:
             and isinstance(value.get("optimizer", False), bool) and isinstance(value.get("config", {}), dict))
 
 
+def _imported(value: Any) -> bool:
+    files = value.get("files")
+    return (isinstance(value.get("kind"), str) and isinstance(value.get("source"), str)
+            and isinstance(files, list)
+            and all(isinstance(f, dict) and isinstance(f.get("path"), str) and isinstance(f.get("sha256"), str)
+                    for f in files)
+            and isinstance(value.get("mapping"), dict))
+
+
 @dataclass(frozen=True)
 class AttrSpec:
     """One root attribute: its Python type once read (``dict``/``list`` for JSON strings), whether
@@ -118,6 +127,13 @@ RUN_ATTRS: tuple[AttrSpec, ...] = (
     AttrSpec("parent", dict, True, False,
              'runs started with `--from`: `{"run": path, "step": int, "optimizer": bool, "config": {...}}`',
              _lineage, 'an object {"run": path, "step": int, "optimizer": bool, "config": {...}}'),
+    AttrSpec("imported_from", dict, True, False,
+             'runs made by `probe import`: `{"kind": str, "source": path, "files": [{"path": str, "sha256": hex}, '
+             '...], "mapping": {...}, ...}` (the source kind, the hashes of the files read, how tensor names were '
+             'mapped, where task and split came from, the fidelity check and repeated checkpoints; docs/design.md, '
+             '"Importing and exporting checkpoint series")',
+             _imported,
+             'an object {"kind": str, "source": path, "files": [{"path", "sha256"}, ...], "mapping": {...}}'),
 )
 ATTRS_BY_NAME = {a.name: a for a in RUN_ATTRS}
 
@@ -136,6 +152,7 @@ class RunHeader:
     resumed: str | None = None
     device: str | None = None
     parent: dict[str, Any] | None = None
+    imported_from: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
     format: str = FORMAT_NAME
 

@@ -560,6 +560,10 @@ def resume(run_dir: str | Path, steps: int | None = None, progress: bool = True)
     run = Run(path)  # the same validation every reader applies: a damaged file is refused unchanged
     rf = run.file
     try:
+        if run.imported_from is not None:
+            raise ProbeError(f"{run_dir} was imported ({run.imported_from.get('kind')}), not trained here: it has "
+                             "no optimizer state or training history to resume; start a new run from one of its "
+                             f"checkpoints with 'probe train --from {run_dir}:STEP --out NEW_DIR'")
         cfg, task = run.config, run.task
         if steps is not None:
             if steps < 1:

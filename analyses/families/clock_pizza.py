@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from probe.analyses.applies import modular, modular_add_grid
-from probe.analyses.passes import clean_pass
+from probe.analyses import passes
+from probe.analyses.passes import answers
 from probe.analyses.registry import Param, metric, positive_int
 from probe.errors import ProbeError
 from probe.analyses.representations import (CIRCULARITY_METHODS, SYMMETRICITY_SAMPLING, circularity_of,
@@ -52,7 +53,7 @@ DI_LOGITS: tuple[str, ...] = ("correct", "top_incorrect")
                       "released result/*.csv)", choices=DI_LOGITS),),
         applies=modular_add_grid)
 def distance_irrelevance(ckpt: "Checkpoint", ctx: "Context", logit: str) -> dict[str, float]:
-    out = clean_pass(ckpt, ctx)[2]
+    out = answers(ckpt, ctx)
     labels = ctx.task.labels
     values = out[np.arange(out.shape[0]), labels] if logit == "correct" else top_incorrect_logits(out, labels)
     return {"distance_irrelevance": distance_irrelevance_of(grid(values, ctx.task))}
@@ -91,8 +92,11 @@ def embedding_gradients(model: Any, tokens: "torch.Tensor", classes: "torch.Tens
 def gradient_symmetricity(ckpt: "Checkpoint", ctx: "Context", samples: int, sampling: str) -> dict[str, float]:
     import torch
 
-    model = ckpt.model()
     idx, c = symmetricity_triples(ctx.task.inputs, int(ctx.task.modulus or 0), ctx.task.n_classes, samples, sampling)
+    if passes.batched(ctx):
+        g_a, g_b = passes.embedding_gradients(ckpt, ctx, idx, c)
+        return {"gradient_symmetricity": gradient_symmetricity_of(g_a, g_b)}
+    model = ckpt.model()
     x = ctx.model_inputs(model)[torch.as_tensor(idx, device=ctx.device)]
     g_a, g_b = embedding_gradients(model, x, torch.as_tensor(c, device=ctx.device))
     return {"gradient_symmetricity": gradient_symmetricity_of(g_a, g_b)}

@@ -10,6 +10,7 @@ import numpy as np
 
 from probe.analyses import fourier as fr
 from probe.analyses.applies import last_position_readout, modular, modular_add_grid
+from probe.analyses import passes
 from probe.analyses.passes import clean_pass, neuron_activations, patched_answers
 from probe.analyses.registry import Param, fraction, metric
 from probe.analyses.representations import (centred, excluded_activations, grid, nanda_restricted_activations,
@@ -17,6 +18,8 @@ from probe.analyses.representations import (centred, excluded_activations, grid,
 from probe.errors import ProbeError
 
 if TYPE_CHECKING:
+    import torch
+
     from probe.analyses.context import Context
     from probe.run import Checkpoint
 
@@ -47,9 +50,91 @@ def fourier_norms(ckpt: "Checkpoint", ctx: "Context", parts: str) -> dict[str, f
         reason = modular_add_grid(ctx.task)
         if reason:
             raise ProbeError(f"neuron Fourier norms: {reason}", param="parts")
-        _, act = neuron_activations(ckpt, ctx)
-        out.update({f"neuron_{k + 1}": v for k, v in enumerate(fr.frequency_norms_2d(grid(act, ctx.task), p))})
+        if passes.batched(ctx):
+            norms = _neuron_norms(ckpt, ctx)
+        else:
+            _, act = neuron_activations(ckpt, ctx)
+            norms = fr.frequency_norms_2d(grid(act, ctx.task), p)
+        out.update({f"neuron_{k + 1}": v for k, v in enumerate(norms)})
     return out
+
+
+# the batched form's neuron norms ------------------------------------------------------------------
+def _grid_tensor(act: "torch.Tensor", ctx: "Context") -> "torch.Tensor":
+    """:func:`~probe.analyses.representations.grid` of a tensor: ``[N, n] -> [p, p, n]``."""
+    import torch
+
+    p = int(ctx.task.modulus or 0)
+    flat = ctx.memo("grid_order", lambda: np.asarray(ctx.task.inputs[:, 0] * p + ctx.task.inputs[:, 1]))
+    if flat.shape[0] == p * p and np.array_equal(flat, np.arange(p * p)):
+        return act.reshape(p, p, -1)
+    out = torch.zeros(p * p, act.shape[1], dtype=act.dtype, device=act.device)
+    out[torch.as_tensor(flat, device=act.device)] = act
+    return out.view(p, p, -1)
+
+
+def _gram(x: "torch.Tensor") -> "torch.Tensor":
+    """``x x^T`` in float64 (numpy's symmetric product on the CPU, half the work of a general one)."""
+    import torch
+
+    if x.device.type == "cpu":
+        a = x.numpy()
+        return torch.from_numpy(a @ a.T).double()
+    return (x @ x.T).double()
+
+
+def frequency_norms_2d_batched(acts: "torch.Tensor", p: int, scratch: "torch.Tensor | None" = None) -> np.ndarray:
+    """:func:`probe.analyses.fourier.frequency_norms_2d` of ``acts [p, p, n]`` without the transform:
+    frequency k's energy is the energy of the basis rows of k on the a axis plus that on the b axis
+    minus the (k, k) block counted twice. The first two are ``sum_i B_i G B_i^T`` over k's rows i,
+    with ``G`` the Gram matrix of the activations over (b, neuron) or (a, neuron) (orthonormal B leaves
+    the other axis' norms unchanged); the (k, k) block's four coefficients per neuron come from the
+    Fourier components of the sums of the activations along a + b = c and a - b = c (product
+    formulas of cos and sin). Gram matrices and sums in the activations' dtype, the rest in float64;
+    equal to the transform within rounding (tests/analyses/test_batched_passes.py). ``scratch``: a
+    tensor like ``acts`` to hold its transpose (reused, it spares the allocation)."""
+    import torch
+
+    dev = acts.device
+    basis = torch.as_tensor(fr.fourier_basis(p)[0], dtype=torch.float64, device=dev)
+    turned = torch.empty_like(acts) if scratch is None else scratch
+    turned.copy_(acts.transpose(0, 1))
+    energy_a = ((basis @ _gram(acts.reshape(p, -1)).to(dev)) * basis).sum(dim=1)
+    energy_b = ((basis @ _gram(turned.reshape(p, -1)).to(dev)) * basis).sum(dim=1)
+    # sums along a + b = c and a - b = c (mod p), one slice of the table at a time
+    plus = torch.zeros(p, acts.shape[2], dtype=acts.dtype, device=dev)
+    minus = torch.zeros_like(plus)
+    for i in range(p):
+        plus[i:] += acts[i, : p - i]  # a = i: c = i + b
+        plus[:i] += acts[i, p - i:]
+        minus[: p - i] += acts[i:, i]  # b = i: c = a - i
+        minus[p - i:] += acts[:i, i]
+    freqs = np.arange(1, p // 2 + 1)
+    angle = 2 * np.pi * np.outer(freqs, np.arange(p)) / p
+    cos = torch.as_tensor(np.cos(angle), device=dev)
+    sin = torch.as_tensor(np.sin(angle), device=dev)
+    plus, minus = plus.double(), minus.double()
+    sc, ss, dc, ds = cos @ plus, sin @ plus, cos @ minus, sin @ minus  # [K, n]
+    cos_sq = torch.as_tensor(np.where(2 * freqs == p, p, p / 2.0), device=dev)[:, None]  # |cos_k|^2
+    sin_sq = p / 2.0
+    cross = 2 * np.sqrt(sin_sq) * torch.sqrt(cos_sq)
+    block = ((sc + dc) / (2 * cos_sq)) ** 2  # (cos, cos); then (sin, sin), (cos, sin), (sin, cos)
+    has_sin = torch.as_tensor(2 * freqs != p, device=dev)[:, None]
+    block = block + torch.where(has_sin, ((dc - sc) / (2 * sin_sq)) ** 2 + ((ss - ds) / cross) ** 2
+                                + ((ss + ds) / cross) ** 2, torch.zeros_like(block))
+    comp = torch.as_tensor(fr.frequency_of_component(p), device=dev)
+    out = torch.zeros(p // 2 + 1, dtype=torch.float64, device=dev)
+    out.index_add_(0, comp, energy_a + energy_b)
+    total = out[1:] - block.sum(dim=1)
+    return np.sqrt(np.maximum(total.cpu().numpy(), 0.0))
+
+
+def _neuron_norms(ckpt: "Checkpoint", ctx: "Context") -> np.ndarray:
+    import torch
+
+    acts = _grid_tensor(passes.neuron_tensor(ckpt, ctx), ctx)
+    scratch = ctx.memo(("scratch", tuple(acts.shape), acts.dtype), lambda: torch.empty_like(acts))
+    return frequency_norms_2d_batched(acts, int(ctx.task.modulus or 0), scratch)
 
 
 KEY_RULE = Param("key_rule", str, "energy", "key-frequency rule: 'energy' (share of W_E's Fourier energy above "
@@ -144,15 +229,69 @@ LOSS_SPLIT = Param("loss_split", str, None, "samples the loss is computed on (de
 def _full_logits(ckpt: "Checkpoint", ctx: "Context") -> Any:
     import torch
 
+    if passes.batched(ctx):
+        return passes.answer_tensor(ckpt, ctx).double()
     return torch.as_tensor(clean_pass(ckpt, ctx)[2], device=ctx.device)
+
+
+def _key_projection(ckpt: "Checkpoint", ctx: "Context", keys: list[int]) -> tuple[Any, Any, Any]:
+    """Batched form: the unit directions cos/sin(w_k (a+b)) of ``keys`` over the samples ``q [N, 2K]``,
+    the neurons' mean over the samples ``[n]`` and their components ``q^T act [2K, n]``, in float64
+    (the readout pass), shared by the restricted and excluded losses of one checkpoint."""
+    import torch
+
+    p = int(ctx.task.modulus or 0)
+    n = ctx.task.n_samples
+    order = ctx.task.inputs[:, 0] * p + ctx.task.inputs[:, 1]
+
+    def directions() -> Any:  # q, with a last column 1/N so that one product gives the mean too
+        q = fr.sum_directions(p, keys)[order]
+        return torch.as_tensor(np.concatenate([q, np.full((n, 1), 1.0 / n)], axis=1), dtype=torch.float64,
+                               device=ctx.device)
+
+    q_mean = ctx.memo(("sum_directions", tuple(keys)), directions)
+
+    def make() -> tuple[Any, Any]:
+        act = passes.neuron_tensor(ckpt, ctx)
+        step = max(1, (1 << 20) // act.shape[1])  # samples per slice: 8 MB in float64
+        wide = ctx.memo(("scratch64", step, act.shape[1]), lambda: torch.empty(
+            step, act.shape[1], dtype=torch.float64, device=act.device))
+        both = torch.zeros(q_mean.shape[1], act.shape[1], dtype=torch.float64, device=act.device)
+        for lo in range(0, n, step):  # float64 copies of a slice of the neurons at a time
+            hi = min(n, lo + step)
+            both.addmm_(q_mean[lo:hi].T, wide[: hi - lo].copy_(act[lo:hi]))
+        return both[-1], both[:-1]  # [n], [2K, n]
+
+    mean, coef = ctx.memo_step(("key_projection", tuple(keys)), ckpt.index, make)
+    return q_mean[:, :-1], mean, coef
+
+
+class _Rows:
+    """Logits ``base + q @ low + const`` (float64) computed for the rows a loss reads (``rows[idx]``)."""
+
+    def __init__(self, base: Any, q: Any, low: Any, const: Any) -> None:
+        self.base, self.q, self.low, self.const = base, q, low, const
+
+    def __getitem__(self, idx: Any) -> Any:
+        out = self.q[idx] @ self.low
+        if self.base is not None:
+            out = out + self.base[idx]
+        return out if self.const is None else out + self.const
 
 
 def _excluded_logits(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_threshold: float | None,
                      reference: str) -> Any:
     """Logits with the key-frequency directions removed from the neurons (one patched pass per
-    checkpoint)."""
+    checkpoint; in the batched form, where the outputs are affine in the neurons, their change
+    ``-q (q^T act) J`` in float64 instead)."""
     def compute() -> Any:
         keys = key_freqs_of(ctx, key_rule, key_threshold, reference)
+        if passes.batched(ctx):
+            jac = passes.answer_map(ckpt, ctx)
+            if jac is not None:
+                full = _full_logits(ckpt, ctx)  # (the clean pass: neurons and outputs in one call)
+                q, _, coef = _key_projection(ckpt, ctx, keys)
+                return _Rows(full, q, -(coef @ jac), None)
         hook, act, _ = clean_pass(ckpt, ctx)
         excluded = excluded_activations(act, ctx.task.inputs, int(ctx.task.modulus or 0), keys)
         return patched_answers(ckpt, ctx, hook, {"excluded": excluded})["excluded"]
@@ -168,7 +307,6 @@ def _restricted_logits(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_th
     def compute() -> Any:
         p = int(ctx.task.modulus or 0)
         keys = key_freqs_of(ctx, key_rule, key_threshold, reference)
-        hook, act, full = clean_pass(ckpt, ctx)
         if convention == "nanda":
             readout = ctx.config.model.neuron_readout if ctx.config is not None else None
             if readout is None:
@@ -176,10 +314,20 @@ def _restricted_logits(ckpt: "Checkpoint", ctx: "Context", key_rule: str, key_th
                                  "model declares no such path (use --convention grid)", param="convention")
             if getattr(ctx.config.model, "layernorm", False) and getattr(ctx.config.model, "ln_final", True):
                 ctx.note("the model has a final LayerNorm; Nanda et al.'s W_out W_U readout skips it")
+            if passes.batched(ctx):  # the same readout with the restricted activations kept factored
+                full = _full_logits(ckpt, ctx)  # (the clean pass: neurons and outputs in one call)
+                q, mean, coef = _key_projection(ckpt, ctx, keys)
+                w = (passes.parameter(ckpt, ctx, readout, torch.float64)
+                     @ passes.parameter(ckpt, ctx, ctx.config.model.unembed_param, torch.float64))
+                # out = mean w + q (coef w), shifted so that its mean over the samples is the model's
+                shift = full.mean(dim=0) - (mean @ w + q.mean(dim=0) @ (coef @ w))
+                return _Rows(None, q, coef @ w, mean @ w + shift)
+            hook, act, full = clean_pass(ckpt, ctx)
             w_out = ckpt.tensor(readout)
             w_u = ckpt.tensor(ctx.config.model.unembed_param)
             approx = nanda_restricted_activations(act, ctx.task.inputs, p, keys)
             return torch.as_tensor(nanda_restricted_logits(approx, w_out, w_u, full), device=ctx.device)
+        hook, act, full = clean_pass(ckpt, ctx)
         restricted = restricted_activations(grid(act, ctx.task), p, keys)[ctx.task.inputs[:, 0],
                                                                            ctx.task.inputs[:, 1]]
         return patched_answers(ckpt, ctx, hook, {"restricted": restricted})["restricted"]

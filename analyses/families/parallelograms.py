@@ -105,6 +105,19 @@ def _representation(ckpt: Checkpoint, ctx: Context, convention: str, hook: str |
 
 def _formed(ckpt: Checkpoint, ctx: Context, delta: float, convention: str, hook: str | None,
             position: int, test: str) -> Formed:
+    if test == "delta" and not hook and ckpt.embeddings().ndim == 2 and ctx.array_device is None:
+        # sum aggregation on the CPU: the count in one pass that keeps no distance; the mask (Acc-hat,
+        # violations) from the distances when asked for
+        check_position(ctx, position)
+        if ctx.task.modulus:
+            ctx.note(MODULAR_NOTE)
+        p0 = p0_of(ctx)
+        norm = pg.normalize(ckpt.embeddings(), convention)
+        mean_square = convention == "grokking-squared"
+        count = pg.count_sum(norm, ctx.task.inputs, p0, delta, mean_square)
+        total = len(p0)
+        return Formed(count / total, count, total,
+                      lambda: pg.pair_distances_sum(norm, ctx.task.inputs, p0).within(delta, mean_square))
     dist, mean_square, vectors = _representation(ckpt, ctx, convention, hook, position)
     if test == "delta":
         if hook:

@@ -9,6 +9,7 @@ import numpy as np
 
 from probe.analyses.applies import table_task
 from probe.analyses.families.fourier import REFERENCE
+from probe.analyses import passes
 from probe.analyses.passes import clean_pass
 from probe.analyses.registry import Param, metric, positive_int
 from probe.analyses.representations import centred, order_quality, principal_axes
@@ -79,22 +80,54 @@ def pca_projection_accuracy(ckpt: "Checkpoint", ctx: "Context", n_components: st
                             reference: str) -> dict[str, float]:
     import torch
 
-    model = ckpt.model()
     emb = ckpt.embeddings()
     if emb.ndim != 2:
         raise ProbeError("projection accuracy needs vector embeddings")
     d = emb.shape[1]
     counts = _counts(n_components, d)
     counts = [min(n, d) for n in counts]
-    x = ctx.model_inputs(model)
     y = torch.as_tensor(ctx.task.labels, device=ctx.device)
-    w_e = model.embed.W_E.detach()
     n_sym = ctx.task.n_symbols
     train = torch.as_tensor(ctx.split.train, device=ctx.device)
     val = torch.as_tensor(ctx.split.val, device=ctx.device)
     mu = emb.mean(axis=0)
     bases = {"cur": principal_axes(emb)[1], "final": principal_axes(ctx.embeddings_at(reference))[1]}
     out: dict[str, float] = {}
+
+    def record(tag: str, n: int, pred: "torch.Tensor") -> None:
+        correct = (pred == y).double()
+        out[f"train_acc_{tag}_{n}"] = float(correct[train].mean())
+        out[f"test_acc_{tag}_{n}"] = float(correct[val].mean()) if len(val) else float("nan")
+
+    if passes.batched(ctx):  # every projection in one embed pass (batched over the projections)
+        assert ctx.config is not None and ctx.config.model.embed_param is not None
+        w_e = passes.parameter(ckpt, ctx, ctx.config.model.embed_param, torch.float32)
+        tables, which = [], []
+        for tag, vt in bases.items():
+            for n in counts:
+                if n >= vt.shape[0] and vt.shape[0] == d:  # the identity: the clean pass (below)
+                    continue
+                v = vt[:n]
+                table = w_e.clone()
+                table[:n_sym] = torch.as_tensor(mu + (emb - mu) @ v.T @ v, dtype=table.dtype, device=table.device)
+                tables.append(table)
+                which.append((tag, n))
+        preds = passes.predict(ctx, passes.embed_answers(ckpt, ctx, torch.stack(tables))) if tables else []
+        done = dict(zip(which, preds))
+        clean = None
+        for tag, vt in bases.items():
+            for n in counts:
+                if (tag, n) in done:
+                    record(tag, n, done[tag, n])
+                    continue
+                if clean is None:
+                    clean = passes.predict(ctx, passes.answer_tensor(ckpt, ctx).to(torch.float32))
+                record(tag, n, clean)
+        return out
+
+    model = ckpt.model()
+    x = ctx.model_inputs(model)
+    w_e = model.embed.W_E.detach()
     clean = None
     for tag, vt in bases.items():
         for n in counts:
@@ -103,9 +136,8 @@ def pca_projection_accuracy(ckpt: "Checkpoint", ctx: "Context", n_components: st
                 # accuracy is the model's own (from the shared clean pass)
                 if clean is None:
                     logits = torch.as_tensor(clean_pass(ckpt, ctx)[2], device=ctx.device)
-                    clean = (model.predict(logits.to(torch.float32)) == y).double()
-                out[f"train_acc_{tag}_{n}"] = float(clean[train].mean())
-                out[f"test_acc_{tag}_{n}"] = float(clean[val].mean()) if len(val) else float("nan")
+                    clean = model.predict(logits.to(torch.float32))
+                record(tag, n, clean)
                 continue
             v = vt[:n]  # [n, d]
             proj = mu + (emb - mu) @ v.T @ v
@@ -117,9 +149,7 @@ def pca_projection_accuracy(ckpt: "Checkpoint", ctx: "Context", n_components: st
 
             with torch.no_grad(), model.hooks(fwd_hooks=[("hook_embed", replace)]):
                 pred = model.predict(model.answer(x))
-            correct = (pred == y).double()
-            out[f"train_acc_{tag}_{n}"] = float(correct[train].mean())
-            out[f"test_acc_{tag}_{n}"] = float(correct[val].mean()) if len(val) else float("nan")
+            record(tag, n, pred)
     return out
 
 

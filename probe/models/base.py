@@ -9,7 +9,7 @@ losses).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,24 @@ from transformer_lens import HookedRootModule
 if TYPE_CHECKING:
     from probe.config import ModelConfig
     from probe.tasks import Task
+
+
+#: the name :meth:`ProbeModel.stacked` gives the outputs, and the answer path
+ANSWER = "answer"
+
+
+def each(fn: Any, *xs: torch.Tensor) -> torch.Tensor:
+    """``fn`` over tensors stacked along a leading checkpoint axis: one call on an accelerator; on the
+    CPU one call per checkpoint, so that a checkpoint's numbers never depend on how many are stacked
+    with it (the CPU's batched matrix kernels round differently with the size of the batch)."""
+    if xs[0].device.type != "cpu" or xs[0].shape[0] == 1:
+        return fn(*xs)
+    return torch.cat([fn(*(x[i: i + 1] for x in xs)) for i in range(xs[0].shape[0])])
+
+
+def mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for stacked ``a [k, ..., m, n]`` and ``b [k, ..., n, p]`` (see :func:`each`)."""
+    return each(torch.matmul, a, b)
 
 
 class ProbeModel(HookedRootModule):
@@ -76,6 +94,76 @@ class ProbeModel(HookedRootModule):
         if self.objective == "mse_targets":
             return torch.cdist(out.to(self.targets.dtype), self.targets).argmin(dim=-1)
         return out.argmax(dim=-1)
+
+    # batched passes over stacked checkpoints ------------------------------------------------------
+    def stacked(self, params: Mapping[str, torch.Tensor], x: torch.Tensor, collect: Sequence[str] = (ANSWER,),
+                replace: Mapping[str, torch.Tensor] | None = None, path: str = ANSWER) -> dict[str, torch.Tensor]:
+        """The model applied to ``k`` checkpoints at once.
+
+        ``params``: every parameter, stacked along a leading axis ``[k, *shape]`` (one dtype and device);
+        ``x``: the inputs (shared by the ``k`` checkpoints). ``path``: ``"answer"`` (:meth:`answer`, what
+        the loss reads) or ``"forward"`` (every position). Returns, for each name in ``collect``, what
+        that hook sees on the path with a leading checkpoint axis ``[k, N, ...]``, and under ``"answer"``
+        the outputs ``[k, N, n_out]``. ``replace``: ``{hook: [k, N, ...]}`` activations put in place of
+        what the hook sees at the answer position (the last one, for models with positions).
+
+        This generic form is ``torch.func.functional_call`` under ``vmap`` with the hooks inside; the
+        model kinds probe owns override it with batched matrix products (the same maths, summed in
+        other orders; docs/design.md, "Batched passes"). The model's own weights are never touched."""
+        from torch.func import functional_call, vmap
+
+        names = [n for n in collect if n != ANSWER]
+        swaps = dict(replace or {})
+        wrapper = _Path(self, path)
+
+        def one(p: dict[str, torch.Tensor], r: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+            seen: dict[str, torch.Tensor] = {}
+
+            def keep(act: torch.Tensor, hook: Any) -> torch.Tensor:
+                seen[hook.name] = act
+                return act
+
+            def swap(act: torch.Tensor, hook: Any) -> torch.Tensor:
+                new = r[hook.name].to(act.dtype)
+                if act.ndim == new.ndim + 1:  # positions: the answer position only
+                    return torch.cat([act[:, :-1], new[:, None]], dim=1)
+                return new
+
+            fwd = [(n, swap) for n in swaps] + [(n, keep) for n in names]
+            with self.hooks(fwd_hooks=fwd):
+                out = functional_call(wrapper, {f"model.{n}": v for n, v in p.items()}, (x,), strict=False)
+            return (out, *(seen[n] for n in names))
+
+        k = next(iter(params.values())).shape[0]
+        if x.device.type == "cpu" and k > 1:  # one checkpoint at a time on the CPU (see :func:`each`)
+            parts = [vmap(one)({n: v[i: i + 1] for n, v in params.items()}, {n: v[i: i + 1] for n, v in swaps.items()})
+                     for i in range(k)]
+            got = tuple(torch.cat([part[t] for part in parts]) for t in range(len(parts[0])))
+        else:
+            got = vmap(one)(dict(params), swaps)
+        result = dict(zip(names, got[1:]))
+        if ANSWER in collect:
+            result[ANSWER] = got[0]
+        return result
+
+    def answer_map(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """``J [k, n_neurons, n_out]`` with outputs ``= neurons @ J + c`` on the answer path, where the
+        outputs are affine in the neurons (``cfg.neuron_hook`` at the answer position) at every
+        checkpoint of ``params``; None where they are not (or the model declares no neurons)."""
+        return None
+
+
+class _Path(nn.Module):
+    """A model seen through one of its paths (``answer`` or ``forward``) as a plain module, so that
+    ``functional_call`` can call it with substituted parameters."""
+
+    def __init__(self, model: ProbeModel, path: str) -> None:
+        super().__init__()
+        self.model = model
+        self.path = path
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.answer(x) if self.path == ANSWER else self.model(x)
 
 
 def stablemax_log_probs(logits: torch.Tensor) -> torch.Tensor:

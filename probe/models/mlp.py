@@ -7,14 +7,14 @@ Parameter names: ``embed.W_E``; decoder layers ``decoder.{l}.W`` / ``decoder.{l}
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import torch
 from torch import nn
 from transformer_lens.hook_points import HookPoint
 
 from probe.config import DigitsConfig, MLPConfig, ToyConfig
-from probe.models.base import ACTIVATIONS, Linear, ProbeModel
+from probe.models.base import ACTIVATIONS, ANSWER, Linear, ProbeModel, mm
 
 if TYPE_CHECKING:
     from probe.tasks import Task
@@ -53,6 +53,49 @@ class _DecoderModel(ProbeModel):
     def answer(self, x: torch.Tensor, last_only: bool = True) -> torch.Tensor:
         return self.forward(x)
 
+    # batched passes over stacked checkpoints ------------------------------------------------------
+    def _aggregate(self, e: torch.Tensor) -> torch.Tensor:
+        """The decoder's input for every stacked checkpoint, ``[k, N, d_in]``, from what ``hook_embed``
+        sees (``[k, N, 2, ...]``)."""
+        raise NotImplementedError
+
+    def _stacked_input(self, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """The decoder's input for a model without embeddings (the features)."""
+        raise NotImplementedError
+
+    def stacked(self, params: Mapping[str, torch.Tensor], x: torch.Tensor, collect: Sequence[str] = (ANSWER,),
+                replace: Mapping[str, torch.Tensor] | None = None, path: str = ANSWER) -> dict[str, torch.Tensor]:
+        """:meth:`ProbeModel.stacked` as batched matrix products: the decoder's layers, any of their
+        ``hook_post`` collected or replaced, and the outputs (other hooks: the generic form)."""
+        swaps = dict(replace or {})
+        posts = {f"decoder.{i}.hook_post" for i in range(len(self.decoder))}
+        embeds = {"hook_embed"} if self.embed_param is not None else set()
+        if not set(collect) <= posts | embeds | {ANSWER} or not set(swaps) <= posts | embeds:
+            return super().stacked(params, x, collect, replace, path)
+        p = dict(params)
+        result: dict[str, torch.Tensor] = {}
+        if embeds:
+            e = swaps.get("hook_embed", p["embed.W_E"][:, x] if "embed.W_E" in p else None)
+            if "hook_embed" in collect:
+                result["hook_embed"] = e
+            h = self._aggregate(e)
+        else:
+            h = self._stacked_input(p, x)
+        for i, layer in enumerate(self.decoder):
+            h = layer.act(mm(h, p[f"decoder.{i}.W"]) + p[f"decoder.{i}.b"][:, None])
+            name = f"decoder.{i}.hook_post"
+            if name in swaps:
+                h = swaps[name].to(h.dtype)
+            if name in collect:
+                result[name] = h
+        if ANSWER in collect:
+            result[ANSWER] = mm(h, p["unembed.W_U"]) + p["unembed.b_U"][:, None]
+        return result
+
+    def answer_map(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """``W_U``: the outputs are affine in the last decoder layer's activations."""
+        return params["unembed.W_U"] if self.cfg.neuron_hook is not None else None
+
 
 class ToyModel(_DecoderModel):
     """Liu et al. (2022) Sec. 2: ``(a, b) -> Dec(E_a + E_b)``; App. H: ``Dec(E_a E_b)`` for matrices.
@@ -76,6 +119,12 @@ class ToyModel(_DecoderModel):
         if cfg.objective == "mse_targets":
             self.register_buffer("targets", torch.randn(n_classes, cfg.d_out))
         self.setup()
+
+    def _aggregate(self, e: torch.Tensor) -> torch.Tensor:
+        """The decoder's input from what ``hook_embed`` sees, ``[k, N, 2, d]`` or ``[k, N, 2, d, d]``."""
+        if self.cfg.aggregation == "matrix":
+            return mm(e[:, :, 0], e[:, :, 1]).flatten(2)
+        return e[:, :, 0] + e[:, :, 1]
 
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
         e = self.hook_embed(self.embed.W_E[pairs])  # [N, 2, d] or [N, 2, d, d]
@@ -118,6 +167,9 @@ class ConcatMLP(_DecoderModel):
         self._build_decoder(2 * cfg.d_embed, cfg.hidden, cfg.act, n_classes)
         self.setup()
 
+    def _aggregate(self, e: torch.Tensor) -> torch.Tensor:
+        return e.flatten(2)
+
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
         e = self.hook_embed(self.embed.W_E[pairs])  # [N, 2, d]
         return self._decode(e.flatten(1))
@@ -140,6 +192,10 @@ class DigitsMLP(_DecoderModel):
                 if name.endswith(".W") or name.endswith(".W_U"):
                     param.mul_(cfg.init_alpha)
         self.setup()
+
+    def _stacked_input(self, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        k = p["unembed.W_U"].shape[0]
+        return x.to(p["unembed.W_U"].dtype).expand(k, *x.shape)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self._decode(features)

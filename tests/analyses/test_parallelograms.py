@@ -221,3 +221,41 @@ def test_torch_distance_path_equals_numpy():
     for delta in (0.01, 0.05, 0.5):
         assert np.array_equal(pg.formed_sum(norm, task.inputs, p0, delta, device="cpu"),
                               pg.formed_sum(norm, task.inputs, p0, delta))
+
+
+# --- the compiled count of the sum-aggregation fast path ---------------------------------------------
+@pytest.mark.parametrize("task_args", [("nonmod-add", {"p": 12}), ("add", {"p": 13}), ("mul", {"p": 11}),
+                                       ("add", {"p": 31})])
+@pytest.mark.parametrize("kind", ["random", "structured"])
+def test_compiled_count_equals_reference(task_args, kind):
+    name, kw = task_args
+    task = make_task(name, **kw)
+    rng = np.random.default_rng(11)
+    n = task.n_symbols
+    if kind == "random":
+        emb = rng.normal(size=(n, 5))
+    else:
+        emb = np.arange(n)[:, None] * rng.normal(size=(1, 5)) + rng.normal(scale=0.003, size=(n, 5))
+    p0 = pg.Parallelograms.from_labels(task.labels)
+    norm = pg.normalize(emb)
+    vec = pg.sample_vectors(norm, task.inputs)
+    dists = np.sqrt(np.sum((vec[p0.first] - vec[p0.second]) ** 2, axis=1))
+    for delta in (0.01, float(np.median(dists)), float(dists[0])):  # includes a pair exactly at the threshold
+        for mean_square in (False, True):
+            ref = int(pg.formed_reference(vec, p0, delta, mean_square=mean_square).sum())
+            assert pg.count_sum(norm, task.inputs, p0, delta, mean_square) == ref
+            assert pg.pair_distances_sum(norm, task.inputs, p0).count(delta, mean_square) == ref
+
+
+def test_compiled_and_numpy_paths_agree(monkeypatch):
+    task = make_task("add", p=23)
+    rng = np.random.default_rng(3)
+    emb = np.arange(23)[:, None] * rng.normal(size=(1, 4)) + rng.normal(scale=0.01, size=(23, 4))
+    p0 = pg.Parallelograms.from_labels(task.labels)
+    norm = pg.normalize(emb)
+    compiled = pg.pair_distances_sum(norm, task.inputs, p0)
+    counts = [pg.count_sum(norm, task.inputs, p0, d) for d in (0.01, 0.05, 0.5)]
+    monkeypatch.setattr(pg, "_COMPILED", {pg._distances_loop: None, pg._count_loop: None})  # numba absent
+    plain = pg.pair_distances_sum(norm, task.inputs, p0)
+    assert np.array_equal(compiled.d2, plain.d2) and np.array_equal(compiled.scale, plain.scale)
+    assert [pg.count_sum(norm, task.inputs, p0, d) for d in (0.01, 0.05, 0.5)] == counts
