@@ -7,6 +7,7 @@ gives the same rows, and its line in ``probe reproduce --list``."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pandas as pd
@@ -28,6 +29,7 @@ def rec(request):
 
 def test_record(rec):
     assert rec.paper and rec.figure and rec.trains and rec.claims
+    assert re.match(r"[A-Z][^{}]*\b(19|20)\d\d\b", rec.paper), f"{rec.name}: the source cites authors and year"
     assert rec.artefact.repository and rec.artefact.commit and rec.artefact.path and rec.artefact.description
     assert set(rec.scales) == set(SCALES)
     for row in rec.setting:
