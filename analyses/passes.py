@@ -77,9 +77,11 @@ class Pass:
 #: run in float64 (their losses reach 1e-8, where float32 cross-entropy rounds to zero).
 PASSES: dict[str, Pass] = {p.name: p for p in (
     Pass("clean", "float32", "neuron activations and outputs for every sample on the answer path",
-         "fourier_norms, key_freqs (neurons rule), restricted_loss, excluded_loss, distance_irrelevance, "
+         "fourier_norms, key_freqs (neurons rule), restricted_loss, excluded_loss, distance_irrelevance (--logit top_incorrect), "
          "pca_projection_accuracy (all components), efficiency, softmax_collapse, irrep_logit_share, "
          "key_irreps (logit rule), rqi --hook logits"),
+    Pass("entries", "float32", "one output per sample (its entry at a given class) without the full outputs",
+         "distance_irrelevance (the correct class's logit)"),
     Pass("patched", "float32", "outputs with the neurons replaced (the rest of the network)",
          "restricted_loss --convention grid; excluded_loss where the outputs are not affine in the neurons"),
     Pass("embed", "float32", "outputs with the symbol embeddings replaced", "pca_projection_accuracy"),
@@ -242,6 +244,28 @@ def answer_tensor(ckpt: "Checkpoint", ctx: "Context") -> "torch.Tensor":
     return products["answer"][j]
 
 
+def answer_entries(ckpt: "Checkpoint", ctx: "Context", classes: np.ndarray) -> "torch.Tensor":
+    """Batched form: each sample's output at its entry of ``classes`` (``[N]``, e.g. the correct
+    class's logit), from the clean pass where a metric already asked for its outputs in this window,
+    otherwise from the ``entries`` pass (the model computes the entries without the full outputs:
+    :meth:`probe.models.base.ProbeModel.stacked_entries`)."""
+    import torch
+
+    c = torch.as_tensor(classes, dtype=torch.int64, device=ctx.device)
+    held = ctx.cache.get(("pass_window", "clean"))
+    if held is not None and ckpt.index in held[0] and "answer" in held[1]:
+        return held[1]["answer"][held[0].index(ckpt.index)].gather(1, c[:, None])[:, 0]
+    indices, j, params = _window(ctx, ckpt, _dtype("entries"), _width(ctx))
+    key = ("pass_window", "entries", classes.tobytes())
+    got = ctx.cache.get(key)
+    if got is None or got[0] != indices:
+        ctx.cache.pop(key, None)
+        with torch.no_grad():
+            got = (indices, _model(ctx).stacked_entries(params, _inputs(ctx), c))
+        ctx.cache[key] = got
+    return got[1][j]
+
+
 def answer_map(ckpt: "Checkpoint", ctx: "Context") -> "torch.Tensor | None":
     """``J [n_neurons, n_out]`` (float64) with outputs ``= neurons @ J + c`` where the rest of the network
     after the neurons is affine (:meth:`probe.models.base.ProbeModel.answer_map`); None where it is not."""
@@ -264,9 +288,10 @@ def parameter(ckpt: "Checkpoint", ctx: "Context", name: str, dtype: "torch.dtype
     return stacks[name][0].to(dtype)
 
 
-def embed_answers(ckpt: "Checkpoint", ctx: "Context", tables: "torch.Tensor") -> "torch.Tensor":
-    """Outputs ``[V, N, n_out]`` with the symbol embeddings replaced by each of ``tables [V, *W_E.shape]``
-    (the ``embed`` pass; at the answer path's input, as replacing ``hook_embed`` by ``table[x]``)."""
+def embed_predictions(ckpt: "Checkpoint", ctx: "Context", tables: "torch.Tensor") -> "torch.Tensor":
+    """Predicted classes ``[V, N]`` with the symbol embeddings replaced by each of ``tables [V, *W_E.shape]``
+    (the ``embed`` pass; at the answer path's input, as replacing ``hook_embed`` by ``table[x]``). Each
+    window of tables is predicted as it is computed, so only the predictions are kept."""
     import torch
 
     from probe.models.base import ANSWER
@@ -277,14 +302,14 @@ def embed_answers(ckpt: "Checkpoint", ctx: "Context", tables: "torch.Tensor") ->
     model = _model(ctx)
     x = _inputs(ctx)
     w = _window_size(ctx, _width(ctx) * ctx.task.n_samples * torch.empty((), dtype=dtype).element_size())
-    outs = []
+    preds = []
     with torch.no_grad():
         for lo in range(0, tables.shape[0], w):
             part = tables[lo: lo + w].to(dtype=dtype, device=ctx.device)
             params = {n: v.expand(part.shape[0], *v.shape[1:]) for n, v in one.items()}
             params[ctx.config.model.embed_param] = part
-            outs.append(model.stacked(params, x, (ANSWER,))[ANSWER])
-    return torch.cat(outs)
+            preds.append(predict(ctx, model.stacked(params, x, (ANSWER,))[ANSWER]))
+    return torch.cat(preds)
 
 
 def embedding_gradients(ckpt: "Checkpoint", ctx: "Context", samples: np.ndarray,

@@ -53,9 +53,12 @@ DI_LOGITS: tuple[str, ...] = ("correct", "top_incorrect")
                       "released result/*.csv)", choices=DI_LOGITS),),
         applies=modular_add_grid)
 def distance_irrelevance(ckpt: "Checkpoint", ctx: "Context", logit: str) -> dict[str, float]:
-    out = answers(ckpt, ctx)
     labels = ctx.task.labels
-    values = out[np.arange(out.shape[0]), labels] if logit == "correct" else top_incorrect_logits(out, labels)
+    if logit == "correct" and passes.batched(ctx):
+        values = passes.answer_entries(ckpt, ctx, labels).double().cpu().numpy()
+    else:
+        out = answers(ckpt, ctx)
+        values = out[np.arange(out.shape[0]), labels] if logit == "correct" else top_incorrect_logits(out, labels)
     return {"distance_irrelevance": distance_irrelevance_of(grid(values, ctx.task))}
 
 

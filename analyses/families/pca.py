@@ -72,6 +72,13 @@ N_COMPONENTS = Param("n_components", str, None, f"numbers n of principal compone
                      f"{DEFAULT_COUNTS}, those up to the embedding dimension)")
 
 
+def _identity(tag: str, n: int, vt: np.ndarray, d: int) -> bool:
+    """Whether the projection on the first ``n`` of the axes ``vt`` leaves the embeddings as they are:
+    all ``d`` axes span the whole space, and all the current embeddings' own axes (``tag`` "cur", every
+    row of the thin SVD) span their centred rows, so the projection is the identity on them."""
+    return n >= vt.shape[0] and (vt.shape[0] == d or tag == "cur")
+
+
 @metric("pca_projection_accuracy", "train/test accuracy with the embeddings replaced, through hook_embed, by "
         "their projection on the first n PCs of the current and of the final checkpoint (Liu et al. App. K, "
         "Fig. 22)", needs=("embeddings", "forward", "split"), direction="higher",
@@ -105,14 +112,14 @@ def pca_projection_accuracy(ckpt: "Checkpoint", ctx: "Context", n_components: st
         tables, which = [], []
         for tag, vt in bases.items():
             for n in counts:
-                if n >= vt.shape[0] and vt.shape[0] == d:  # the identity: the clean pass (below)
+                if _identity(tag, n, vt, d):  # the clean pass (below)
                     continue
                 v = vt[:n]
                 table = w_e.clone()
                 table[:n_sym] = torch.as_tensor(mu + (emb - mu) @ v.T @ v, dtype=table.dtype, device=table.device)
                 tables.append(table)
                 which.append((tag, n))
-        preds = passes.predict(ctx, passes.embed_answers(ckpt, ctx, torch.stack(tables))) if tables else []
+        preds = passes.embed_predictions(ckpt, ctx, torch.stack(tables)) if tables else []
         done = dict(zip(which, preds))
         clean = None
         for tag, vt in bases.items():
@@ -131,9 +138,7 @@ def pca_projection_accuracy(ckpt: "Checkpoint", ctx: "Context", n_components: st
     clean = None
     for tag, vt in bases.items():
         for n in counts:
-            if n >= vt.shape[0] and vt.shape[0] == d:
-                # all d components span the whole space: the projection is the identity, so the
-                # accuracy is the model's own (from the shared clean pass)
+            if _identity(tag, n, vt, d):  # the accuracy is the model's own (the shared clean pass)
                 if clean is None:
                     logits = torch.as_tensor(clean_pass(ckpt, ctx)[2], device=ctx.device)
                     clean = model.predict(logits.to(torch.float32))

@@ -146,6 +146,15 @@ class ProbeModel(HookedRootModule):
             result[ANSWER] = got[0]
         return result
 
+    def stacked_entries(self, params: Mapping[str, torch.Tensor], x: torch.Tensor,
+                        classes: torch.Tensor) -> torch.Tensor:
+        """One output per sample, ``[k, N]``: entry ``classes[i]`` of sample ``i``'s outputs on the
+        answer path (a metric that reads one logit per sample, such as the correct class's). This
+        generic form gathers from :meth:`stacked`'s outputs; a model kind may compute the entries
+        without the full ``[k, N, n_out]`` outputs."""
+        out = self.stacked(params, x, (ANSWER,))[ANSWER]
+        return out.gather(2, classes.to(out.device).expand(out.shape[0], -1)[..., None])[..., 0]
+
     def answer_map(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         """``J [k, n_neurons, n_out]`` with outputs ``= neurons @ J + c`` on the answer path, where the
         outputs are affine in the neurons (``cfg.neuron_hook`` at the answer position) at every

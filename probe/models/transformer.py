@@ -416,6 +416,17 @@ class Transformer(ProbeModel):
             result[ANSWER] = out
         return result
 
+    def stacked_entries(self, params: Mapping[str, torch.Tensor], x: torch.Tensor,
+                        classes: torch.Tensor) -> torch.Tensor:
+        """:meth:`ProbeModel.stacked_entries`: on the one-block tables path, the entries without the
+        full outputs (each sample's residual rows through ``W_U`` at its class, plus its neurons
+        against that class's column of ``W_out W_U``); otherwise the generic gather."""
+        if self.concat or len(self.blocks) != 1:
+            return super().stacked_entries(params, x, classes)
+        _, out = self._stacked_tables(dict(params), x, None, True, False, classes.to(x.device))
+        assert out is not None
+        return out
+
     def answer_map(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         """``W_out W_U`` of the last block: the logits are affine in its neurons where nothing but the
         residual stream lies between them and the unembedding (no final LayerNorm, last-position readout)."""
@@ -454,8 +465,10 @@ class Transformer(ProbeModel):
         return out
 
     def _stacked_tables(self, p: dict[str, torch.Tensor], tokens: torch.Tensor, new: torch.Tensor | None,
-                        want_out: bool, want_post: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """One block, per (token, position) tables: neurons ``[k, N, d_mlp]`` and outputs ``[k, N, n_out]``.
+                        want_out: bool, want_post: bool = True,
+                        classes: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """One block, per (token, position) tables: neurons ``[k, N, d_mlp]`` and outputs ``[k, N, n_out]``
+        (with ``classes [N]``: only each sample's entry at its class, ``[k, N]``).
         Where the neurons are not kept, the samples go through in slices of at most :data:`SLICE`
         numbers per intermediate (memory stays flat in the number of samples; on the CPU, blocks the
         allocator reuses)."""
@@ -519,8 +532,10 @@ class Transformer(ProbeModel):
         flat_d = rows_d.reshape(k * n_table, -1)
         d_mlp = w_in.shape[-1]
         post_all = new.to(w_in.dtype) if new is not None else None
-        out_all = torch.empty(k, n, w_u.shape[-1], dtype=w_u.dtype, device=w_u.device) if want_out else None
+        width = () if classes is not None else (w_u.shape[-1],)
+        out_all = torch.empty(k, n, *width, dtype=w_u.dtype, device=w_u.device) if want_out else None
         keep_post = want_post or new is not None
+        jac_rows = None
         step = n if keep_post else max(1, SLICE // max(1, k * max(d_mlp, w_e.shape[-1])))
         for lo in range(0, n, step):
             hi = min(n, lo + step)
@@ -550,13 +565,21 @@ class Transformer(ProbeModel):
                     post_all = post
             if out_all is None:
                 continue
+            if jac is not None and classes is not None:  # the class's column of W_out W_U only
+                c = classes[lo:hi]
+                if jac_rows is None:
+                    jac_rows = jac.transpose(1, 2).contiguous()  # [k, n_out, d_mlp]: a class's column as a row
+                picked = bag(rows_u).gather(2, c.expand(k, m)[..., None])[..., 0]
+                out_all[:, lo:hi] = picked + (post * jac_rows.index_select(1, c)).sum(dim=-1)
+                continue
             if jac is not None:
                 out_all[:, lo:hi] = each(torch.baddbmm, bag(rows_u), post, jac)
                 continue
             if resid_mid is None:
                 resid_mid = bag(flat_d)
             final = mm(_layer_norm(resid_mid + mm(post, w_out) + b_out[:, None], *lnf, self.ln_final.eps), w_u)
-            out_all[:, lo:hi] = final if b_u is None else final + b_u[:, None]
+            final = final if b_u is None else final + b_u[:, None]
+            out_all[:, lo:hi] = final if classes is None else final.gather(2, classes[lo:hi].expand(k, m)[..., None])[..., 0]
         return post_all, out_all
 
     def _stacked_dense(self, p: dict[str, torch.Tensor], tokens: torch.Tensor, new: torch.Tensor | None,

@@ -65,7 +65,7 @@ def _cases() -> list[tuple[str, dict[str, Any]]]:
         if name not in NOT_SHARED and "forward" in m.requirements(m.resolve({})):
             out.append((name, {}))
     out += [("key_freqs", {"key_rule": "neurons"}), ("key_freq_energy", {"key_rule": "neurons"}),
-            ("key_irreps", {"irrep_rule": "logit"}), ("restricted_loss", {"convention": "grid"}),
+            ("key_irreps", {"irrep_rule": "logit"}), ("distance_irrelevance", {"logit": "top_incorrect"}), ("restricted_loss", {"convention": "grid"}),
             ("rqi", {"hook": "logits"}), ("rqi", {"hook": "HOOK"}), ("rqi_curve", {"hook": "HOOK"}),
             ("acc_hat", {"hook": "HOOK"})]
     return out
@@ -304,11 +304,14 @@ def test_transformer_stacked_equals_the_hooked_model(variant):
         neurons = fast[hook][:, :, -1]
         swapped = model.stacked(params, x, (ANSWER,), {hook: 0.7 * neurons})[ANSWER]
         jac = model.answer_map(params)
+        classes = torch.as_tensor(task.labels[::-1].copy())  # any class per sample
+        entries = model.stacked_entries(params, x, classes)
         alone = [model.stacked({n: v[j: j + 1] for n, v in params.items()}, x, (ANSWER, hook)) for j in range(3)]
     for j in range(3):  # a checkpoint's numbers do not depend on the others stacked with it (on the CPU)
         assert torch.equal(alone[j][ANSWER][0], fast[ANSWER][j]) and torch.equal(alone[j][hook][0], fast[hook][j])
         out, act = _hooked(model, params, j, x, hook)
         scale = float(out.abs().max())
+        torch.testing.assert_close(entries[j], out[torch.arange(len(classes)), classes], rtol=0, atol=1e-5 * scale)
         torch.testing.assert_close(fast[ANSWER][j], out, rtol=0, atol=1e-5 * scale)
         torch.testing.assert_close(generic[ANSWER][j], out, rtol=0, atol=1e-5 * scale)
         torch.testing.assert_close(neurons[j], act, rtol=0, atol=1e-5 * float(act.abs().max()))
