@@ -317,11 +317,10 @@ def embedding_gradients(ckpt: "Checkpoint", ctx: "Context", samples: np.ndarray,
     """d logit_c / d (token embedding of a) and of b for ``samples`` and their ``classes`` (``[S, d]`` each,
     float64 copies): the gradient of the class-c output at the answer with respect to what
     ``hook_embed`` sees (the token embeddings before any position embedding), at the operands'
-    positions. Batched form: one backward pass through the stacked forward of the window, with
-    ``hook_embed`` replaced by its own values (each checkpoint's outputs depend on its own only)."""
+    positions. Batched form: the model's gradients for the whole window
+    (:meth:`probe.models.base.ProbeModel.stacked_embed_gradients`: in closed form for the one-block
+    transformers without LayerNorm, else one backward pass through the stacked forward)."""
     import torch
-
-    from probe.models.base import ANSWER
 
     positions = ctx.config.model.operand_positions if ctx.config is not None else None
     if positions is None:
@@ -332,15 +331,9 @@ def embedding_gradients(ckpt: "Checkpoint", ctx: "Context", samples: np.ndarray,
     held = ctx.cache.get(key)
     if held is None or held[0] != indices:
         ctx.cache.pop(key, None)
-        model = _model(ctx)
         x = _inputs(ctx)[torch.as_tensor(samples, device=ctx.device)]
-        c = torch.as_tensor(classes, device=ctx.device)
-        rows = torch.arange(x.shape[0], device=ctx.device)
-        with torch.enable_grad():
-            e = model.stacked(params, x, ("hook_embed",))["hook_embed"].detach().requires_grad_(True)
-            out = model.stacked(params, x, (ANSWER,), {"hook_embed": e})[ANSWER]
-            (g,) = torch.autograd.grad(out[:, rows, c].sum(), e)
-        held = (indices, g.detach())
+        g = _model(ctx).stacked_embed_gradients(params, x, torch.as_tensor(classes, device=ctx.device))
+        held = (indices, g)
         ctx.cache[key] = held
     g = held[1][j].double().cpu().numpy()  # [S, positions, ...]
     n = g.shape[0]

@@ -155,6 +155,20 @@ class ProbeModel(HookedRootModule):
         out = self.stacked(params, x, (ANSWER,))[ANSWER]
         return out.gather(2, classes.to(out.device).expand(out.shape[0], -1)[..., None])[..., 0]
 
+    def stacked_embed_gradients(self, params: Mapping[str, torch.Tensor], x: torch.Tensor,
+                                classes: torch.Tensor) -> torch.Tensor:
+        """d (output ``classes[i]`` of sample ``i``) / d (what ``hook_embed`` sees), ``[k, N, *embed]``:
+        the gradient of each sample's chosen output on the answer path with respect to its token
+        embeddings (before any position embedding). This generic form is one backward pass through
+        :meth:`stacked` with ``hook_embed`` replaced by its own values (each checkpoint's outputs
+        depend on its own only); a model kind may give the gradients in closed form."""
+        with torch.enable_grad():
+            e = self.stacked(params, x, ("hook_embed",))["hook_embed"].detach().requires_grad_(True)
+            out = self.stacked(params, x, (ANSWER,), {"hook_embed": e})[ANSWER]
+            rows = torch.arange(x.shape[0], device=out.device)
+            (g,) = torch.autograd.grad(out[:, rows, classes.to(out.device)].sum(), e)
+        return g.detach()
+
     def answer_map(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         """``J [k, n_neurons, n_out]`` with outputs ``= neurons @ J + c`` on the answer path, where the
         outputs are affine in the neurons (``cfg.neuron_hook`` at the answer position) at every

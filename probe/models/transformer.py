@@ -427,6 +427,62 @@ class Transformer(ProbeModel):
         assert out is not None
         return out
 
+    def stacked_embed_gradients(self, params: Mapping[str, torch.Tensor], x: torch.Tensor,
+                                classes: torch.Tensor) -> torch.Tensor:
+        """:meth:`ProbeModel.stacked_embed_gradients` in closed form for one block without LayerNorm
+        and with a ReLU MLP (Nanda et al.'s and Zhong et al.'s models): the chain rule written out
+        through the answer position's residual stream, the MLP, each head's values, its attention
+        pattern (softmax, scaled by the attention rate) and its query and keys; otherwise the generic
+        backward pass. On the CPU one checkpoint at a time (see :func:`probe.models.base.each`)."""
+        ln = any(n.startswith(("blocks.0.ln", "ln_final")) for n in params)
+        if (self.concat or len(self.blocks) != 1 or ln or self.blocks[0].mlp.act is not ACTIVATIONS["relu"]
+                or not isinstance(self.ln_final, nn.Identity)):
+            return super().stacked_embed_gradients(params, x, classes)
+        c = classes.to(x.device)
+        k = next(iter(params.values())).shape[0]
+        if x.device.type == "cpu" and k > 1:
+            return torch.cat([self._embed_gradients({n: v[i: i + 1] for n, v in params.items()}, x, c)
+                              for i in range(k)])
+        return self._embed_gradients(dict(params), x, c)
+
+    def _embed_gradients(self, p: dict[str, torch.Tensor], tokens: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The closed form of :meth:`stacked_embed_gradients` (``[k, N, P, d]``)."""
+        pre, rate = "blocks.0.", self.blocks[0].attn.rate
+        ein = torch.einsum
+        w_q, w_k, w_v, w_o = (p[pre + f"attn.W_{n}"] for n in "QKVO")  # [k, h, d, e] (W_O: [k, h, e, d])
+        root = math.sqrt(w_q.shape[-1])
+        resid = p["embed.W_E"][:, tokens]  # [k, N, P, d]
+        if self.pos_embed is not None:
+            resid = resid + p["pos_embed.W_pos"][:, None, : tokens.shape[1]]
+
+        def bias(name: str) -> torch.Tensor | float:
+            return p[pre + name][:, None] if pre + name in p else 0.0
+
+        last = resid[:, :, -1]
+        q = ein("knd,khde->knhe", last, w_q) + bias("attn.b_Q")
+        key = ein("knpd,khde->knphe", resid, w_k) + (bias("attn.b_K")[:, :, None] if pre + "attn.b_K" in p else 0.0)
+        val = ein("knpd,khde->knphe", resid, w_v) + (bias("attn.b_V")[:, :, None] if pre + "attn.b_V" in p else 0.0)
+        soft = (ein("knhe,knphe->knhp", q, key) / root).softmax(dim=-1)
+        pattern = rate * soft + (1.0 - rate)
+        z = ein("knhp,knphe->knhe", pattern, val)
+        mid = last + ein("knhe,khed->knd", z, w_o) + bias("attn.b_O")
+        active = (mm(mid, p[pre + "mlp.W_in"]) + p[pre + "mlp.b_in"][:, None]) > 0  # ReLU's derivative
+        # backwards from the class's logit: d/d(final residual) is the class's column of W_U, and
+        # d/d(neurons) that column through W_out (the class's column of W_out W_U)
+        w_u = p["unembed.W_U"]
+        g_final = w_u.transpose(1, 2)[:, c]  # [k, N, d]
+        g_pre = mm(p[pre + "mlp.W_out"], w_u).transpose(1, 2)[:, c] * active  # [k, N, d_mlp]
+        g_mid = g_final + mm(g_pre, p[pre + "mlp.W_in"].transpose(1, 2))
+        g_z = ein("knd,khed->knhe", g_mid, w_o)
+        g_pattern = ein("knhe,knphe->knhp", g_z, val)
+        g_scores = rate * soft * (g_pattern - (soft * g_pattern).sum(dim=-1, keepdim=True)) / root
+        # each position's embedding through its value and its key (one d-vector per head, then the pattern)
+        grad = ein("knhp,knhd->knpd", pattern, ein("knhe,khde->knhd", g_z, w_v))
+        grad = grad + ein("knhp,knhd->knpd", g_scores, ein("knhe,khde->knhd", q, w_k))
+        # the answer position's also through the residual stream and its query
+        at_last = g_mid + ein("knhe,khde->knd", ein("knhp,knphe->knhe", g_scores, key), w_q)
+        return torch.cat([grad[:, :, :-1], (grad[:, :, -1] + at_last)[:, :, None]], dim=2)
+
     def answer_map(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         """``W_out W_U`` of the last block: the logits are affine in its neurons where nothing but the
         residual stream lies between them and the unembedding (no final LayerNorm, last-position readout)."""

@@ -306,12 +306,15 @@ def test_transformer_stacked_equals_the_hooked_model(variant):
         jac = model.answer_map(params)
         classes = torch.as_tensor(task.labels[::-1].copy())  # any class per sample
         entries = model.stacked_entries(params, x, classes)
+        grads = model.stacked_embed_gradients(params, x, classes)  # closed form where the model allows
+        generic_grads = ProbeModel.stacked_embed_gradients(model, params, x, classes)  # backward pass
         alone = [model.stacked({n: v[j: j + 1] for n, v in params.items()}, x, (ANSWER, hook)) for j in range(3)]
     for j in range(3):  # a checkpoint's numbers do not depend on the others stacked with it (on the CPU)
         assert torch.equal(alone[j][ANSWER][0], fast[ANSWER][j]) and torch.equal(alone[j][hook][0], fast[hook][j])
         out, act = _hooked(model, params, j, x, hook)
         scale = float(out.abs().max())
         torch.testing.assert_close(entries[j], out[torch.arange(len(classes)), classes], rtol=0, atol=1e-5 * scale)
+        torch.testing.assert_close(grads[j], generic_grads[j], rtol=0, atol=1e-5 * float(generic_grads.abs().max()))
         torch.testing.assert_close(fast[ANSWER][j], out, rtol=0, atol=1e-5 * scale)
         torch.testing.assert_close(generic[ANSWER][j], out, rtol=0, atol=1e-5 * scale)
         torch.testing.assert_close(neurons[j], act, rtol=0, atol=1e-5 * float(act.abs().max()))
