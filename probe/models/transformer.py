@@ -49,10 +49,17 @@ class LayerNorm(nn.Module):
         return self.hook_normalized(x / scale) * self.w + self.b
 
 
+def _linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x [..., d] @ w [d, n]`` as one 2-D matrix product (what torch does for a plain tensor; under
+    ``vmap`` in an ensemble a left operand of more than 2 dimensions would broadcast ``w`` over it)."""
+    return (x.reshape(-1, x.shape[-1]) @ w).view(*x.shape[:-1], w.shape[-1])
+
+
 def _project(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    """[B, P, d] x [h, d, k] -> [B, P, h, k] as one matrix product."""
+    """[B, P, d] x [h, d, k] -> [B, P, h, k] as one matrix product (of a 2-D ``[B P, d]`` by ``[d, h k]``:
+    under ``vmap`` in an ensemble a 3-D left operand would broadcast the weights over the batch)."""
     h, d, k = w.shape
-    out = (x @ w.permute(1, 0, 2).reshape(d, h * k)).view(*x.shape[:-1], h, k)
+    out = (x.reshape(-1, d) @ w.permute(1, 0, 2).reshape(d, h * k)).view(*x.shape[:-1], h, k)
     return out if b is None else out + b
 
 
@@ -101,7 +108,7 @@ class Attention(nn.Module):
         pattern = self.hook_pattern(pattern)
         z = self.hook_z(torch.einsum("bhqk,bkhd->bqhd", pattern, v))
         h, dh, d = self.W_O.shape
-        out = z.reshape(*z.shape[:2], h * dh) @ self.W_O.reshape(h * dh, d)
+        out = _linear(z.reshape(*z.shape[:2], h * dh), self.W_O.reshape(h * dh, d))
         return out if self.b_O is None else out + self.b_O
 
 
@@ -122,10 +129,10 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout_at == "mlp" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        post = self.hook_post(self.act(self.hook_pre(x @ self.W_in + self.b_in)))
+        post = self.hook_post(self.act(self.hook_pre(_linear(x, self.W_in) + self.b_in)))
         if self.dropout is not None:
             post = self.dropout(post)
-        return post @ self.W_out + self.b_out
+        return _linear(post, self.W_out) + self.b_out
 
 
 class Block(nn.Module):
@@ -180,7 +187,7 @@ class Unembed(nn.Module):
         self.register_parameter("b_U", nn.Parameter(torch.zeros(d_vocab_out)) if bias else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = x @ self.W_U
+        out = _linear(x, self.W_U)
         return out if self.b_U is None else out + self.b_U
 
 
