@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -229,6 +229,22 @@ class Sweep:
         from probe.run import load_run
 
         return load_run(self.run_dir(name))
+
+    def done_runs(self) -> Iterator[tuple[str, "Run"]]:
+        """``(name, run)`` of every finished run in grid order, each open while the caller reads it.
+        A finished run whose file cannot be opened (removed or damaged since) is left out; what the
+        caller raises while reading an open run (a metric that refuses it) is not caught here."""
+        from probe.run import load_run
+
+        for name in self.names:
+            if state_of(self.root, name)[0] != "done":
+                continue
+            try:
+                run = load_run(self.run_dir(name))
+            except (OSError, ProbeError):
+                continue
+            with run:
+                yield name, run
 
     def status(self) -> "pd.DataFrame":
         """One row per run: name, state (done, running, failed, interrupted, pending), reason."""

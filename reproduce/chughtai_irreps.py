@@ -405,23 +405,16 @@ def _run_table(sweep_dir: str) -> "pd.DataFrame":
 
     from probe.analyses import compute
     from probe.analyses import irreps as ir
-    from probe.errors import ProbeError
-    from probe.sweep import load_sweep, state_of
+    from probe.sweep import load_sweep
 
     sw = load_sweep(sweep_dir)
     records = []
-    for name in sw.names:
-        if state_of(sw.root, name)[0] != "done":
-            continue
-        try:
-            with sw.run(name) as run:
-                cfg, metrics, task = run.config, run.metrics, run.task
-                share = compute(run, "irrep_logit_share")
-                keys = compute(run, "key_irreps", steps="last", irrep_rule="logit", irrep_threshold=KEY_SIM)
-        except (OSError, ProbeError):  # a run not written yet
-            continue
+    for name, run in sw.done_runs():
+        cfg, metrics, task = run.config, run.metrics, run.task
         if cfg is None or not len(metrics):
             continue
+        share = compute(run, "irrep_logit_share")
+        keys = compute(run, "key_irreps", steps="last", irrep_rule="logit", irrep_threshold=KEY_SIM)
         rec = ir.irreps(task.table)
         names = authors_names(task, rec)
         key = [k for k in str(keys["key_irreps"].iloc[-1]).split(",") if k.strip()]

@@ -151,20 +151,13 @@ def _run_table(sweep_dir: str) -> "pd.DataFrame":
     import pandas as pd
 
     from probe.analyses.events import EventRule, find_events
-    from probe.errors import ProbeError
-    from probe.sweep import load_sweep, state_of
+    from probe.sweep import load_sweep
 
     sw = load_sweep(sweep_dir)
     rule = EventRule(thresholds=THRESHOLDS, delay_threshold=DELAY_AT)
     records = []
-    for name in sw.names:
-        if state_of(sw.root, name)[0] != "done":
-            continue
-        try:
-            with sw.run(name) as run:
-                cfg, metrics = run.config, run.metrics
-        except (OSError, ProbeError):  # a run not written yet
-            continue
+    for name, run in sw.done_runs():
+        cfg, metrics = run.config, run.metrics
         if cfg is None or not len(metrics):
             continue
         ev = find_events(metrics, rule)

@@ -134,22 +134,15 @@ def run_table(sweep_dir: str) -> tuple["pd.DataFrame", dict[str, dict]]:
     import pandas as pd
 
     from probe.analyses import compute
-    from probe.errors import ProbeError
-    from probe.sweep import load_sweep, state_of
+    from probe.sweep import load_sweep
 
     sw = load_sweep(sweep_dir)
     rows, extra = [], {}
-    for name in sw.names:
-        if state_of(sw.root, name)[0] != "done":
-            continue
-        try:
-            with sw.run(name) as run:
-                cfg, metrics, task = run.config, run.metrics, run.task
-                own = compute(run, "pca2d", axes="refit")
-                fixed = compute(run, "pca2d", axes="final")
-                lt = compute(run, "lottery_ticket", steps=[0])
-        except (OSError, ProbeError):
-            continue
+    for name, run in sw.done_runs():
+        cfg, metrics, task = run.config, run.metrics, run.task
+        own = compute(run, "pca2d", axes="refit")
+        fixed = compute(run, "pca2d", axes="final")
+        lt = compute(run, "lottery_ticket", steps=[0])
         p = int(task.n_symbols)
         checkpoints = own["step"].to_numpy(dtype=np.int64)
         xy_own, xy_fixed = _coords(own, p), _coords(fixed, p)

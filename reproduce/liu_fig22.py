@@ -109,20 +109,13 @@ def run_table(sweep_dir: str) -> tuple["pd.DataFrame", dict[str, "pd.DataFrame"]
     import pandas as pd
 
     from probe.analyses import compute
-    from probe.errors import ProbeError
-    from probe.sweep import load_sweep, state_of
+    from probe.sweep import load_sweep
 
     sw = load_sweep(sweep_dir)
     rows, curves = [], {}
-    for name in sw.names:
-        if state_of(sw.root, name)[0] != "done":
-            continue
-        try:
-            with sw.run(name) as run:
-                cfg, metrics = run.config, run.metrics
-                proj = compute(run, "pca_projection_accuracy", n_components=n_components_for(int(cfg.model.d_model)))
-        except (OSError, ProbeError):
-            continue
+    for name, run in sw.done_runs():
+        cfg, metrics = run.config, run.metrics
+        proj = compute(run, "pca_projection_accuracy", n_components=n_components_for(int(cfg.model.d_model)))
         curve = proj.merge(metrics[["step", "train_acc", "val_acc"]], on="step", how="left")
         curves[name] = curve
         rows.append({"run": name, "seed": int(cfg.seed), "split_seed": int(cfg.split_seed), "p": int(cfg.p),

@@ -258,26 +258,19 @@ def run_table(sweep_dir: str) -> "pd.DataFrame":
     import pandas as pd
 
     from probe.analyses.runner import compute
-    from probe.errors import ProbeError
-    from probe.sweep import load_sweep, state_of
+    from probe.sweep import load_sweep
 
     sw = load_sweep(sweep_dir)
     records = []
-    for name in sw.names:
-        if state_of(sw.root, name)[0] != "done":
+    for name, run in sw.done_runs():
+        cfg = run.config
+        if cfg is None:
             continue
-        try:
-            with sw.run(name) as run:
-                cfg = run.config
-                if cfg is None:
-                    continue
-                last = run.metrics.iloc[-1]
-                di = compute(run, "distance_irrelevance", "last", logit="correct")
-                di_top = compute(run, "distance_irrelevance", "last", logit="top_incorrect")
-                gs = compute(run, "gradient_symmetricity", "last", sampling="zhong", samples=GS_SAMPLES)
-                circ = compute(run, "circularity", "last", method="zhong")
-        except (OSError, ProbeError):
-            continue
+        last = run.metrics.iloc[-1]
+        di = compute(run, "distance_irrelevance", "last", logit="correct")
+        di_top = compute(run, "distance_irrelevance", "last", logit="top_incorrect")
+        gs = compute(run, "gradient_symmetricity", "last", sampling="zhong", samples=GS_SAMPLES)
+        circ = compute(run, "circularity", "last", method="zhong")
         records.append({
             "run": name, "d_model": int(cfg.model.d_model), "attention_rate": float(cfg.model.attention_rate),
             "seed": int(cfg.seed), "p": int(cfg.p or 0), "steps": int(last["step"]),

@@ -162,7 +162,7 @@ def test_the_paper_scale_rows_and_figure_on_short_runs(tmp_path):
     from probe.train.sweep import ExecutorOptions, parse_spec, run_sweep
 
     groups = tuple(m.GroupRuns(g.name, g.train_fraction, (1,)) for g in m.PAPER_GROUPS)
-    spec = m.spec(groups, **{**m.PAPER, "steps": 20, "d_embed": 16, "hidden": 16, "count": 5, "every": 10})
+    spec = m.spec(groups, **{**m.PAPER_RUNS, "steps": 20, "d_embed": 16, "hidden": 16, "count": 5, "every": 10})
     run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(jobs=1), progress=False)
     res = m.analyse(str(tmp_path / "sweep"), "paper")
     quantities = [r.quantity for r in res.rows]

@@ -116,6 +116,24 @@ def test_a_local_sweep_trains_every_point_into_ordinary_runs(done_sweep):
     assert (root / "sweep.yaml").read_text() == TINY
 
 
+def test_done_runs_open_each_finished_run_and_leave_out_what_cannot_be_read(done_sweep, tmp_path):
+    _, root = done_sweep
+    copy = tmp_path / "s"
+    shutil.copytree(root, copy)
+    s = probe.load_sweep(copy)
+    lost, pending = s.names[1], s.names[2]
+    (s.run_dir(lost) / "run.h5").write_bytes(b"not hdf5")  # finished once, damaged since
+    (copy / "status" / f"{pending}.json").unlink()  # no record: not finished
+    seen = []
+    for name, run in s.done_runs():
+        assert run.finished and int(run.steps[-1]) == 120
+        seen.append(name)
+    assert seen == [n for n in s.names if n not in (lost, pending)]
+    with pytest.raises(ProbeError, match="refused"):  # what the reader raises is not swallowed
+        for _, run in s.done_runs():
+            raise ProbeError("refused")
+
+
 def test_running_the_sweep_again_trains_nothing(done_sweep, capsys):
     spec, root = done_sweep
     before = {p: p.stat().st_mtime_ns for p in root.glob("runs/*/run.h5")}
