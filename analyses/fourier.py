@@ -6,7 +6,12 @@ rows ``2k-1`` and ``2k`` are ``cos`` and ``sin`` of frequency ``k``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 def fourier_basis(p: int) -> tuple[np.ndarray, list[str]]:
@@ -69,6 +74,62 @@ def frequency_norms_2d(acts: np.ndarray, p: int) -> np.ndarray:
         sel = (freq[:, None] == k) | (freq[None, :] == k)
         out[k - 1] = sq[sel].sum()
     return np.sqrt(out)
+
+
+def _gram(x: "torch.Tensor") -> "torch.Tensor":
+    """``x x^T`` in float64 (numpy's symmetric product on the CPU, half the work of a general one)."""
+    import torch
+
+    if x.device.type == "cpu":
+        a = x.numpy()
+        return torch.from_numpy(a @ a.T).double()
+    return (x @ x.T).double()
+
+
+def frequency_norms_2d_batched(acts: "torch.Tensor", p: int, scratch: "torch.Tensor | None" = None) -> np.ndarray:
+    """:func:`frequency_norms_2d` of ``acts [p, p, n]`` without the transform:
+    frequency k's energy is the energy of the basis rows of k on the a axis plus that on the b axis
+    minus the (k, k) block counted twice. The first two are ``sum_i B_i G B_i^T`` over k's rows i,
+    with ``G`` the Gram matrix of the activations over (b, neuron) or (a, neuron) (orthonormal B leaves
+    the other axis' norms unchanged); the (k, k) block's four coefficients per neuron come from the
+    Fourier components of the sums of the activations along a + b = c and a - b = c (product
+    formulas of cos and sin). Gram matrices and sums in the activations' dtype, the rest in float64;
+    equal to the transform within rounding (tests/analyses/test_batched_passes.py). ``scratch``: a
+    tensor like ``acts`` to hold its transpose (reused, it spares the allocation)."""
+    import torch
+
+    dev = acts.device
+    basis = torch.as_tensor(fourier_basis(p)[0], dtype=torch.float64, device=dev)
+    turned = torch.empty_like(acts) if scratch is None else scratch
+    turned.copy_(acts.transpose(0, 1))
+    energy_a = ((basis @ _gram(acts.reshape(p, -1)).to(dev)) * basis).sum(dim=1)
+    energy_b = ((basis @ _gram(turned.reshape(p, -1)).to(dev)) * basis).sum(dim=1)
+    # sums along a + b = c and a - b = c (mod p), one slice of the table at a time
+    plus = torch.zeros(p, acts.shape[2], dtype=acts.dtype, device=dev)
+    minus = torch.zeros_like(plus)
+    for i in range(p):
+        plus[i:] += acts[i, : p - i]  # a = i: c = i + b
+        plus[:i] += acts[i, p - i:]
+        minus[: p - i] += acts[i:, i]  # b = i: c = a - i
+        minus[p - i:] += acts[:i, i]
+    freqs = np.arange(1, p // 2 + 1)
+    angle = 2 * np.pi * np.outer(freqs, np.arange(p)) / p
+    cos = torch.as_tensor(np.cos(angle), device=dev)
+    sin = torch.as_tensor(np.sin(angle), device=dev)
+    plus, minus = plus.double(), minus.double()
+    sc, ss, dc, ds = cos @ plus, sin @ plus, cos @ minus, sin @ minus  # [K, n]
+    cos_sq = torch.as_tensor(np.where(2 * freqs == p, p, p / 2.0), device=dev)[:, None]  # |cos_k|^2
+    sin_sq = p / 2.0
+    cross = 2 * np.sqrt(sin_sq) * torch.sqrt(cos_sq)
+    block = ((sc + dc) / (2 * cos_sq)) ** 2  # (cos, cos); then (sin, sin), (cos, sin), (sin, cos)
+    has_sin = torch.as_tensor(2 * freqs != p, device=dev)[:, None]
+    block = block + torch.where(has_sin, ((dc - sc) / (2 * sin_sq)) ** 2 + ((ss - ds) / cross) ** 2
+                                + ((ss + ds) / cross) ** 2, torch.zeros_like(block))
+    comp = torch.as_tensor(frequency_of_component(p), device=dev)
+    out = torch.zeros(p // 2 + 1, dtype=torch.float64, device=dev)
+    out.index_add_(0, comp, energy_a + energy_b)
+    total = out[1:] - block.sum(dim=1)
+    return np.sqrt(np.maximum(total.cpu().numpy(), 0.0))
 
 
 def gini(x: np.ndarray) -> float:

@@ -360,7 +360,7 @@ def test_decoder_models_stacked_equal_the_hooked_model(kind):
 @pytest.mark.parametrize("p", [5, 6, 11, 23])
 def test_neuron_norms_without_the_transform_equal_the_transform(p):
     from probe.analyses import fourier as fr
-    from probe.analyses.families.fourier import frequency_norms_2d_batched
+    from probe.analyses.fourier import frequency_norms_2d_batched
 
     acts = np.maximum(np.random.default_rng(p).normal(size=(p, p, 9)), 0.0)
     ref = fr.frequency_norms_2d(acts, p)
