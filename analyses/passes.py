@@ -77,7 +77,8 @@ class Pass:
 #: run in float64 (their losses reach 1e-8, where float32 cross-entropy rounds to zero).
 PASSES: dict[str, Pass] = {p.name: p for p in (
     Pass("clean", "float32", "neuron activations and outputs for every sample on the answer path",
-         "fourier_norms, key_freqs (neurons rule), restricted_loss, excluded_loss, distance_irrelevance (--logit top_incorrect), "
+         "fourier_norms, key_freqs (neurons rule), restricted_loss, excluded_loss, "
+         "distance_irrelevance (--logit top_incorrect), "
          "pca_projection_accuracy (all components), efficiency, softmax_collapse, irrep_logit_share, "
          "key_irreps (logit rule), rqi --hook logits"),
     Pass("entries", "float32", "one output per sample (its entry at a given class) without the full outputs",

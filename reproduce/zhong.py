@@ -215,19 +215,56 @@ def their_metrics(model: Any, rate: float) -> dict[str, float]:
             "accuracy": float(np.mean(out.argmax(1) == task.labels))}
 
 
-def released_bins(csv_path: str | Path, kind: str) -> dict[Any, tuple[int, tuple[float, ...], tuple[float, ...]]]:
-    """:data:`FIXED_BINS` (``kind='fixed'``) or :data:`VARY_BINS` (``'vary'``) recomputed from a released
-    table: one-layer runs without extra tokens, circularity above 0.995; percentiles 10/50/90 of
-    ``distance_irrelevance`` and ``gradient_sim`` per bin."""
+#: the same table before the figures' circularity filter, at the two rate bins of Model A (0) and B (9):
+#: (one-layer runs without extra tokens that have all three measures, of them circular (> 0.995),
+#: distance irrelevance (largest other logit), gradient symmetricity and circularity, each q10/q50/q90)
+FIXED_ALL: dict[int, tuple[int, int, tuple[float, ...], tuple[float, ...], tuple[float, ...]]] = {
+    0: (241, 92, (0.1685, 0.3617, 0.7642), (0.9911, 0.9929, 0.9948), (0.8433, 0.9919, 0.9995)),
+    9: (226, 77, (0.7489, 0.8527, 0.9315), (0.3246, 0.4831, 0.6105), (0.8686, 0.991, 0.9978)),
+}
+
+
+def _plain_one_layer(csv_path: str | Path) -> "pd.DataFrame":
+    """The released table's one-layer runs without extra tokens."""
     import pandas as pd
 
     d = pd.read_csv(csv_path)
     plain = d["diff_vocab"].astype(str).isin(["0", "False"]) & d["eqn_sign"].astype(str).isin(["0", "False"])
-    s = d[(d["n_layers"] == 1) & plain & (d["circularity"] > CIRCULAR)]
+    return d[(d["n_layers"] == 1) & plain]
 
-    def q(t: "pd.DataFrame", col: str) -> tuple[float, ...]:
-        return tuple(round(float(v), 4) for v in np.percentile(t[col], [10, 50, 90]))
 
+def _q(t: "pd.DataFrame", col: str) -> tuple[float, ...]:
+    return tuple(round(float(v), 4) for v in np.percentile(t[col], [10, 50, 90]))
+
+
+def released_all(csv_path: str | Path) -> dict[int, tuple[int, int, tuple[float, ...], tuple[float, ...],
+                                                            tuple[float, ...]]]:
+    """:data:`FIXED_ALL` recomputed from the fixed-width table (rate bins 0 and 9, no circularity filter)."""
+    s = _plain_one_layer(csv_path)
+    s = s[s["circularity"].notna() & s["distance_irrelevance"].notna() & s["gradient_sim"].notna()]
+    bins = np.minimum((s["attn_coeff"] * 10).astype(int), 9)
+    out = {}
+    for k in (0, 9):
+        t = s[bins == k]
+        out[k] = (len(t), int((t["circularity"] > CIRCULAR).sum()), _q(t, "distance_irrelevance"),
+                  _q(t, "gradient_sim"), _q(t, "circularity"))
+    return out
+
+
+def binomial_consistent(hits: int, n: int, share: float, tail: float = 0.05) -> bool:
+    """Whether ``hits`` of ``n`` is inside the central ``1 - 2 tail`` range of a binomial(n, share): neither
+    ``P(X <= hits)`` nor ``P(X >= hits)`` is below ``tail``."""
+    pmf = [math.comb(n, k) * share**k * (1 - share) ** (n - k) for k in range(n + 1)]
+    return sum(pmf[: hits + 1]) >= tail and sum(pmf[hits:]) >= tail
+
+
+def released_bins(csv_path: str | Path, kind: str) -> dict[Any, tuple[int, tuple[float, ...], tuple[float, ...]]]:
+    """:data:`FIXED_BINS` (``kind='fixed'``) or :data:`VARY_BINS` (``'vary'``) recomputed from a released
+    table: one-layer runs without extra tokens, circularity above 0.995; percentiles 10/50/90 of
+    ``distance_irrelevance`` and ``gradient_sim`` per bin."""
+    s = _plain_one_layer(csv_path)
+    s = s[s["circularity"] > CIRCULAR]
+    q = _q
     out: dict[Any, tuple[int, tuple[float, ...], tuple[float, ...]]] = {}
     if kind == "fixed":
         bins = np.minimum((s["attn_coeff"] * 10).astype(int), 9)

@@ -642,7 +642,9 @@ class Transformer(ProbeModel):
                 resid_mid = bag(flat_d)
             final = mm(_layer_norm(resid_mid + mm(post, w_out) + b_out[:, None], *lnf, self.ln_final.eps), w_u)
             final = final if b_u is None else final + b_u[:, None]
-            out_all[:, lo:hi] = final if classes is None else final.gather(2, classes[lo:hi].expand(k, m)[..., None])[..., 0]
+            if classes is not None:
+                final = final.gather(2, classes[lo:hi].expand(k, m)[..., None])[..., 0]
+            out_all[:, lo:hi] = final
         return post_all, out_all
 
     def _stacked_dense(self, p: dict[str, torch.Tensor], tokens: torch.Tensor, new: torch.Tensor | None,

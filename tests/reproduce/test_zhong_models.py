@@ -66,7 +66,15 @@ def test_the_bins_are_recomputed_from_their_released_tables(tmp_path):
         out.write_bytes(subprocess.run(["git", "-C", str(MIRROR), "show", f"{z.COMMIT}:{path}"], check=True,
                                        capture_output=True).stdout)
         assert z.released_bins(out, kind) == expected
+        if kind == "fixed":
+            assert z.released_all(out) == z.FIXED_ALL
     assert sum(v[0] for v in z.FIXED_BINS.values()) == 817 and sum(v[0] for v in z.VARY_BINS.values()) == 466
+
+
+def test_binomial_consistency():
+    assert z.binomial_consistent(1, 3, 0.38) and z.binomial_consistent(0, 3, 0.34)
+    assert not z.binomial_consistent(3, 3, 0.1) and not z.binomial_consistent(0, 20, 0.5)
+    assert z.binomial_consistent(10, 20, 0.5)
 
 
 def test_registered_with_a_setting_table_naming_the_authors_files():
