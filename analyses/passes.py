@@ -194,6 +194,17 @@ def _width(ctx: "Context") -> int:
     return ctx.memo("pass_width", measure)
 
 
+def _window_product(ctx: "Context", key: tuple[Any, ...], indices: tuple[int, ...], make: Any) -> Any:
+    """What ``make()`` computes for the window ``indices``, kept under ``key`` while requests stay in that
+    window; a new window drops the previous one's product first (its memory is reused)."""
+    held = ctx.cache.get(key)
+    if held is None or held[0] != indices:
+        ctx.cache.pop(key, None)
+        held = (indices, make())
+        ctx.cache[key] = held
+    return held[1]
+
+
 def _clean_window(ctx: "Context", ckpt: "Checkpoint", outputs: bool) -> tuple[dict[str, "torch.Tensor"], int]:
     """The clean pass over the window holding ``ckpt``: ``{"neurons": [w, N, n], "answer": [w, N, n_out]}``
     (neurons only where the model declares them; outputs once asked for), and ``ckpt``'s position."""
@@ -203,13 +214,7 @@ def _clean_window(ctx: "Context", ckpt: "Checkpoint", outputs: bool) -> tuple[di
 
     dtype = _dtype("clean")
     indices, j, params = _window(ctx, ckpt, dtype, _width(ctx))
-    key = ("pass_window", "clean")
-    held = ctx.cache.get(key)
-    if held is None or held[0] != indices:
-        ctx.cache.pop(key, None)  # the previous window's products go first (their memory is reused)
-        held = (indices, {})
-        ctx.cache[key] = held
-    products = held[1]
+    products = _window_product(ctx, ("pass_window", "clean"), indices, dict)
     hook = ctx.config.model.neuron_hook if ctx.config is not None else None
     model = _model(ctx)
     x = _inputs(ctx)
@@ -257,14 +262,12 @@ def answer_entries(ckpt: "Checkpoint", ctx: "Context", classes: np.ndarray) -> "
     if held is not None and ckpt.index in held[0] and "answer" in held[1]:
         return held[1]["answer"][held[0].index(ckpt.index)].gather(1, c[:, None])[:, 0]
     indices, j, params = _window(ctx, ckpt, _dtype("entries"), _width(ctx))
-    key = ("pass_window", "entries", classes.tobytes())
-    got = ctx.cache.get(key)
-    if got is None or got[0] != indices:
-        ctx.cache.pop(key, None)
+
+    def make() -> "torch.Tensor":
         with torch.no_grad():
-            got = (indices, _model(ctx).stacked_entries(params, _inputs(ctx), c))
-        ctx.cache[key] = got
-    return got[1][j]
+            return _model(ctx).stacked_entries(params, _inputs(ctx), c)
+
+    return _window_product(ctx, ("pass_window", "entries", classes.tobytes()), indices, make)[j]
 
 
 def answer_map(ckpt: "Checkpoint", ctx: "Context") -> "torch.Tensor | None":
@@ -328,15 +331,13 @@ def embedding_gradients(ckpt: "Checkpoint", ctx: "Context", samples: np.ndarray,
         raise ProbeError("this model has no operand embeddings (hook_embed)")
     dtype = _dtype("embed_grad")
     indices, j, params = _window(ctx, ckpt, dtype, 4 * _width(ctx), len(samples))
-    key = ("pass_window", "embed_grad", samples.tobytes(), classes.tobytes())
-    held = ctx.cache.get(key)
-    if held is None or held[0] != indices:
-        ctx.cache.pop(key, None)
+
+    def make() -> "torch.Tensor":
         x = _inputs(ctx)[torch.as_tensor(samples, device=ctx.device)]
-        g = _model(ctx).stacked_embed_gradients(params, x, torch.as_tensor(classes, device=ctx.device))
-        held = (indices, g)
-        ctx.cache[key] = held
-    g = held[1][j].double().cpu().numpy()  # [S, positions, ...]
+        return _model(ctx).stacked_embed_gradients(params, x, torch.as_tensor(classes, device=ctx.device))
+
+    key = ("pass_window", "embed_grad", samples.tobytes(), classes.tobytes())
+    g = _window_product(ctx, key, indices, make)[j].double().cpu().numpy()  # [S, positions, ...]
     n = g.shape[0]
     return g[:, positions[0]].reshape(n, -1), g[:, positions[1]].reshape(n, -1)
 
@@ -384,14 +385,12 @@ def hook_activations(ckpt: "Checkpoint", ctx: "Context", hook: str, position: in
     def run_batched() -> np.ndarray:
         dtype = _dtype("hook")
         indices, j, params = _window(ctx, ckpt, dtype, _width(ctx))
-        key = ("pass_window", "hook", hook)
-        held = ctx.cache.get(key)
-        if held is None or held[0] != indices:
+
+        def make() -> "torch.Tensor":
             with torch.no_grad():
-                got = model.stacked(params, _inputs(ctx), (hook,), path="forward")[hook]
-            held = (indices, got)
-            ctx.cache[key] = held
-        return select(held[1][j].double().cpu().numpy())
+                return model.stacked(params, _inputs(ctx), (hook,), path="forward")[hook]
+
+        return select(_window_product(ctx, ("pass_window", "hook", hook), indices, make)[j].double().cpu().numpy())
 
     # one forward pass per checkpoint, shared by rqi, rqi_curve and acc_hat at the same hook
     return ctx.memo_step(("hook", hook, position), ckpt.index, run_batched if batched(ctx) else run)
