@@ -6,6 +6,8 @@ rows ``2k-1`` and ``2k`` are ``cos`` and ``sin`` of frequency ``k``.
 
 from __future__ import annotations
 
+import functools
+
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,8 +16,10 @@ if TYPE_CHECKING:
     import torch
 
 
+@functools.lru_cache(maxsize=16)
 def fourier_basis(p: int) -> tuple[np.ndarray, list[str]]:
-    """``[p, p]`` orthonormal basis (rows) and their names (``const``, ``cos k``, ``sin k``)."""
+    """``[p, p]`` orthonormal basis (rows) and their names (``const``, ``cos k``, ``sin k``); built once
+    per ``p`` (the array is read-only)."""
     x = np.arange(p)
     rows = [np.ones(p)]
     names = ["const"]
@@ -26,7 +30,9 @@ def fourier_basis(p: int) -> tuple[np.ndarray, list[str]]:
             rows.append(np.sin(2 * np.pi * k * x / p))
             names.append(f"sin {k}")
     basis = np.stack(rows)
-    return basis / np.linalg.norm(basis, axis=1, keepdims=True), names
+    basis /= np.linalg.norm(basis, axis=1, keepdims=True)
+    basis.flags.writeable = False
+    return basis, names
 
 
 def frequency_norms(weights: np.ndarray, p: int) -> np.ndarray:
@@ -86,6 +92,24 @@ def _gram(x: "torch.Tensor") -> "torch.Tensor":
     return (x @ x.T).double()
 
 
+@functools.lru_cache(maxsize=8)
+def _batched_tables(p: int, device: str) -> dict[str, "torch.Tensor"]:
+    """The constant tensors of :func:`frequency_norms_2d_batched` for ``p`` on ``device`` (built once):
+    the basis, the cos / sin rows of frequencies 1..p//2, each basis row's frequency, and the flat
+    ``a p + b`` indices whose rows sum to a + b = c (``plus``, ordered ``[a, c]``) and to a - b = c
+    (``minus``, ordered ``[b, c]``)."""
+    import torch
+
+    x = np.arange(p)
+    angle = 2 * np.pi * np.outer(np.arange(1, p // 2 + 1), x) / p
+    plus = x[:, None] * p + (x[None, :] - x[:, None]) % p  # a, c -> b = c - a
+    minus = ((x[None, :] + x[:, None]) % p) * p + x[:, None]  # b, c -> a = c + b
+    return {"basis": torch.as_tensor(fourier_basis(p)[0], dtype=torch.float64, device=device),
+            "cos": torch.as_tensor(np.cos(angle), device=device), "sin": torch.as_tensor(np.sin(angle), device=device),
+            "comp": torch.as_tensor(frequency_of_component(p), device=device),
+            "plus": torch.as_tensor(plus.ravel(), device=device), "minus": torch.as_tensor(minus.ravel(), device=device)}
+
+
 def frequency_norms_2d_batched(acts: "torch.Tensor", p: int, scratch: "torch.Tensor | None" = None) -> np.ndarray:
     """:func:`frequency_norms_2d` of ``acts [p, p, n]`` without the transform:
     frequency k's energy is the energy of the basis rows of k on the a axis plus that on the b axis
@@ -99,23 +123,18 @@ def frequency_norms_2d_batched(acts: "torch.Tensor", p: int, scratch: "torch.Ten
     import torch
 
     dev = acts.device
-    basis = torch.as_tensor(fourier_basis(p)[0], dtype=torch.float64, device=dev)
+    t = _batched_tables(p, str(dev))
+    basis = t["basis"]
     turned = torch.empty_like(acts) if scratch is None else scratch
     turned.copy_(acts.transpose(0, 1))
     energy_a = ((basis @ _gram(acts.reshape(p, -1)).to(dev)) * basis).sum(dim=1)
     energy_b = ((basis @ _gram(turned.reshape(p, -1)).to(dev)) * basis).sum(dim=1)
-    # sums along a + b = c and a - b = c (mod p), one slice of the table at a time
-    plus = torch.zeros(p, acts.shape[2], dtype=acts.dtype, device=dev)
-    minus = torch.zeros_like(plus)
-    for i in range(p):
-        plus[i:] += acts[i, : p - i]  # a = i: c = i + b
-        plus[:i] += acts[i, p - i:]
-        minus[: p - i] += acts[i:, i]  # b = i: c = a - i
-        minus[p - i:] += acts[:i, i]
+    # sums along a + b = c and a - b = c (mod p): one gather of the table's rows each, then a sum
+    flat = acts.reshape(p * p, -1)
+    plus = flat.index_select(0, t["plus"]).view(p, p, -1).sum(dim=0)
+    minus = flat.index_select(0, t["minus"]).view(p, p, -1).sum(dim=0)
     freqs = np.arange(1, p // 2 + 1)
-    angle = 2 * np.pi * np.outer(freqs, np.arange(p)) / p
-    cos = torch.as_tensor(np.cos(angle), device=dev)
-    sin = torch.as_tensor(np.sin(angle), device=dev)
+    cos, sin = t["cos"], t["sin"]
     plus, minus = plus.double(), minus.double()
     sc, ss, dc, ds = cos @ plus, sin @ plus, cos @ minus, sin @ minus  # [K, n]
     cos_sq = torch.as_tensor(np.where(2 * freqs == p, p, p / 2.0), device=dev)[:, None]  # |cos_k|^2
@@ -125,7 +144,7 @@ def frequency_norms_2d_batched(acts: "torch.Tensor", p: int, scratch: "torch.Ten
     has_sin = torch.as_tensor(2 * freqs != p, device=dev)[:, None]
     block = block + torch.where(has_sin, ((dc - sc) / (2 * sin_sq)) ** 2 + ((ss - ds) / cross) ** 2
                                 + ((ss + ds) / cross) ** 2, torch.zeros_like(block))
-    comp = torch.as_tensor(frequency_of_component(p), device=dev)
+    comp = t["comp"]
     out = torch.zeros(p // 2 + 1, dtype=torch.float64, device=dev)
     out.index_add_(0, comp, energy_a + energy_b)
     total = out[1:] - block.sum(dim=1)

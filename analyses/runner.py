@@ -18,7 +18,7 @@ from probe.analyses import cache as result_cache
 from probe.analyses.context import Context
 from probe.analyses.registry import Metric, get_metric
 from probe.analyses.sources import as_source
-from probe.devices import resolve_device
+from probe.devices import one_thread_pool, resolve_device
 from probe.errors import ProbeError, valid
 from probe.run import Checkpoint, CheckpointSource, Run, select_steps
 from probe.tasks import Split, Task
@@ -44,8 +44,9 @@ def compute(source: Any, metrics: str | Sequence[str], steps: Any = "all", *, ta
     """
     src = as_source(source, task=task, split=split)
     try:
-        return _compute(src, metrics, steps, cache=cache, force=force, progress=progress, chunk=chunk,
-                        device=device, **params)
+        with one_thread_pool():
+            return _compute(src, metrics, steps, cache=cache, force=force, progress=progress, chunk=chunk,
+                            device=device, **params)
     finally:
         if src is not source and isinstance(src, Run):
             src.close()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 from probe.errors import ProbeError, valid
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
@@ -26,3 +29,19 @@ def resolve_device(name: str) -> str:
     if not torch.cuda.is_available():
         raise ProbeError(f"device {name!r} requested but CUDA is not available", param="device")
     return name
+
+
+@contextlib.contextmanager
+def one_thread_pool() -> Iterator[None]:
+    """numpy's OpenBLAS held to one thread while torch's pool keeps the cores (docs/design.md
+    "Threads"). Analyses alternate small numpy products with torch passes; two pools that each
+    size themselves to the machine and keep spinning after a call slow every operation of the other
+    several-fold (3x measured on 2 cores for the batched Fourier norms). numpy's products here are
+    small (``[p, d]`` bases, Gram matrices of embeddings), so one thread costs them little."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - a dependency
+        yield
+        return
+    with ThreadpoolController().select(internal_api="openblas").limit(limits=1):
+        yield
