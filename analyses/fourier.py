@@ -104,7 +104,7 @@ def _batched_tables(p: int, device: str) -> dict[str, "torch.Tensor"]:
     angle = 2 * np.pi * np.outer(np.arange(1, p // 2 + 1), x) / p
     plus = x[:, None] * p + (x[None, :] - x[:, None]) % p  # a, c -> b = c - a
     minus = ((x[None, :] + x[:, None]) % p) * p + x[:, None]  # b, c -> a = c + b
-    return {"basis": torch.as_tensor(fourier_basis(p)[0], dtype=torch.float64, device=device),
+    return {"basis": torch.tensor(fourier_basis(p)[0], dtype=torch.float64, device=device),
             "cos": torch.as_tensor(np.cos(angle), device=device), "sin": torch.as_tensor(np.sin(angle), device=device),
             "comp": torch.as_tensor(frequency_of_component(p), device=device),
             "plus": torch.as_tensor(plus.ravel(), device=device), "minus": torch.as_tensor(minus.ravel(), device=device)}

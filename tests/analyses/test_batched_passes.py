@@ -117,13 +117,14 @@ def _hook(path: Path) -> str:
 
 
 def _compute(path: Path, metric: str, params: dict[str, Any], mode: str, monkeypatch: pytest.MonkeyPatch,
-             steps: list[int] | None = None, cache: bool = False) -> pd.DataFrame | ProbeError:
+             steps: list[int] | None = None, cache: bool = False, device: str = "cpu") -> pd.DataFrame | ProbeError:
     monkeypatch.setenv(passes.MODE_ENV, mode)
     params = {k: (_hook(path) if v == "HOOK" else v) for k, v in params.items()}
     try:
         with warnings.catch_warnings(), probe.load_run(path) as run:
             warnings.simplefilter("ignore")
-            return probe.analyses.compute(run, metric, steps=steps or _steps(path), cache=cache, **params)
+            return probe.analyses.compute(run, metric, steps=steps or _steps(path), cache=cache, device=device,
+                                          **params)
     except ProbeError as exc:
         return exc
 
@@ -153,6 +154,20 @@ def test_batched_equals_per_checkpoint(runs, metric, params, source, monkeypatch
     assert not isinstance(batched, ProbeError), str(batched)
     _close(batched, reference, metric, f"{metric} {params} on {source}, batched against per checkpoint")
     assert batched.attrs["probe"][metric]["notes"] == reference.attrs["probe"][metric]["notes"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (run where one is present)")
+@pytest.mark.parametrize("source", ["modadd-p53", "toy-add", "nanda-modadd"])
+@pytest.mark.parametrize("metric,params", CASES, ids=[f"{m}-{'-'.join(map(str, p.values()))}" for m, p in CASES])
+def test_batched_on_cuda_equals_per_checkpoint_on_the_cpu(runs, metric, params, source, monkeypatch):
+    """The CUDA path (pinned chunk copies, one batched call per window) against the CPU reference."""
+    batched = _compute(runs[source], metric, params, "batched", monkeypatch, device="cuda")
+    reference = _compute(runs[source], metric, params, "checkpoint", monkeypatch)
+    if isinstance(reference, ProbeError):
+        assert isinstance(batched, ProbeError) and str(batched) == str(reference)
+        pytest.skip(f"{metric} refuses {source}: {reference}")
+    assert not isinstance(batched, ProbeError), str(batched)
+    _close(batched, reference, metric, f"{metric} {params} on {source}, batched on CUDA against per checkpoint")
 
 
 @pytest.mark.parametrize("source", ["modadd-p53", "nanda-modadd"])
