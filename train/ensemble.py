@@ -35,7 +35,7 @@ from probe.train.interventions import build_stacked, refused_by_ensembles
 
 #: config keys whose values may differ between members of one ensemble
 VECTOR_KEYS: tuple[str, ...] = ("lr", "weight_decay", "embed_lr", "embed_weight_decay", "model.init_scale", "seed",
-                                "split_seed", "train_fraction", "n_train")
+                                "split_seed", "train_fraction", "n_train", "model.attention_rate")
 MAX_MEMBERS = 256
 
 
@@ -103,7 +103,9 @@ def _wrappers(model: Any) -> tuple[Any, Any]:
             super().__init__()
             self.m = m
 
-        def forward(self, x: Any, labels: Any, idx: Any, weight: Any, count: Any) -> Any:
+        def forward(self, x: Any, labels: Any, idx: Any, weight: Any, count: Any, knobs: dict[str, Any]) -> Any:
+            for name, value in knobs.items():
+                self.m.set_knob(name, value)
             losses = self.m.sample_losses(self.m.answer(x[idx]), labels[idx])
             return (losses * weight).sum() / count
 
@@ -112,7 +114,9 @@ def _wrappers(model: Any) -> tuple[Any, Any]:
             super().__init__()
             self.m = m
 
-        def forward(self, x: Any) -> Any:
+        def forward(self, x: Any, knobs: dict[str, Any]) -> Any:
+            for name, value in knobs.items():
+                self.m.set_knob(name, value)
             return self.m.answer(x)
 
     return Loss(model), Outputs(model)
@@ -193,6 +197,11 @@ class Ensemble:
             p.requires_grad_(True)
         self.buffers = {f"m.{n}": torch.stack([dict(t.model.named_buffers())[n].detach() for t in self.members])
                         for n, _ in model.named_buffers()}
+        # model config values that differ between members but are no parameters (ProbeModel.KNOBS):
+        # one float64 value per member, handed to the model inside the batched call
+        values = {k: [getattr(c.model, k) for c in self.configs] for k in model.KNOBS}
+        self.knobs = {k: torch.tensor(v, dtype=torch.float64, device=self.device)
+                      for k, v in values.items() if len(set(v)) > 1}
         inputs = torch.as_tensor(self.task.inputs).to(self.device)
         self.x = model.model_inputs(inputs)
         self.labels = torch.as_tensor(self.task.labels).to(self.device)
@@ -221,21 +230,33 @@ class Ensemble:
         """Each stacked member's mean training loss on its own training rows, ``[len(alive)]``."""
         from torch.func import functional_call, vmap
 
-        def one(p: dict, b: dict, idx: Any, w: Any, n: Any) -> Any:
-            return functional_call(self.loss_module, {**p, **b}, (self.x, self.labels, idx, w, n))
+        def one(p: dict, b: dict, idx: Any, w: Any, n: Any, knobs: dict) -> Any:
+            return functional_call(self.loss_module, {**p, **b}, (self.x, self.labels, idx, w, n, knobs))
 
-        return vmap(one)(self.params, self.buffers, self.train_idx, self.train_w, self.train_n)
+        try:
+            return vmap(one)(self.params, self.buffers, self.train_idx, self.train_w, self.train_n, self.knobs)
+        finally:
+            self._reset_knobs()
 
     def _outputs(self) -> Any:
         """Each stacked member's outputs on every sample, ``[len(alive), n_samples, ...]``."""
         import torch
         from torch.func import functional_call, vmap
 
-        def one(p: dict, b: dict) -> Any:
-            return functional_call(self.output_module, {**p, **b}, (self.x,))
+        def one(p: dict, b: dict, knobs: dict) -> Any:
+            return functional_call(self.output_module, {**p, **b}, (self.x, knobs))
 
-        with torch.no_grad():
-            return vmap(one)({k: v.detach() for k, v in self.params.items()}, self.buffers)
+        try:
+            with torch.no_grad():
+                return vmap(one)({k: v.detach() for k, v in self.params.items()}, self.buffers, self.knobs)
+        finally:
+            self._reset_knobs()
+
+    def _reset_knobs(self) -> None:
+        """The shared model back on the first member's config values (floats), after a batched call."""
+        model = self.members[0].model
+        for name in self.knobs:
+            model.set_knob(name, float(getattr(self.configs[0].model, name)))
 
     # the optimizer: torch's fused AdamW / Adam kernel, one call per member and parameter group ---------
     def _adam_step(self, factor: float) -> None:
@@ -287,6 +308,7 @@ class Ensemble:
             self.exp_avg = {k: v[pick].clone() for k, v in self.exp_avg.items()}
             self.exp_avg_sq = {k: v[pick].clone() for k, v in self.exp_avg_sq.items()}
             self.buffers = {k: v[pick].clone() for k, v in self.buffers.items()}
+            self.knobs = {k: v[pick] for k, v in self.knobs.items()}
         self.train_idx, self.train_w, self.train_n = self.train_idx[pick], self.train_w[pick], self.train_n[pick]
         self.alive = [self.alive[j] for j in positions]
         self._index()

@@ -89,6 +89,15 @@ class ProbeModel(HookedRootModule):
         self.softmax_dtype = getattr(torch, dtype)
         return self
 
+    #: model config keys that are not parameters yet may differ between members of one vectorised
+    #: ensemble: each member's value reaches the batched call through :meth:`set_knob`
+    KNOBS: tuple[str, ...] = ()
+
+    def set_knob(self, name: str, value: "float | torch.Tensor") -> None:
+        """Set the model config value ``name`` (one of :attr:`KNOBS`) for the next forward pass: a float
+        (the config's own) or a 0-d float64 tensor (inside a vectorised ensemble, one per member)."""
+        raise KeyError(name)
+
     def predict(self, out: torch.Tensor) -> torch.Tensor:
         """Predicted class per sample (nearest target for regression, Liu et al. Sec. 2)."""
         if self.objective == "mse_targets":

@@ -79,7 +79,7 @@ class Attention(nn.Module):
             self.register_parameter(name, _bias(shape, cfg.attn_bias))
         self.dropout = nn.Dropout(cfg.dropout)
         self.causal = cfg.causal
-        self.rate = float(cfg.attention_rate)
+        self.rate: float | torch.Tensor = float(cfg.attention_rate)
         for name in ("q", "k", "v", "attn_scores", "pattern", "z"):
             setattr(self, f"hook_{name}", HookPoint())
 
@@ -101,10 +101,15 @@ class Attention(nn.Module):
             scores = scores.masked_fill(~mask, float("-inf"))
         scores = self.hook_attn_scores(scores)
         pattern = self.dropout(scores.softmax(dim=-1))
-        if self.rate != 1.0:
+        rate = self.rate
+        if isinstance(rate, torch.Tensor):  # one member's rate in a vectorised ensemble (float64, 0-d)
+            rest = (1.0 - rate).to(pattern.dtype)  # as a Python float's 1 - rate, then rounded
+            constant = rest if mask is None else rest * mask.to(pattern.dtype)
+            pattern = rate.to(pattern.dtype) * pattern + constant
+        elif rate != 1.0:
             # Zhong et al. 2023 (code/train-main.py): alpha * softmax + (1 - alpha) on every visible key
-            constant = (1.0 - self.rate) if mask is None else (1.0 - self.rate) * mask.to(pattern.dtype)
-            pattern = self.rate * pattern + constant
+            constant = (1.0 - rate) if mask is None else (1.0 - rate) * mask.to(pattern.dtype)
+            pattern = rate * pattern + constant
         pattern = self.hook_pattern(pattern)
         z = self.hook_z(torch.einsum("bhqk,bkhd->bqhd", pattern, v))
         h, dh, d = self.W_O.shape
@@ -273,6 +278,8 @@ class Transformer(ProbeModel):
 
     ``model.cfg`` is a :class:`TransformerLensConfig`: the model's :class:`TransformerConfig`, equal to
     it, which TransformerLens' own utilities (activation patching) can also read."""
+
+    KNOBS = ("attention_rate",)
 
     def __init__(self, cfg: TransformerConfig, n_symbols: int, n_classes: int) -> None:
         super().__init__()
@@ -489,6 +496,13 @@ class Transformer(ProbeModel):
         # the answer position's also through the residual stream and its query
         at_last = g_mid + ein("knhe,khde->knd", ein("knhp,knphe->knhe", g_scores, key), w_q)
         return torch.cat([grad[:, :, :-1], (grad[:, :, -1] + at_last)[:, :, None]], dim=2)
+
+    def set_knob(self, name: str, value: float | torch.Tensor) -> None:
+        """:meth:`ProbeModel.set_knob`: ``attention_rate``, the rate of every block's attention."""
+        if name != "attention_rate":
+            raise KeyError(name)
+        for block in self.blocks:
+            block.attn.rate = value
 
     def answer_map(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
         """``W_out W_U`` of the last block: the logits are affine in its neurons where nothing but the

@@ -63,6 +63,9 @@ def _compare(a: Path, b: Path, rtol: float, atol: float) -> None:
     ("liu-toy-add", TOY, TOY_MEMBERS, (1e-4, 1e-6)),
     ("nanda-modadd", TRANSFORMER, TRANSFORMER_MEMBERS, (1e-3, 1e-5)),
     ("zhong-pizza", {**TRANSFORMER, "model.attention_rate": "0.5"}, TRANSFORMER_MEMBERS, (1e-3, 1e-5)),
+    # the attention rate differs between members: each member's rate reaches the batched call (a knob)
+    ("zhong-pizza", TRANSFORMER, [{"model.attention_rate": "0"}, {"model.attention_rate": "0.3", "seed": "1"},
+                                  {"model.attention_rate": "1", "lr": "3e-3"}], (1e-3, 1e-5)),
 ])
 def test_members_match_runs_trained_one_by_one(tmp_path, preset, base, members, tol):
     configs = _configs(preset, base, members)
