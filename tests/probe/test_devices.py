@@ -7,6 +7,7 @@ import pytest
 
 from probe.devices import one_thread_pool, resolve_device
 from probe.errors import ProbeError
+from probe.tasks import make_task
 
 
 def _openblas_threads() -> list[int]:
@@ -41,7 +42,7 @@ def test_compute_holds_numpy_blas_to_one_thread(monkeypatch):
 
     monkeypatch.setattr(runner, "_compute", spy)
     rng = np.random.default_rng(0)
-    analyses.compute(rng.normal(size=(10, 4)), "pca_variance", task=__import__("probe").tasks.make_task("add", p=10))
+    analyses.compute(rng.normal(size=(10, 4)), "pca_variance", task=make_task("add", p=10))
     assert seen and all(t == 1 for t in seen[0])
 
 
