@@ -65,6 +65,9 @@ class ModelConfig:
 
     kind: ClassVar[str] = ""
     builder: ClassVar[str] = ""  # "module:Class" of the HookedRootModule, imported when a model is built
+    #: fields that are no parameters yet may differ between the members of one vectorised ensemble: each
+    #: member's value reaches the batched call through the model's ``set_knob``
+    knobs: ClassVar[tuple[str, ...]] = ()
     objective: str = "cross_entropy"
 
     @property
@@ -133,6 +136,8 @@ class TransformerConfig(ModelConfig):
     options added later also express Liu et al. 2022's stack of nn.TransformerEncoderLayer over the two
     operands (``eq_token=false, positional=none, causal=false, readout=concat, dropout_at=mlp,
     ln_final=false`` with ``layernorm=true, init=pytorch``)."""
+
+    knobs: ClassVar[tuple[str, ...]] = ("attention_rate",)  # Zhong et al.'s attention rate
 
     n_layers: int = 1
     d_model: int = 128

@@ -35,13 +35,18 @@ from probe.train.interventions import build_stacked, refused_by_ensembles
 
 #: config keys whose values may differ between members of one ensemble
 VECTOR_KEYS: tuple[str, ...] = ("lr", "weight_decay", "embed_lr", "embed_weight_decay", "model.init_scale", "seed",
-                                "split_seed", "train_fraction", "n_train", "model.attention_rate")
+                                "split_seed", "train_fraction", "n_train")
 MAX_MEMBERS = 256
+
+
+def _member_keys(cfg: TrainConfig) -> tuple[str, ...]:
+    """The keys of ``cfg`` that may differ between members: :data:`VECTOR_KEYS` and its model's knobs."""
+    return (*VECTOR_KEYS, *(f"model.{k}" for k in type(cfg.model).knobs))
 
 
 def _blank(cfg: TrainConfig) -> dict[str, Any]:
     d = cfg.to_dict()
-    for key in VECTOR_KEYS:
+    for key in _member_keys(cfg):
         head, _, tail = key.partition(".")
         if tail:
             d.get(head, {}).pop(tail, None)
@@ -89,7 +94,7 @@ def why_not(configs: Sequence[TrainConfig]) -> str | None:
             diff = sorted(k for k in set(first) | set(other) if first.get(k) != other.get(k))
             if diff:
                 return (f"the runs differ in {diff[0]!r}, which does not vectorise (only "
-                        f"{', '.join(VECTOR_KEYS)} may differ)")
+                        f"{', '.join(_member_keys(configs[0]))} may differ)")
     return None
 
 
@@ -197,9 +202,9 @@ class Ensemble:
             p.requires_grad_(True)
         self.buffers = {f"m.{n}": torch.stack([dict(t.model.named_buffers())[n].detach() for t in self.members])
                         for n, _ in model.named_buffers()}
-        # model config values that differ between members but are no parameters (ProbeModel.KNOBS):
+        # model config values that differ between members but are no parameters (ModelConfig.knobs):
         # one float64 value per member, handed to the model inside the batched call
-        values = {k: [getattr(c.model, k) for c in self.configs] for k in model.KNOBS}
+        values = {k: [getattr(c.model, k) for c in self.configs] for k in type(self.configs[0].model).knobs}
         self.knobs = {k: torch.tensor(v, dtype=torch.float64, device=self.device)
                       for k, v in values.items() if len(set(v)) > 1}
         inputs = torch.as_tensor(self.task.inputs).to(self.device)

@@ -89,12 +89,8 @@ class ProbeModel(HookedRootModule):
         self.softmax_dtype = getattr(torch, dtype)
         return self
 
-    #: model config keys that are not parameters yet may differ between members of one vectorised
-    #: ensemble: each member's value reaches the batched call through :meth:`set_knob`
-    KNOBS: tuple[str, ...] = ()
-
     def set_knob(self, name: str, value: "float | torch.Tensor") -> None:
-        """Set the model config value ``name`` (one of :attr:`KNOBS`) for the next forward pass: a float
+        """Set the model config value ``name`` (one of its config's ``knobs``) for the next forward pass: a float
         (the config's own) or a 0-d float64 tensor (inside a vectorised ensemble, one per member)."""
         raise KeyError(name)
 

@@ -101,14 +101,13 @@ class Attention(nn.Module):
             scores = scores.masked_fill(~mask, float("-inf"))
         scores = self.hook_attn_scores(scores)
         pattern = self.dropout(scores.softmax(dim=-1))
-        rate = self.rate
-        if isinstance(rate, torch.Tensor):  # one member's rate in a vectorised ensemble (float64, 0-d)
-            rest = (1.0 - rate).to(pattern.dtype)  # as a Python float's 1 - rate, then rounded
-            constant = rest if mask is None else rest * mask.to(pattern.dtype)
-            pattern = rate.to(pattern.dtype) * pattern + constant
-        elif rate != 1.0:
+        rate: float | torch.Tensor = self.rate
+        if isinstance(rate, torch.Tensor) or rate != 1.0:
             # Zhong et al. 2023 (code/train-main.py): alpha * softmax + (1 - alpha) on every visible key
-            constant = (1.0 - rate) if mask is None else (1.0 - rate) * mask.to(pattern.dtype)
+            rest = 1.0 - rate
+            if isinstance(rate, torch.Tensor):  # one member's rate in a vectorised ensemble (float64, 0-d):
+                rate, rest = rate.to(pattern.dtype), rest.to(pattern.dtype)  # rounded as a Python float's
+            constant = rest if mask is None else rest * mask.to(pattern.dtype)
             pattern = rate * pattern + constant
         pattern = self.hook_pattern(pattern)
         z = self.hook_z(torch.einsum("bhqk,bkhd->bqhd", pattern, v))
@@ -278,8 +277,6 @@ class Transformer(ProbeModel):
 
     ``model.cfg`` is a :class:`TransformerLensConfig`: the model's :class:`TransformerConfig`, equal to
     it, which TransformerLens' own utilities (activation patching) can also read."""
-
-    KNOBS = ("attention_rate",)
 
     def __init__(self, cfg: TransformerConfig, n_symbols: int, n_classes: int) -> None:
         super().__init__()

@@ -143,31 +143,21 @@ def _close(a: pd.DataFrame, b: pd.DataFrame, metric: str, what: str) -> None:
 # --------------------------------------------------------------------------------------------------
 # batched == per checkpoint
 # --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device (run where one is present)"))])
 @pytest.mark.parametrize("source", ["modadd-p53", "toy-add", "nanda-modadd"])
 @pytest.mark.parametrize("metric,params", CASES, ids=[f"{m}-{'-'.join(map(str, p.values()))}" for m, p in CASES])
-def test_batched_equals_per_checkpoint(runs, metric, params, source, monkeypatch):
-    batched = _compute(runs[source], metric, params, "batched", monkeypatch)
+def test_batched_equals_per_checkpoint(runs, metric, params, source, device, monkeypatch):
+    """The batched form (on the CPU; on CUDA: pinned chunk copies, one batched call per window) against
+    the per-checkpoint reference on the CPU."""
+    batched = _compute(runs[source], metric, params, "batched", monkeypatch, device=device)
     reference = _compute(runs[source], metric, params, "checkpoint", monkeypatch)
     if isinstance(reference, ProbeError):
         assert isinstance(batched, ProbeError) and str(batched) == str(reference)
         pytest.skip(f"{metric} refuses {source}: {reference}")
     assert not isinstance(batched, ProbeError), str(batched)
-    _close(batched, reference, metric, f"{metric} {params} on {source}, batched against per checkpoint")
+    _close(batched, reference, metric, f"{metric} {params} on {source}, batched on {device} against per checkpoint")
     assert batched.attrs["probe"][metric]["notes"] == reference.attrs["probe"][metric]["notes"]
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device (run where one is present)")
-@pytest.mark.parametrize("source", ["modadd-p53", "toy-add", "nanda-modadd"])
-@pytest.mark.parametrize("metric,params", CASES, ids=[f"{m}-{'-'.join(map(str, p.values()))}" for m, p in CASES])
-def test_batched_on_cuda_equals_per_checkpoint_on_the_cpu(runs, metric, params, source, monkeypatch):
-    """The CUDA path (pinned chunk copies, one batched call per window) against the CPU reference."""
-    batched = _compute(runs[source], metric, params, "batched", monkeypatch, device="cuda")
-    reference = _compute(runs[source], metric, params, "checkpoint", monkeypatch)
-    if isinstance(reference, ProbeError):
-        assert isinstance(batched, ProbeError) and str(batched) == str(reference)
-        pytest.skip(f"{metric} refuses {source}: {reference}")
-    assert not isinstance(batched, ProbeError), str(batched)
-    _close(batched, reference, metric, f"{metric} {params} on {source}, batched on CUDA against per checkpoint")
 
 
 @pytest.mark.parametrize("source", ["modadd-p53", "nanda-modadd"])
