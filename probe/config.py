@@ -280,9 +280,17 @@ class MLPConfig(ModelConfig):
     hidden: tuple[int, ...] = (128,)
     act: Literal["relu", "tanh", "gelu"] = "relu"
     objective: Objective = "cross_entropy"
+    #: ``embed``: a learned embedding per symbol (``embed.W_E``, N(0, 1)), the two concatenated;
+    #: ``onehot``: no embedding, the first layer reads the operands' one-hot vectors concatenated
+    #: (``[onehot(a), onehot(b)]``, 2 x n_symbols inputs; Prieto et al. 2025's ``models.py``), so
+    #: ``d_embed`` is unused and ``decoder.0.W`` rows ``0..n-1`` act on a and rows ``n..2n-1`` on b
+    input: Literal["embed", "onehot"] = field(default="embed", metadata=ADDED)
+    #: False: no biases anywhere (decoder layers and unembedding), as Prieto et al.'s ``MLP(bias=False)``
+    bias: bool = field(default=True, metadata=ADDED)
 
     def __post_init__(self) -> None:
         _check_width("d_embed", self.d_embed)
+        _check(self.input in ("embed", "onehot"), "model.input", self.input, "must be embed or onehot")
         _check(all(1 <= w <= MAX_WIDTH for w in self.hidden), "model.hidden", self.hidden,
                f"widths must be in 1..{MAX_WIDTH}")
         _check(len(self.hidden) <= 64, "model.hidden", self.hidden, "at most 64 layers")
@@ -291,11 +299,19 @@ class MLPConfig(ModelConfig):
         self._check_size()
 
     @property
+    def embed_param(self) -> str | None:
+        return "embed.W_E" if self.input == "embed" else None
+
+    @property
+    def operand_positions(self) -> tuple[int, int] | None:
+        return (0, 1) if self.input == "embed" else None  # one-hot inputs: no hook_embed
+
+    @property
     def neuron_hook(self) -> str | None:
         return f"decoder.{len(self.hidden) - 1}.hook_post" if self.hidden else None
 
     def param_estimate(self) -> int:
-        dims = (2 * self.d_embed, *self.hidden)
+        dims = (2 * self.d_embed if self.input == "embed" else 0, *self.hidden)
         return sum(a * b for a, b in zip(dims[:-1], dims[1:]))
 
 
@@ -505,6 +521,9 @@ class TrainConfig:
     softmax_dtype: Literal["float32", "float64"] = "float64"
     #: Prieto et al.'s perpendicular gradient: each tensor's gradient loses its component along the tensor
     orthogonal_grad: bool = False
+    #: with orthogonal_grad: rescale each tensor's projected gradient to the norm its gradient had, as
+    #: the authors' code does (``orthograd.py``; the paper's Sec. 5 states the projection alone)
+    orthogonal_grad_rescale: bool = field(default=False, metadata=ADDED)
     #: keep this fraction of the training split (a fixed subset chosen with split_seed; validation unchanged)
     train_subset: float | None = None
     #: ``task``: the task's own labels; ``shuffled``: a fixed random permutation of them (drawn with
@@ -554,6 +573,8 @@ class TrainConfig:
         _check(self.train_subset is None or 0.0 < self.train_subset <= 1.0, "train_subset", self.train_subset,
                "must be in (0, 1]")
         _check(0.0 < self.init_alpha < float("inf"), "init_alpha", self.init_alpha, "must be a number > 0")
+        _check(self.orthogonal_grad or not self.orthogonal_grad_rescale, "orthogonal_grad_rescale",
+               self.orthogonal_grad_rescale, "needs orthogonal_grad: true")
         if self.softmax != "softmax" or self.softmax_dtype != "float64":
             _check(self.model.objective == "cross_entropy", "softmax", self.softmax,
                    f"applies to cross_entropy; this model trains with {self.model.objective}")
@@ -800,7 +821,9 @@ training_option("l1", lambda cfg: cfg.l1.coef > 0,
                 f"{','.join(cfg.l1.tensors) if cfg.l1.tensors else 'the embeddings'}")
 training_option("softmax", lambda cfg: cfg.softmax != "softmax" or cfg.softmax_dtype != "float64",
                 lambda cfg: f"{cfg.softmax} cross-entropy in {cfg.softmax_dtype}")
-training_option("orthogonal_grad", lambda cfg: cfg.orthogonal_grad, lambda cfg: "orthogonal gradients")
+training_option("orthogonal_grad", lambda cfg: cfg.orthogonal_grad,
+                lambda cfg: "orthogonal gradients" + (", rescaled to the gradient's norm"
+                                                      if cfg.orthogonal_grad_rescale else ""))
 training_option("train_subset", lambda cfg: cfg.train_subset is not None,
                 lambda cfg: f"training subset {cfg.train_subset:g} of the split")
 training_option("init_alpha", lambda cfg: cfg.init_alpha != 1.0,

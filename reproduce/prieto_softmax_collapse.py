@@ -92,13 +92,14 @@ def fig1b_first(col: int, threshold: float) -> int:
 
 
 SPEC_TEMPLATE = (
-    "preset: kitouni-mlp\n"
-    "set: {{p: {p}, {split}, weight_decay: 0.0, model.d_embed: {d_embed}, model.hidden: {hidden}, "
+    "preset: prieto-mlp\n"
+    "set: {{p: {p}, {split}, weight_decay: 0.0, model.hidden: {hidden}, "
     "checkpoint.schedule: every{extra}}}\n"
     "zip:\n"
     "  softmax: [softmax, stablemax, softmax, softmax]\n"
     "  softmax_dtype: [float32, float64, float32, float64]\n"
     "  orthogonal_grad: [false, false, true, false]\n"
+    "  orthogonal_grad_rescale: [false, false, true, false]\n"
     "  lr: [{lr32!r}, 0.01, 0.01, 0.01]\n"
     "  betas: [[0.9, 0.99], [0.9, 0.999], [0.9, 0.999], [0.9, 0.99]]\n"
     "  eps: [1.0e-30, 1.0e-25, 1.0e-08, 1.0e-25]\n"
@@ -109,27 +110,27 @@ SPEC_TEMPLATE = (
 
 
 def _spec(p: int, split: str, steps: tuple[int, int, int, int], every: int, every_ortho: int,
-          checkpoints: tuple[int, int, int, int], lr32: float = 5e-4, d_embed: int = 128, hidden: str = "[200, 200]",
+          checkpoints: tuple[int, int, int, int], lr32: float = 5e-4, hidden: str = "[200, 200]",
           extra: str = "") -> str:
     """The four runs (softmax float32, StableMax, ⊥Grad, softmax float64) zipped; ``steps`` and the
     checkpoint intervals ``checkpoints`` in that order (softmax collapse is read at the checkpoints)."""
     s32, s_stable, s_ortho, s64 = steps
     ck32, ck_stable, ck_ortho, ck64 = checkpoints
-    return SPEC_TEMPLATE.format(p=p, split=split, d_embed=d_embed, hidden=hidden, every=every,
+    return SPEC_TEMPLATE.format(p=p, split=split, hidden=hidden, every=every,
                                 every_ortho=every_ortho, extra=extra, lr32=lr32, s32=s32, s_stable=s_stable,
                                 s_ortho=s_ortho, s64=s64, ck32=ck32, ck_stable=ck_stable, ck_ortho=ck_ortho, ck64=ck64)
 
 
 PAPER_STEPS = (FIG2A_EPOCHS, 80_000, 300, 80_000)
 PAPER_CHECKPOINTS = (500, 2000, 10, 2000)  # Fig. 2's logging interval for the float32 run; 41 or 31 per run
-#: the quick scale: p = 31 with 70% of the pairs (at 40% no run generalises within a quick budget), probe's
-#: Kitouni widths (d_embed 128, one hidden layer of 128), every run at Fig. 1's lr 1e-2
+#: the quick scale: p = 31 with 70% of the pairs (at 40% no run generalises within a quick budget), the
+#: authors' MLP (one-hot inputs, no biases, 200-200), every run at Fig. 1's lr 1e-2
 QUICK_P = 31
-QUICK_SPLIT = "train_fraction: 0.7"
-QUICK_STEPS = (2000, 1200, 1000, 500)
+QUICK_SPLIT = "n_train: null, train_fraction: 0.7"
+QUICK_STEPS = (2000, 1200, 300, 500)
 QUICK_CHECKPOINTS = (250, 100, 50, 50)
 QUICK_LR32 = 0.01
-QUICK_HIDDEN = "[128]"
+QUICK_HIDDEN = "[200, 200]"
 
 SETTING = (
     Setting("task", "addition mod 113, inputs the concatenated one-hot vectors of a and b (226 dims), all "
@@ -139,12 +140,10 @@ SETTING = (
             "split_seed 0, seed 0 (quick: train_fraction 0.7)", "another draw of the split and of the weights"),
     Setting("model", "MLP(226 -> 200 -> 200 -> 113), ReLU, bias=False (add_mod), nn.Linear's default "
             "initialisation; logits x alpha = 1", MODELS,
-            "model mlp: embeddings d_embed 128 (N(0, 1), shared by a and b) concatenated, then 256 -> 200 -> "
-            "200 -> 113 with biases and ReLU (quick: one hidden layer of 128)",
-            "probe has no one-hot-input, bias-free MLP: embedding and first layer compose to a 226 -> 200 "
-            "linear map (d_embed 128 >= 113, the function class of the authors' first layer), but the "
-            "parametrisation (an extra matrix, N(0, 1) embeddings, biases) differs, and with biases the "
-            "network is not positively homogeneous (the paper's Sec. 4.2 covers both, Fig. 5a/b)"),
+            "preset prieto-mlp: model mlp with input onehot (the one-hot vectors of a and b concatenated, "
+            "226 inputs; quick: 62), bias false, hidden [200, 200], ReLU; weights U(-1/sqrt(fan_in), "
+            "1/sqrt(fan_in)) as nn.Linear's default",
+            "another draw of the same law (probe stores W as [in, out] and seeds its own generator)"),
     Setting("optimizer", "AdamW(lr, betas (0.9, beta2), eps adam_epsilon, weight_decay 0); beta2 default "
             "0.99, adam_epsilon default 1e-25; the lr divided by alpha^2 = 1", UTILS,
             "adamw, weight_decay 0, betas and eps per run as the authors'"),
@@ -161,10 +160,9 @@ SETTING = (
     Setting("⊥AdamW", "OrthoGrad wraps AdamW: each tensor's gradient loses its component along the tensor "
             "(w.g / (w.w + 1e-30)) and is rescaled to the gradient's norm; the wrapper builds AdamW with lr "
             "and weight_decay only, so betas (0.9, 0.999) and eps 1e-8 (its beta2 and eps arguments are "
-            "not passed on)", ORTHO, "orthogonal_grad true (g - (w.g / w.w) w per tensor), betas "
-            "(0.9, 0.999), eps 1e-8",
-            "probe does not rescale the projected gradient to the original norm (Adam's per-coordinate "
-            "normalisation absorbs most of a per-tensor scale)"),
+            "not passed on)", ORTHO, "orthogonal_grad and orthogonal_grad_rescale true (g - (w.g / w.w) w "
+            "per tensor, times |g| / |g_perp|), betas (0.9, 0.999), eps 1e-8",
+            "probe's projection has no 1e-30 guards (it skips a tensor of norm 0)"),
     Setting("losses", "cross_entropy_float32: log_softmax in float32; cross_entropy_float64: in float64; "
             "stablemax_cross_entropy: s(x) = x + 1 (x >= 0), 1 / (1 - x + 1e-30) (x < 0), in float64", UTILS,
             "softmax float32 / float64, stablemax float64 (probe.models.base.cross_entropy)"),
@@ -368,16 +366,16 @@ reproduction(Reproduction(
                       "accuracy >= 0.5 at epoch 35,000 and 0.985 at 75,000; ⊥AdamW test accuracy >= 0.5 at epoch "
                       "100 and >= 0.9 at 110; softmax float64 test accuracy <= 0.008 for 75,000 epochs; float32 "
                       "softmax collapse of > 40% of the training samples at epoch 11,500"),
-    trains="the MLP on addition mod 113 (kitouni-mlp with the authors' widths) four times: softmax float32, "
+    trains="the authors' MLP on addition mod 113 (prieto-mlp: one-hot inputs, no biases) four times: softmax float32, "
            "StableMax, ⊥Grad, softmax float64, all without weight decay",
     setting=SETTING,
     scales={
         "quick": Scale("quick", _spec(QUICK_P, QUICK_SPLIT, QUICK_STEPS, 20, 20, QUICK_CHECKPOINTS,
                                       lr32=QUICK_LR32, hidden=QUICK_HIDDEN), "20 s (--jobs 1)",
-                       "p = 31 with 70% of the pairs (672), probe's Kitouni widths, every run at lr 1e-2: softmax "
+                       "p = 31 with 70% of the pairs (672), the authors' MLP, every run at lr 1e-2: softmax "
                        "float32 2,000 steps (its share of zero-loss samples passes 40%), StableMax 1,200 (no "
-                       "collapse, the norm grows; its grokking needs the paper scale), ⊥Grad 1,000 (generalises), "
-                       "softmax float64 500 (overfits)"),
+                       "collapse, the norm grows; its grokking needs the paper scale), ⊥Grad 300 (generalises "
+                       "as it fits), softmax float64 500 (overfits)"),
         "paper": Scale("paper", _spec(P, f"n_train: {N_TRAIN}", PAPER_STEPS, 50, 10, PAPER_CHECKPOINTS),
                        "unmeasured",
                        "the authors' four runs at p = 113 (5,107 training pairs), widths 200-200: 20,000 / 80,000 / "

@@ -98,6 +98,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model": {"kind": "mlp", "d_embed": 128, "hidden": [128], "act": "relu"},
         "checkpoint": {"schedule": "adaptive", "min_every": 5, "max_every": 250, "metrics_every": 5},
     },
+    # Prieto et al. 2025 (grokking_experiments.py's defaults on add_mod; lr from Fig. 1's runs): the operands'
+    # one-hot vectors concatenated into a bias-free 226-200-200-113 ReLU MLP, 40% of the pairs, AdamW without
+    # weight decay, betas (0.9, 0.99), eps 1e-25, full batch, softmax cross-entropy in float32
+    "prieto-mlp": {
+        "task": "add", "p": 113, "n_train": 5107, "steps": 80000,
+        "optimizer": "adamw", "lr": 1e-2, "weight_decay": 0.0, "betas": [0.9, 0.99], "eps": 1e-25,
+        "softmax_dtype": "float32",
+        "model": {"kind": "mlp", "input": "onehot", "bias": False, "hidden": [200, 200], "act": "relu"},
+        "checkpoint": {"schedule": "every", "every": 2000, "metrics_every": 50},
+    },
     "kitouni-mlp-comprehension": {
         "task": "add", "p": 53, "train_fraction": 0.6, "steps": 5000,
         "optimizer": "adamw", "lr": 3e-2, "weight_decay": 5.0, "betas": [0.9, 0.999],

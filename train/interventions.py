@@ -267,10 +267,11 @@ class GradFilter(Intervention):
         self.count += 1
 
 
-def orthogonalise(params: Named) -> None:
+def orthogonalise(params: Named, rescale: bool = False) -> None:
     """⊥Grad (Prieto et al. 2025, Sec. 5): remove from each tensor's gradient its component along the
     tensor itself, ``g <- g - (<w, g> / <w, w>) w``; the naive-loss-minimisation direction (scaling
-    the weights up) then no longer moves them."""
+    the weights up) then no longer moves them. ``rescale``: then multiply the result by
+    ``|g| / |g_perp|``, restoring the gradient's norm (the authors' ``orthograd.py``)."""
     import torch
 
     with torch.no_grad():
@@ -279,15 +280,24 @@ def orthogonalise(params: Named) -> None:
                 continue
             ww = float((p * p).sum())
             if ww > 0:
+                norm = float(p.grad.norm()) if rescale else 0.0
                 p.grad.sub_(p, alpha=float((p * p.grad).sum()) / ww)
+                if rescale:
+                    perp = float(p.grad.norm())
+                    if perp > 0:
+                        p.grad.mul_(norm / perp)
 
 
 @intervention("orthogonal_grad", stage="grad")
 class OrthogonalGradient(Intervention):
-    """⊥Grad on every parameter (the flat key ``orthogonal_grad``); no state."""
+    """⊥Grad on every parameter (the flat keys ``orthogonal_grad`` and ``orthogonal_grad_rescale``); no
+    state."""
+
+    def __init__(self, cfg: TrainConfig, named: Named, device: str) -> None:
+        self.rescale = cfg.orthogonal_grad_rescale
 
     def apply(self, named: Named) -> None:
-        orthogonalise(named)
+        orthogonalise(named, self.rescale)
 
 
 @intervention("constraint", stage="post", config=ConstraintConfig)

@@ -227,11 +227,15 @@ ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "gelu": F.gelu}
 class Linear(nn.Module):
     """Affine layer with TransformerLens orientation (``x @ W + b``, W is [d_in, d_out])."""
 
-    def __init__(self, d_in: int, d_out: int, w_name: str = "W", b_name: str = "b") -> None:
+    def __init__(self, d_in: int, d_out: int, w_name: str = "W", b_name: str = "b", bias: bool = True) -> None:
         super().__init__()
         self.w_name, self.b_name = w_name, b_name
         self.register_parameter(w_name, nn.Parameter(uniform_(torch.empty(d_in, d_out), d_in)))
-        self.register_parameter(b_name, nn.Parameter(uniform_(torch.empty(d_out), d_in)))
+        self.register_parameter(b_name, nn.Parameter(uniform_(torch.empty(d_out), d_in)) if bias else None)
+
+    def add_bias(self, x: torch.Tensor) -> torch.Tensor:
+        b = getattr(self, self.b_name)
+        return x if b is None else x + b
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x @ getattr(self, self.w_name) + getattr(self, self.b_name)
+        return self.add_bias(x @ getattr(self, self.w_name))

@@ -21,26 +21,35 @@ if TYPE_CHECKING:
 
 
 class DecoderLayer(Linear):
-    def __init__(self, d_in: int, d_out: int, act: str) -> None:
-        super().__init__(d_in, d_out)
+    def __init__(self, d_in: int, d_out: int, act: str, bias: bool = True) -> None:
+        super().__init__(d_in, d_out, bias=bias)
         self.act = ACTIVATIONS[act]
         self.hook_pre = HookPoint()
         self.hook_post = HookPoint()
 
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        """The layer from its pre-activation on (``pre`` = input @ W + b)."""
+        return self.hook_post(self.act(self.hook_pre(pre)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.hook_post(self.act(self.hook_pre(super().forward(x))))
+        return self.activate(super().forward(x))
 
 
 class Unembed(Linear):
-    def __init__(self, d_in: int, d_out: int) -> None:
-        super().__init__(d_in, d_out, "W_U", "b_U")
+    def __init__(self, d_in: int, d_out: int, bias: bool = True) -> None:
+        super().__init__(d_in, d_out, "W_U", "b_U", bias=bias)
+
+
+def _plus(h: torch.Tensor, p: Mapping[str, torch.Tensor], name: str) -> torch.Tensor:
+    """``h`` plus the stacked bias ``name`` (``[k, d]``) where the model has one."""
+    return h + p[name][:, None] if name in p else h
 
 
 class _DecoderModel(ProbeModel):
-    def _build_decoder(self, d_in: int, widths: tuple[int, ...], act: str, d_out: int) -> None:
+    def _build_decoder(self, d_in: int, widths: tuple[int, ...], act: str, d_out: int, bias: bool = True) -> None:
         dims = (d_in, *widths)
-        self.decoder = nn.ModuleList([DecoderLayer(a, b, act) for a, b in zip(dims[:-1], dims[1:])])
-        self.unembed = Unembed(dims[-1], d_out)
+        self.decoder = nn.ModuleList([DecoderLayer(a, b, act, bias) for a, b in zip(dims[:-1], dims[1:])])
+        self.unembed = Unembed(dims[-1], d_out, bias)
         self.hook_agg = HookPoint()
         self.hook_out = HookPoint()
 
@@ -63,6 +72,11 @@ class _DecoderModel(ProbeModel):
         """The decoder's input for a model without embeddings (the features)."""
         raise NotImplementedError
 
+    def _stacked_first(self, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor | None:
+        """The first decoder layer's pre-activation for every stacked checkpoint when the model has a
+        faster form of it than the product with its input (None: the product)."""
+        return None
+
     def stacked(self, params: Mapping[str, torch.Tensor], x: torch.Tensor, collect: Sequence[str] = (ANSWER,),
                 replace: Mapping[str, torch.Tensor] | None = None, path: str = ANSWER) -> dict[str, torch.Tensor]:
         """:meth:`ProbeModel.stacked` as batched matrix products: the decoder's layers, any of their
@@ -79,17 +93,20 @@ class _DecoderModel(ProbeModel):
             if "hook_embed" in collect:
                 result["hook_embed"] = e
             h = self._aggregate(e)
+            first = None
         else:
-            h = self._stacked_input(p, x)
+            first = self._stacked_first(p, x)
+            h = self._stacked_input(p, x) if first is None else first
         for i, layer in enumerate(self.decoder):
-            h = layer.act(mm(h, p[f"decoder.{i}.W"]) + p[f"decoder.{i}.b"][:, None])
+            pre = first if i == 0 and first is not None else _plus(mm(h, p[f"decoder.{i}.W"]), p, f"decoder.{i}.b")
+            h = layer.act(pre)
             name = f"decoder.{i}.hook_post"
             if name in swaps:
                 h = swaps[name].to(h.dtype)
             if name in collect:
                 result[name] = h
         if ANSWER in collect:
-            result[ANSWER] = mm(h, p["unembed.W_U"]) + p["unembed.b_U"][:, None]
+            result[ANSWER] = _plus(mm(h, p["unembed.W_U"]), p, "unembed.b_U")
         return result
 
     def answer_map(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
@@ -155,24 +172,58 @@ class ToyModel(_DecoderModel):
 
 
 class ConcatMLP(_DecoderModel):
-    """Two learned embeddings concatenated and sent through an MLP (Kitouni; Gromov 2023)."""
+    """Two learned embeddings concatenated and sent through an MLP (Kitouni; Gromov 2023); with
+    ``input: onehot`` the operands' one-hot vectors concatenated instead (Prieto et al. 2025), where
+    ``hook_agg`` sees the ``[N, 2 n]`` one-hot input and the first layer's product with it is computed
+    as the sum of the two rows it selects (the same numbers: every other term is an exact zero)."""
 
     def __init__(self, cfg: MLPConfig, n_symbols: int, n_classes: int) -> None:
         super().__init__()
         self.cfg = cfg
         self.objective = cfg.objective
-        self.embed = nn.Module()
-        self.embed.W_E = nn.Parameter(torch.randn(n_symbols, cfg.d_embed))
-        self.hook_embed = HookPoint()
-        self._build_decoder(2 * cfg.d_embed, cfg.hidden, cfg.act, n_classes)
+        self.n_symbols = n_symbols
+        self.onehot = cfg.input == "onehot"
+        if not self.onehot:
+            self.embed = nn.Module()
+            self.embed.W_E = nn.Parameter(torch.randn(n_symbols, cfg.d_embed))
+            self.hook_embed = HookPoint()
+        self._build_decoder(2 * (n_symbols if self.onehot else cfg.d_embed), cfg.hidden, cfg.act, n_classes,
+                            cfg.bias)
         self.setup()
 
     def _aggregate(self, e: torch.Tensor) -> torch.Tensor:
         return e.flatten(2)
 
+    def _one_hot(self, pairs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        return nn.functional.one_hot(pairs, self.n_symbols).flatten(-2).to(dtype)  # [..., 2 n]
+
+    def _rows(self, w: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+        """``onehot(pairs) @ w`` for ``w`` [..., 2 n, d]: row a plus row n + b."""
+        return w[..., pairs[:, 0], :] + w[..., self.n_symbols + pairs[:, 1], :]
+
+    def _stacked_input(self, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        k = p["unembed.W_U"].shape[0]
+        return self._one_hot(x, p["unembed.W_U"].dtype).expand(k, x.shape[0], -1)
+
+    def _stacked_first(self, p: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor | None:
+        if not self.decoder:
+            return None
+        return _plus(self._rows(p["decoder.0.W"], x), p, "decoder.0.b")
+
     def forward(self, pairs: torch.Tensor) -> torch.Tensor:
-        e = self.hook_embed(self.embed.W_E[pairs])  # [N, 2, d]
-        return self._decode(e.flatten(1))
+        if not self.onehot:
+            e = self.hook_embed(self.embed.W_E[pairs])  # [N, 2, d]
+            return self._decode(e.flatten(1))
+        if not self.decoder:
+            return self._decode(self._one_hot(pairs, self.unembed.W_U.dtype))
+        first = self.decoder[0]
+        x = self._one_hot(pairs, first.W.dtype)
+        agg = self.hook_agg(x)
+        pre = first.add_bias(self._rows(first.W, pairs) if agg is x else agg @ first.W)  # a hook may replace it
+        h = first.activate(pre)
+        for layer in self.decoder[1:]:
+            h = layer(h)
+        return self.hook_out(self.unembed(h))
 
 
 class DigitsMLP(_DecoderModel):

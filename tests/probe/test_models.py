@@ -105,6 +105,36 @@ def test_mlp_and_digits_models():
     assert big.embed_param is None
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_one_hot_mlp_is_the_product_with_the_one_hot_input(bias):
+    """Prieto et al.'s MLP (model.input onehot): the first layer's two-row sum equals the product with
+    the concatenated one-hot vectors exactly, bias=False leaves no bias parameter, a hook that replaces
+    the input is honoured, and the stacked (batched) pass gives the same outputs."""
+    over = {"p": "11", "n_train": "null", "model.hidden": "[16, 8]", "model.bias": str(bias).lower()}
+    cfg = load_config("prieto-mlp", overrides=over)
+    task = make_task(cfg.task, p=11)
+    torch.manual_seed(0)
+    mlp = build_model(cfg.model, task)
+    params = dict(mlp.named_parameters())
+    assert ("decoder.0.b" in params) is bias and ("unembed.b_U" in params) is bias and "embed.W_E" not in params
+    x = torch.as_tensor(task.inputs)
+    onehot = torch.nn.functional.one_hot(x, 11).flatten(1).float()
+
+    def by_hand(h: torch.Tensor) -> torch.Tensor:
+        for layer in mlp.decoder:
+            h = torch.relu(layer.add_bias(h @ layer.W))
+        return mlp.unembed.add_bias(h @ mlp.unembed.W_U)
+
+    with torch.no_grad():
+        assert torch.equal(mlp(x), by_hand(onehot))
+        halved = mlp.run_with_hooks(x, fwd_hooks=[("hook_agg", lambda t, hook: t / 2)])
+        assert torch.equal(halved, by_hand(onehot / 2))
+        stacked = {k: torch.stack([v, 2 * v]) for k, v in params.items()}
+        out = mlp.stacked(stacked, x)["answer"]
+        torch.testing.assert_close(out[0], mlp(x))
+    assert mlp.answer(torch.tensor([[1, 2]])).shape == (1, 11)
+
+
 def _lee(**over):
     """The lee-grokfast model (Lee et al. 2024's block, torch's initialisation, no head bias), small."""
     cfg = load_config("lee-grokfast", overrides={"p": "13", "model.d_model": "32", "model.d_mlp": "64", **over})

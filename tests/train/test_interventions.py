@@ -71,6 +71,28 @@ def test_orthogonal_gradient_has_no_component_along_the_weights():
     assert abs(float((w.detach() * w.grad).sum())) < 1e-10
 
 
+def test_rescaled_orthogonal_gradient_keeps_the_gradients_norm():
+    """Prieto et al.'s orthograd.py: the projection, then the gradient's own norm restored."""
+    w = torch.nn.Parameter(torch.randn(5, 6, dtype=torch.float64))
+    g = torch.randn(5, 6, dtype=torch.float64) + 3 * w.detach()
+    w.grad = g.clone()
+    orthogonalise([("w", w)], rescale=True)
+    assert abs(float((w.detach() * w.grad).sum())) < 1e-10
+    assert float(w.grad.norm()) == pytest.approx(float(g.norm()), rel=1e-12)
+    plain = torch.nn.Parameter(w.detach().clone())
+    plain.grad = g.clone()
+    orthogonalise([("w", plain)])
+    assert float(plain.grad.norm()) < float(g.norm()) * 0.99  # the projection alone shrinks it
+    assert torch.allclose(w.grad / w.grad.norm(), plain.grad / plain.grad.norm())
+
+
+def test_orthogonal_grad_rescale_needs_orthogonal_grad():
+    with pytest.raises(ProbeError, match="orthogonal_grad_rescale"):
+        load_config("kitouni-mlp", overrides={"orthogonal_grad_rescale": "true"})
+    assert load_config("kitouni-mlp", overrides={"orthogonal_grad": "true",
+                                                 "orthogonal_grad_rescale": "true"}).orthogonal_grad_rescale
+
+
 def test_norm_constraint_holds_relative_and_absolute():
     a = torch.nn.Parameter(torch.randn(4, 4))
     b = torch.nn.Parameter(torch.randn(4))
