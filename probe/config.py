@@ -513,7 +513,11 @@ class TrainConfig:
     #: layout of Liu et al.'s toy/train_add.py (numpy seeded with ``seed``: targets, then the training
     #: indices; torch seeded with ``seed``: embeddings, then the decoder's nn.Linear layers), so that seed
     #: S is their seed S (the toy model on nonmod-add only; ``split_seed`` must equal ``seed``)
-    rng: Literal["probe", "grokking-squared"] = field(default="probe", metadata=ADDED)
+    #: ``grokking-squared-phase``: the same for the notebook that trained Fig. 6's addition phase diagrams
+    #: (phase_diagram_plot/phase_diagram.ipynb: numpy draws an unused ``x_templates`` before the targets;
+    #: torch draws an unused encoder's three nn.Linear layers, then the decoder's, then the embeddings), full
+    #: batch only
+    rng: Literal["probe", "grokking-squared", "grokking-squared-phase"] = field(default="probe", metadata=ADDED)
     device: str = "auto"
     #: cross-entropy's normaliser: softmax, or Prieto et al.'s (2025) StableMax (Eq. 7-8)
     softmax: Literal["softmax", "stablemax"] = "softmax"
@@ -580,15 +584,19 @@ class TrainConfig:
                    f"applies to cross_entropy; this model trains with {self.model.objective}")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device",
                self.device, "must be auto, cpu, cuda or cuda:N")
-        if self.rng == "grokking-squared":
+        if self.rng != "probe":
+            code = "toy/train_add.py" if self.rng == "grokking-squared" else "phase_diagram.ipynb"
             _check(self.task == "nonmod-add" and self.ordered in (None, False), "rng", self.rng,
-                   "follows toy/train_add.py, which trains unordered nonmod-add (task nonmod-add)")
+                   f"follows {code}, which trains unordered nonmod-add (task nonmod-add)")
             _check(self.model.kind == "toy" and getattr(self.model, "aggregation", None) == "sum", "rng", self.rng,
-                   "follows toy/train_add.py's model: the toy model with aggregation sum")
+                   f"follows {code}'s model: the toy model with aggregation sum")
             _check(self.train_subset is None and self.batching == "random", "rng", self.rng,
-                   "draws toy/train_add.py's own split and minibatches (no train_subset, batching random)")
+                   f"draws {code}'s own split and minibatches (no train_subset, batching random)")
             _check(self.split_seed == self.seed, "split_seed", self.split_seed,
-                   f"rng grokking-squared draws split and weights from one seed: set split_seed = seed ({self.seed})")
+                   f"rng {self.rng} draws split and weights from one seed: set split_seed = seed ({self.seed})")
+        if self.rng == "grokking-squared-phase":
+            _check(self.batch_size is None, "batch_size", self.batch_size,
+                   "rng grokking-squared-phase follows phase_diagram.ipynb, which trains full batch")
         if self.task == "digits":
             _check(self.model.kind == "digits", "model.kind", self.model.kind, "task digits needs model.kind=digits")
         else:
@@ -790,6 +798,9 @@ class TrainingOption:
     name: str
     active: Callable[[TrainConfig], bool]
     describe: Callable[[TrainConfig], str]
+    #: True: applied where a run is set up (its split, targets and initial weights) and nowhere after;
+    #: a vectorised ensemble sets each member up as its own run, so it applies the option as well
+    at_set_up: bool = False
 
 
 #: the training options, in the order ``TrainConfig.interventions`` lists them
@@ -797,9 +808,9 @@ TRAINING_OPTIONS: Registry[TrainingOption] = Registry("training option")
 
 
 def training_option(name: str, active: Callable[[TrainConfig], bool],
-                    describe: Callable[[TrainConfig], str]) -> TrainingOption:
+                    describe: Callable[[TrainConfig], str], at_set_up: bool = False) -> TrainingOption:
     """Register a training option (a duplicate name is a ``ValueError``)."""
-    return TRAINING_OPTIONS.add(name, TrainingOption(name, active, describe))
+    return TRAINING_OPTIONS.add(name, TrainingOption(name, active, describe, at_set_up))
 
 
 def _grokfast(cfg: TrainConfig) -> str:
@@ -829,7 +840,8 @@ training_option("train_subset", lambda cfg: cfg.train_subset is not None,
 training_option("init_alpha", lambda cfg: cfg.init_alpha != 1.0,
                 lambda cfg: f"weight matrices initialised x{cfg.init_alpha:g}")
 training_option("rng", lambda cfg: cfg.rng != "probe",
-                lambda cfg: f"split, targets and initial weights drawn as {cfg.rng}'s code draws them (seed {cfg.seed})")
+                lambda cfg: f"split, targets and initial weights drawn as {cfg.rng}'s code draws them (seed {cfg.seed})",
+                at_set_up=True)  # its minibatch stream is per run, and minibatches never vectorise
 training_option("batching", lambda cfg: cfg.batching == "epochs" and cfg.batch_size is not None,
                 lambda cfg: f"epochs of batches over a shuffled training split ({cfg.batch_size} rows each, "
                 "the last one the remainder)")

@@ -492,10 +492,14 @@ class GrokkingSquaredStream:
     other sample validates), then one ``choice(n_train, batch_size, replace=False)`` per step, the
     step's minibatch as positions in ``train_id``'s drawn order."""
 
-    def __init__(self, n_samples: int, n_train: int, seed: int, target_shape: tuple[int, int]) -> None:
+    def __init__(self, n_samples: int, n_train: int, seed: int, target_shape: tuple[int, int],
+                 discard_shape: tuple[int, int] | None = None) -> None:
+        """``discard_shape``: a ``normal(0, 1)`` draw of this shape comes first and is thrown away (the
+        phase-diagram notebook's unused ``x_templates``, ``(p, output_dim)``)."""
         if not 1 <= n_train <= n_samples:
             raise ProbeError(f"n_train must be in 1..{n_samples}, got {n_train}")
         self.n_samples, self.n_train, self.seed, self.target_shape = n_samples, n_train, seed, target_shape
+        self.discard_shape = discard_shape
         self._rs, self.targets, self.order = self._start()
         self.split = Split(train=np.sort(self.order).astype(np.int64),
                            val=np.setdiff1d(np.arange(n_samples), self.order).astype(np.int64))
@@ -504,6 +508,8 @@ class GrokkingSquaredStream:
 
     def _start(self) -> tuple[np.random.RandomState, np.ndarray, np.ndarray]:
         rs = np.random.RandomState(self.seed)
+        if self.discard_shape is not None:
+            rs.normal(0, 1, size=self.discard_shape)
         targets = rs.normal(0, 1, size=self.target_shape).astype(np.float32)
         order = rs.choice(self.n_samples, self.n_train, replace=False).astype(np.int64)
         return rs, targets, order

@@ -148,12 +148,13 @@ class Trainer:
         # CSV it came from may have moved)
         self.task = task if task is not None else make_task(**cfg.task_params)
         self.stream: GrokkingSquaredStream | None = None
-        if cfg.rng == "grokking-squared":
+        if cfg.rng != "probe":
             n_train = cfg.n_train if cfg.n_train is not None else max(
                 1, int(math.floor(cfg.train_fraction * self.task.n_samples + 1e-9)))
             d_target = cfg.model.d_out if cfg.model.objective == "mse_targets" else self.task.n_classes
+            discard = (self.task.n_symbols, d_target) if cfg.rng == "grokking-squared-phase" else None
             self.stream = GrokkingSquaredStream(self.task.n_samples, n_train, cfg.seed,
-                                                (self.task.n_classes, d_target))
+                                                (self.task.n_classes, d_target), discard)
             split = self.stream.split
         else:
             split = make_split(self.task.n_samples, cfg.train_fraction, cfg.split_seed, cfg.n_train)
@@ -161,7 +162,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg.model, self.task).to(self.device)
         if self.stream is not None:
-            self.model.init_like_grokking_squared(cfg.seed, torch.as_tensor(self.stream.targets).to(self.device))
+            self.model.init_like_grokking_squared(cfg.seed, torch.as_tensor(self.stream.targets).to(self.device),
+                                                  notebook=cfg.rng == "grokking-squared-phase")
         self.model.set_loss(cfg.softmax, cfg.softmax_dtype)
         if cfg.init_alpha != 1.0:
             with torch.no_grad():

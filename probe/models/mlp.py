@@ -153,20 +153,32 @@ class ToyModel(_DecoderModel):
 
 
     @torch.no_grad()
-    def init_like_grokking_squared(self, seed: int, targets: "torch.Tensor | None") -> None:
+    def init_like_grokking_squared(self, seed: int, targets: "torch.Tensor | None", notebook: bool = False) -> None:
         """Re-draw the initial weights as Liu et al.'s ``toy/train_add.py`` does after
         ``torch.manual_seed(seed)``: the embeddings ``(torch.rand(p, d) - 1/2) * init_scale``, then one
         ``nn.Linear`` per decoder layer and the output layer, in order (their ``[out, in]`` weights
         are probe's ``W`` transposed); ``targets`` (their numpy-drawn ``y_templates``) replace the
-        regression targets."""
+        regression targets. ``notebook``: as ``phase_diagram_plot/phase_diagram.ipynb`` does instead:
+        first its unused encoder ``NET(p, d, w=200)`` (``nn.Linear`` (p, 200), (200, 200), (200, d)),
+        then the decoder's layers, then the embeddings."""
         torch.manual_seed(seed)
         n, d = self.embed.W_E.shape[:2]
-        self.embed.W_E.copy_((torch.rand(n, d) - 1 / 2) * self.cfg.init_scale)
+
+        def embeddings() -> None:
+            self.embed.W_E.copy_((torch.rand(n, d) - 1 / 2) * self.cfg.init_scale)
+
+        if notebook:
+            for a, b in ((n, 200), (200, 200), (200, d)):
+                nn.Linear(a, b)
+        else:
+            embeddings()
         for layer in (*self.decoder, self.unembed):
             w = getattr(layer, layer.w_name)
             ref = nn.Linear(w.shape[0], w.shape[1])
             w.copy_(ref.weight.T)
             getattr(layer, layer.b_name).copy_(ref.bias)
+        if notebook:
+            embeddings()
         if targets is not None and self.objective == "mse_targets":
             self.targets.copy_(targets)
 

@@ -61,6 +61,11 @@ def _compare(a: Path, b: Path, rtol: float, atol: float) -> None:
 
 @pytest.mark.parametrize("preset,base,members,tol", [
     ("liu-toy-add", TOY, TOY_MEMBERS, (1e-4, 1e-6)),
+    # split, targets and weights drawn as grokking-squared's phase-diagram notebook: each member is set up
+    # as its own run, so the option vectorises (full batch)
+    ("liu-toy-add", {**TOY, "rng": "grokking-squared-phase", "n_train": "45"},
+     [{"seed": "58", "split_seed": "58"}, {"seed": "58", "split_seed": "58", "lr": "1e-2", "weight_decay": "3"},
+      {"seed": "9", "split_seed": "9"}], (1e-4, 1e-6)),
     ("nanda-modadd", TRANSFORMER, TRANSFORMER_MEMBERS, (1e-3, 1e-5)),
     ("zhong-pizza", {**TRANSFORMER, "model.attention_rate": "0.5"}, TRANSFORMER_MEMBERS, (1e-3, 1e-5)),
     # the attention rate differs between members: each member's rate reaches the batched call (a knob)

@@ -1,5 +1,6 @@
 """``rng: grokking-squared``: the split, the regression targets, the initial weights and the
-minibatches drawn as Liu et al.'s toy/train_add.py draws them, so that seed S is their seed S.
+minibatches drawn as Liu et al.'s toy/train_add.py draws them, so that seed S is their seed S;
+``rng: grokking-squared-phase``: as the notebook of their Fig. 6 addition phase diagrams draws them.
 
 The golden numbers were printed by the authors' ``train_add`` (github.com/ejmichaud/grokking-squared,
 commit 0229df9, ``toy/train_add.py``, run unchanged with ``train_add(train_num=N, seed=S, steps=T)``
@@ -85,3 +86,35 @@ def test_it_applies_to_the_authors_setting_only(sets, needle):
 
 def test_stored_only_when_set():
     assert "rng" not in TrainConfig.from_dict({"task": "nonmod-add", "p": 10, "model": {"kind": "toy"}}).to_dict()
+
+
+#: phase_diagram_plot/phase_diagram.ipynb (commit 0229df9) run unchanged here, its train([1e-4, 0, 2200]) at
+#: its seed 58: the first 0-based epochs with training / test accuracy >= 0.9; the released
+#: train_steps.txt and test_steps.txt hold the same two numbers in their cell (decoder lr 1e-4, weight decay 0)
+NOTEBOOK_SEED58_LR1E4_WD0 = (1650, 2076)
+
+
+def test_phase_notebook_run_is_the_authors_cell(tmp_path):
+    sets = ["rng=grokking-squared-phase", "seed=58", "split_seed=58", "n_train=45", "lr=1e-4", "weight_decay=0",
+            "steps=2100", "checkpoint.schedule=every", "checkpoint.every=700", "checkpoint.metrics_every=1"]
+    assert main(["train", "--preset", "liu-toy-add", *sum((["--set", s] for s in sets), []), "--no-progress",
+                 "--out", str(tmp_path / "r")]) == 0
+    with load_run(tmp_path / "r") as run:
+        m = run.metrics
+        first = [int(m["step"].values[np.argmax(m[c].values >= 0.9)]) for c in ("train_acc", "val_acc")]
+        assert first == [i + 1 for i in NOTEBOOK_SEED58_LR1E4_WD0]  # probe counts updates done
+        assert run.split.sizes == (45, 10)
+
+
+def test_the_phase_stream_discards_the_notebooks_x_templates_first():
+    s = GrokkingSquaredStream(55, 45, 58, (19, 30), discard_shape=(10, 30))
+    rs = np.random.RandomState(58)
+    rs.normal(0, 1, size=(10, 30))
+    np.testing.assert_array_equal(s.targets, rs.normal(0, 1, size=(19, 30)).astype(np.float32))
+    assert s.split.train.tolist() == sorted(rs.choice(55, 45, replace=False).tolist())
+
+
+def test_the_phase_notebook_trains_full_batch_only():
+    base = {"task": "nonmod-add", "p": 10, "model": {"kind": "toy"}, "rng": "grokking-squared-phase"}
+    with pytest.raises(ProbeError, match="full batch"):
+        TrainConfig.from_dict({**base, "batch_size": 8})
