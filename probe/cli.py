@@ -104,7 +104,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the number of runs and their resolved configs")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once (local processes or Slurm array "
                    "parallelism)")
-    p.add_argument("--executor", default="local", help="local (the default) or slurm (through submitit)")
+    p.add_argument("--executor", default="local",
+                   help="local (the default: worker processes), slurm (through submitit) or inline (in this "
+                        "process, one group after another: debugging, profiling)")
     p.add_argument("--partition", help="Slurm partition")
     p.add_argument("--time", type=int, help="Slurm time limit per run, minutes")
     p.add_argument("--mem", help="Slurm memory per run, e.g. 4G")
@@ -250,7 +252,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--scale", default="quick", help="quick (minutes, the qualitative claims) or paper (the "
                    "authors' configuration) [quick]")
     p.add_argument("--jobs", type=int, default=1, help="runs trained at once")
-    p.add_argument("--executor", default="local", help="local (the default) or slurm (through submitit)")
+    p.add_argument("--executor", default="local",
+                   help="local (the default: worker processes), slurm (through submitit) or inline (in this "
+                        "process, one group after another: debugging, profiling)")
     p.add_argument("--partition", help="Slurm partition")
     p.add_argument("--time", type=int, help="Slurm time limit per run, minutes")
     p.add_argument("--mem", help="Slurm memory per run, e.g. 4G")

@@ -62,7 +62,9 @@ from probe.yamlfile import load_yaml
 SPEC_KEYS = ("preset", "config", "from", "from_optimizer", "set", "grid", "zip", "seeds", "split_seeds")
 #: the spec key (top level, or an axis of ``grid``/``zip``) naming the run each run starts from
 FROM = "from"
-EXECUTORS = ("local", "slurm")
+#: ``local``: worker processes on this machine; ``slurm``: array jobs through submitit; ``inline``: the
+#: groups one after another in the calling process (no worker to start: debugging, profiling, tests)
+EXECUTORS = ("local", "slurm", "inline")
 MAX_RUNS = 100_000
 LOCAL_TIMEOUT_MIN = 60 * 24 * 30  # local jobs: no practical time limit (--time sets one)
 
@@ -739,6 +741,9 @@ class ExecutorOptions:
             raise ProbeError(f"must be >= 1, got {self.jobs}", param="jobs")
         if self.vectorize not in VECTORIZE:
             raise ProbeError(f"unknown mode {self.vectorize!r}{valid(VECTORIZE)}", param="vectorize")
+        if self.kind == "inline" and self.jobs != 1:
+            raise ProbeError(f"--executor inline trains in this process, one group at a time: --jobs must be 1, "
+                             f"got {self.jobs}", param="jobs")
 
 
 def _slurm_reachable() -> str | None:
@@ -814,6 +819,9 @@ def launch(root: Path, groups: list[list[str]], opts: ExecutorOptions) -> list[A
     share them (submitit's local executor starts every job it is given at once), each with the cores
     divided among them as torch threads, at most ``OMP_NUM_THREADS`` where that is set."""
     if not groups:
+        return []
+    if opts.kind == "inline":  # the worker's own function, here; its runs' outcomes are in their status files
+        run_groups(str(root), groups)
         return []
     ex = _executor(root, opts)
     if opts.kind == "slurm":

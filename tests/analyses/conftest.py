@@ -27,3 +27,13 @@ def modadd(tmp_path_factory: pytest.TempPathFactory) -> probe.Run:
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return shipped_copy(tmp_path_factory, "toy-add")
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist the tests of the UMAP metric run in one worker: its first call in a process
+    compiles umap-learn's numba kernels (about 11 s), later calls take milliseconds."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("metric") == "umap":
+            item.add_marker(pytest.mark.xdist_group("umap"))

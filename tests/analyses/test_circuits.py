@@ -115,7 +115,7 @@ def sweep(tmp_path_factory):
     from probe.train.sweep import ExecutorOptions, parse_spec, run_sweep
 
     out = tmp_path_factory.mktemp("circuits") / "sweep"
-    run_sweep(parse_spec(SPEC), out, ExecutorOptions(), progress=False)
+    run_sweep(parse_spec(SPEC), out, ExecutorOptions(kind="inline"), progress=False)
     return out
 
 

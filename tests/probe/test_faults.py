@@ -78,7 +78,7 @@ def _continue(run_dir: Path, args: list[str]) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,seed", [("toy", 0), ("toy", 1), ("transformer", 2), ("transformer", 3)])
+@pytest.mark.parametrize("name,seed", [("toy", 0), ("transformer", 3)])
 def test_random_kills_then_resume_is_bit_identical(tmp_path, references, name, seed):
     """Two or three kill -9 in a row at random instants (training, then resuming), then a resume
     that runs to the end: the run equals the uninterrupted one bit for bit."""

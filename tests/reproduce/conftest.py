@@ -1,5 +1,6 @@
 """One quick-scale run per registered reproduction, shared by the contract battery and the
-reproduction's own golden tests (each reproduction trains once per test process)."""
+reproduction's own golden tests (each reproduction trains once per test process, in that process:
+``--executor inline``)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def quick_reproduction(tmp_path_factory: pytest.TempPathFactory) -> Callable[[st
     def get(name: str) -> tuple[Path, Result]:
         if name not in cache:
             out = tmp_path_factory.mktemp("quick") / name
-            cache[name] = (out, reproduce(name, out, "quick", jobs=1))
+            cache[name] = (out, reproduce(name, out, "quick", executor="inline"))
         return cache[name]
 
     return get

@@ -139,7 +139,7 @@ def test_rows_are_recomputed_from_the_runs(quick, tmp_path):
     _, res = quick
     groups = (m.GroupRuns("S4", 0.8, (1,)),)
     spec = m.spec(groups, **{**m.QUICK, "steps": 300, "lr": 1e-4})
-    run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(jobs=1), progress=False)
+    run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(kind="inline"), progress=False)
     changed = m.analyse(str(tmp_path / "sweep"), "quick")
     before = {r.quantity: r for r in res.analysis.rows}
     assert len(changed.rows) == 6 and all(", S4 " in r.quantity for r in changed.rows)
@@ -163,7 +163,7 @@ def test_the_paper_scale_rows_and_figure_on_short_runs(tmp_path):
 
     groups = tuple(m.GroupRuns(g.name, g.train_fraction, (1,)) for g in m.PAPER_GROUPS)
     spec = m.spec(groups, **{**m.PAPER_RUNS, "steps": 20, "d_embed": 16, "hidden": 16, "count": 5, "every": 10})
-    run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(jobs=1), progress=False)
+    run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(kind="inline"), progress=False)
     res = m.analyse(str(tmp_path / "sweep"), "paper")
     quantities = [r.quantity for r in res.rows]
     assert len(res.rows) == 13 + 7 and not any("nearest group" in q for q in quantities)

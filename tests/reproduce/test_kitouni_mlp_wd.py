@@ -79,7 +79,7 @@ def test_rows_are_recomputed_from_the_runs(quick, tmp_path):
 
     _, res = quick
     spec = m._spec([(m.WD_COMP, m.QUICK_STEPS[m.WD_COMP], s) for s in (0, 1)], extra=", lr: 1.0e-4")
-    run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(jobs=2), progress=False)
+    run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(kind="inline"), progress=False)
     changed = m.analyse(str(tmp_path / "sweep"), "quick")
     before = {r.quantity: r for r in res.analysis.rows}
     assert len(changed.rows) == N_ROWS // 2 and all("weight decay 5" in r.quantity for r in changed.rows)

@@ -73,7 +73,7 @@ def test_rows_are_recomputed_from_the_runs(quick, tmp_path):
 
     _, res = quick
     short = dict(f7.QUICK_RUN, steps=120)
-    run_sweep(parse_spec(m._spec(short, f7.QUICK_SEED, m.QUICK_CHECKPOINTS)), tmp_path / "sweep", ExecutorOptions(),
+    run_sweep(parse_spec(m._spec(short, f7.QUICK_SEED, m.QUICK_CHECKPOINTS)), tmp_path / "sweep", ExecutorOptions(kind="inline"),
               progress=False)
     changed = m.analyse(str(tmp_path / "sweep"), "quick")
     before = {r.quantity: r for r in res.analysis.rows}

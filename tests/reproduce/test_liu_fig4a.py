@@ -72,7 +72,7 @@ def test_rows_are_recomputed_from_the_runs(quick, tmp_path):
     from probe.train.sweep import ExecutorOptions, parse_spec, run_sweep
 
     _, res = quick
-    run_sweep(parse_spec(m._spec([12], 3)), tmp_path / "sweep", ExecutorOptions(), progress=False)
+    run_sweep(parse_spec(m._spec([12], 3)), tmp_path / "sweep", ExecutorOptions(kind="inline"), progress=False)
     changed = m.analyse(str(tmp_path / "sweep"), "quick")
     before = {r.quantity: r for r in res.analysis.rows}
     assert len(changed.rows) == 3

@@ -79,7 +79,7 @@ def test_rows_are_recomputed_from_the_runs(quick, tmp_path):
 
     _, res = quick
     spec = m._spec([m.AUTHORS_LRS[0]], [0.0], m.QUICK_STEPS, 10, 20, extra=", embed_lr: 1.0e-7")
-    run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(), progress=False)
+    run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(kind="inline"), progress=False)
     changed = m.analyse(str(tmp_path / "sweep"), "quick")
     before = {r.quantity: r for r in res.analysis.rows}
     cell = next(r for r in changed.rows if r.quantity.startswith("phase at"))

@@ -104,7 +104,7 @@ def test_rows_are_recomputed_from_the_runs(quick, tmp_path):
     _, res = quick
     short = dict(m.QUICK_RUN, steps=100)
     run_sweep(parse_spec(m.transformer_spec(short, [m.QUICK_SEED], m.QUICK_CHECKPOINTS)), tmp_path / "sweep",
-              ExecutorOptions(), progress=False)
+              ExecutorOptions(kind="inline"), progress=False)
     changed = m.analyse(str(tmp_path / "sweep"), "quick")
     before = {r.quantity: r for r in res.analysis.rows}
     assert [r.quantity for r in changed.rows] == list(before)

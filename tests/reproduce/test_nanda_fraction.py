@@ -110,7 +110,7 @@ def test_rows_are_recomputed_from_the_runs(quick, tmp_path):
 
     _, res = quick
     spec = m._spec(m.QUICK_P, [0.9], 100, 50, 500, m.QUICK_MODEL + ", lr: 1.0e-5")
-    run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(), progress=False)
+    run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(kind="inline"), progress=False)
     changed = m.analyse(str(tmp_path / "sweep"), "quick")
     before = {r.quantity: r for r in res.analysis.rows}
     row = next(r for r in changed.rows if r.quantity == "steps to test loss < 1, train fraction 0.9")

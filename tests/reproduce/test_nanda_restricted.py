@@ -158,7 +158,7 @@ def test_rows_are_recomputed_from_the_runs(quick, tmp_path):
 
     _, res = quick
     spec = m._spec(m.QUICK_P, m.QUICK_FRACTION, 200, 50, m.QUICK_MODEL)
-    run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(), progress=False)
+    run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(kind="inline"), progress=False)
     changed = m.analyse(str(tmp_path / "sweep"), "quick")
     before = {r.quantity: r for r in res.analysis.rows}
     after = {r.quantity: r for r in changed.rows}

@@ -89,7 +89,7 @@ def test_rows_are_recomputed_from_the_runs(quick, tmp_path):
     spec = ("preset: omnigrok-digits\nset: {constraint.relative: 1.0, weight_decay: 0.0, batch_size: 100, "
             "checkpoint.schedule: geometric, checkpoint.count: 5, checkpoint.metrics_every: 50}\n"
             "grid:\n  steps: [300]\n")
-    run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(), progress=False)
+    run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(kind="inline"), progress=False)
     changed = m.analyse(str(tmp_path / "sweep"), "quick")
     before = {r.quantity: r for r in res.analysis.rows}
     assert [r.quantity for r in changed.rows] == [q for q in before if q.startswith("constrained") and

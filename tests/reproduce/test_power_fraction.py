@@ -91,7 +91,7 @@ def test_rows_are_recomputed_from_the_runs(quick, tmp_path):
     _, res = quick
     spec = m._spec("", "[0.8]", "[384]", m.QUICK_P, 100, "checkpoint.schedule: every, checkpoint.every: 400", 10,
                    m.QUICK_EXTRA + ", lr: 1.0e-5", [0])
-    run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(), progress=False)
+    run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(kind="inline"), progress=False)
     changed = m.analyse(str(tmp_path / "sweep"), "quick")
     q = "x^2+y^2: reaches 99% validation accuracy at the largest fraction trained (0.8)"
     before = {r.quantity: r for r in res.analysis.rows}[q]

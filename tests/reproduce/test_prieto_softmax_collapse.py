@@ -84,7 +84,7 @@ def test_rows_are_recomputed_from_the_runs(quick, tmp_path):
             "orthogonal_grad: true, softmax_dtype: float32, betas: [0.9, 0.999], eps: 1.0e-08, "
             "checkpoint.schedule: geometric, checkpoint.count: 5, checkpoint.metrics_every: 10}\n"
             "grid:\n  steps: [300]\n")
-    run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(), progress=False)
+    run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(kind="inline"), progress=False)
     changed = m.analyse(str(tmp_path / "sweep"), "quick")
     before = {r.quantity: r for r in res.analysis.rows}
     assert [r.quantity for r in changed.rows] == [q for q in before if q.startswith("⊥AdamW")]

@@ -60,7 +60,7 @@ def test_rows_are_recomputed_from_the_runs(quick, tmp_path):
 
     _, res = quick
     spec = liu_fig5b.QUICK_SPEC_TEMPLATE.format(n_train=[45], seeds=[0], extra=", embed_lr: 1.0e-5")
-    run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(), progress=False)
+    run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(kind="inline"), progress=False)
     changed = liu_fig5b.analyse(str(tmp_path / "sweep"), "quick")
     before = {r.quantity: r for r in res.analysis.rows}
     assert {r.quantity for r in changed.rows if "fraction" in r.quantity} == {k for k in before if "45/55" in k}

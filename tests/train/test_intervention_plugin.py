@@ -152,11 +152,11 @@ def test_the_ensemble_refuses_it_with_its_description(plugin):
 def test_killed_run_with_noise_resumes_bit_identical(plugin, tmp_path, wait_for_checkpoints):
     """kill -9 while training, kill -9 again during the resume, then resume to the end: the noise's
     generator and update count come back from the resume slot, so the run equals an uninterrupted one."""
-    cfg = _noisy(1200)
+    cfg = _noisy(600)
     train(cfg, tmp_path / "ref", progress=False)
     run_dir = tmp_path / "killed"
     first = ["train", "--preset", "kitouni-mlp", "--no-progress", "--out", str(run_dir)]
-    for key, value in {**SETS, "steps": "1200", "noise.sigma": "0.01"}.items():
+    for key, value in {**SETS, "steps": "600", "noise.sigma": "0.01"}.items():
         first += ["--set", f"{key}={value}"]
     again = ["train", "--resume", str(run_dir), "--no-progress"]
     for args, at in ((first, 15), (again, 60)):

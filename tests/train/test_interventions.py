@@ -230,7 +230,7 @@ def test_bad_interventions_and_from_are_one_line(tmp_path):
 def test_killed_run_with_filter_resumes_bit_identical(tmp_path, wait_for_checkpoints):
     """kill -9 of a Grokfast MA run (the filter's ring buffer and its running sum are resume state), kill -9
     again during the resume, then --resume to the end: bit-identical to an uninterrupted run."""
-    sets = ["p=11", "steps=1500", "model.d_embed=16", "model.hidden=16", "checkpoint.schedule=every",
+    sets = ["p=11", "steps=900", "model.d_embed=16", "model.hidden=16", "checkpoint.schedule=every",
             "checkpoint.every=3", "grokfast.filter=ma", "grokfast.window=5"]
     cfg = load_config("kitouni-mlp", overrides=dict(s.split("=") for s in sets))
     train(cfg, tmp_path / "ref", progress=False)

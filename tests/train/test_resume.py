@@ -13,7 +13,7 @@ from probe.runfile import RunFile, run_file_path
 from probe.train.config import load_config
 from probe.train.loop import resume, train
 
-KILL_SETS = ["steps=1500", "model.decoder=32,32", "checkpoint.schedule=every", "checkpoint.every=3",
+KILL_SETS = ["steps=750", "model.decoder=32,32", "checkpoint.schedule=every", "checkpoint.every=3",
              "checkpoint.metrics_every=1"]
 
 

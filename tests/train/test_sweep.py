@@ -192,6 +192,27 @@ def test_the_sweep_vectorises_where_it_can_and_not_when_told(done_sweep, tmp_pat
     assert not (tmp_path / "forced").exists()
 
 
+def test_the_inline_executor_trains_the_same_runs_in_this_process(done_sweep, tmp_path, capsys):
+    """``--executor inline``: no worker is started (no submitit folder), every run is done and equals the
+    local workers' run (there two ensembles of two, here one of four: equal within float tolerance);
+    with ``--jobs 2`` it is one line, exit 2, nothing written."""
+    spec, root = done_sweep
+    out = tmp_path / "inline"
+    code, _, err = _cli(capsys, "sweep", spec, "--out", out, "--executor", "inline", "--no-progress")
+    assert code == 0, err
+    assert not (out / ".submitit").exists()
+    s = probe.load_sweep(out)
+    assert s.names == probe.load_sweep(root).names and set(s.status()["state"]) == {"done"}
+    for name in s.names:
+        with s.run(name) as a, probe.load_run(root / "runs" / name) as b:
+            assert a.finished and np.array_equal(a.steps, b.steps)
+            ea, eb = a.series("embed.W_E"), b.series("embed.W_E")
+            assert np.linalg.norm(ea - eb) <= 1e-4 * np.linalg.norm(eb)
+    code, _, err = _cli(capsys, "sweep", spec, "--out", tmp_path / "two", "--executor", "inline", "--jobs", "2")
+    assert code == 2 and "--jobs must be 1" in err and err.count("\n") == 1
+    assert not (tmp_path / "two").exists()
+
+
 def test_status_and_phases_answer_from_the_records(done_sweep, capsys):
     _, root = done_sweep
     code, out, _ = _cli(capsys, "sweep", "status", root)
