@@ -599,11 +599,14 @@ def follow_driver(pid: int, poll: float = POLL_SECONDS) -> threading.Thread:
 
 
 def run_groups(root: str, groups: list[list[str]], threads: int | None = None,
-               driver: int | None = None) -> list[str]:
+               driver: int | None = None, then: list[list[str]] | None = None) -> list[str]:
     """One worker's share of a sweep: groups of two or more are vectorised ensembles. ``threads``:
     torch threads for this worker (local workers share the machine's cores; more threads than cores
     make OpenMP spin and every worker slow down many times over). ``driver``: the pid of the local
-    sweep driver this worker stops with (:func:`follow_driver`)."""
+    sweep driver this worker stops with (:func:`follow_driver`). ``then``: the other workers' groups,
+    taken once this worker's own are through, so that no worker idles while runs wait: a group whose
+    runs all have a status record (done, or failed in this sweep) is passed over, and one another
+    worker is training is left to it (its locks)."""
     if driver is not None:
         if not _alive(driver):  # started (or restarted by submitit) after the driver was gone
             return []
@@ -624,6 +627,10 @@ def run_groups(root: str, groups: list[list[str]], threads: int | None = None,
     out: list[str] = []
     try:
         for g in groups:
+            out += run_ensemble(root, g) if len(g) > 1 else [run_point(root, g[0])]
+        for g in then or []:
+            if all(read_status(Path(root), n) is not None for n in g):
+                continue
             out += run_ensemble(root, g) if len(g) > 1 else [run_point(root, g[0])]
     except KeyboardInterrupt:
         if driver is not None and not _alive(driver):
@@ -817,7 +824,9 @@ def _cores() -> int:
 def launch(root: Path, groups: list[list[str]], opts: ExecutorOptions) -> list[Any]:
     """Submit the groups: on Slurm one array task per group; locally ``jobs`` worker processes that
     share them (submitit's local executor starts every job it is given at once), each with the cores
-    divided among them as torch threads, at most ``OMP_NUM_THREADS`` where that is set."""
+    divided among them as torch threads, at most ``OMP_NUM_THREADS`` where that is set. A local
+    worker trains its share (every ``jobs``-th group), then takes what is left of the others' from
+    their ends (:func:`run_groups`): a queue, without a process to hand the groups out."""
     if not groups:
         return []
     if opts.kind == "inline":  # the worker's own function, here; its runs' outcomes are in their status files
@@ -835,7 +844,10 @@ def launch(root: Path, groups: list[list[str]], opts: ExecutorOptions) -> list[A
             threads = min(threads, int(cap))
     driver = None if opts.kind == "slurm" else os.getpid()  # cluster jobs outlive a logout; local ones do not
     n = len(chunks)
-    return ex.map_array(run_groups, [str(root)] * n, chunks, [threads] * n, [driver] * n)
+    rest: list[list[list[str]] | None] = [None] * n
+    if opts.kind != "slurm":
+        rest = [[g for j, g in enumerate(groups) if j % n != i][::-1] for i in range(n)]
+    return ex.map_array(run_groups, [str(root)] * n, chunks, [threads] * n, [driver] * n, rest)
 
 
 LOW_SPACE = 1 << 20  # bytes: with less free, a worker's writes (a checkpoint, a status record, its log) fail

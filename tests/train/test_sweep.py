@@ -304,6 +304,27 @@ def test_local_jobs_have_no_short_time_limit(tmp_path):
     assert sw._executor(tmp_path, sw.ExecutorOptions(time_min=30))._executor.parameters["timeout_min"] == 30
 
 
+def test_local_workers_take_the_groups_left_when_their_own_are_done(tmp_path, waits):
+    """--jobs 2 over three runs, the first long: worker 0's share is the first and the third, worker 1's
+    the second; worker 1, done with it, trains the third while worker 0 is still on the first (with a
+    fixed share the third would wait for the first). Each run is trained once."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("preset: liu-toy-add\nset: {model.decoder: [16, 16], checkpoint.schedule: every, "
+                    "checkpoint.every: 500}\nzip:\n  steps: [4000, 10, 10]\n  lr: [1.0e-3, 2.0e-3, 3.0e-3]\n")
+    root = tmp_path / "s"
+    res = waits.run_to_end([sys.executable, "-m", "probe.cli", "sweep", str(spec), "--out", str(root), "--jobs",
+                            "2", "--no-vectorize", "--no-progress"], tmp_path)
+    assert res.returncode == 0, res.stderr
+    s = probe.load_sweep(root)
+    assert set(s.status()["state"]) == {"done"}
+    long_run, _, third = s.names
+    done_at = {n: (root / "status" / f"{n}.json").stat().st_mtime_ns for n in s.names}
+    assert done_at[third] < done_at[long_run]
+    for name in s.names:
+        with s.run(name) as run:
+            assert run.finished and len(run.steps) == len(set(run.steps.tolist()))
+
+
 def _workers_of(root: Path) -> list[int]:
     """Pids of processes (other than this one) whose command line or open files name ``root``."""
     import os
