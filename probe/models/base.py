@@ -197,11 +197,16 @@ class _Path(nn.Module):
 def stablemax_log_probs(logits: torch.Tensor) -> torch.Tensor:
     """``log StableMax(x)`` over the last axis (Prieto et al. 2025, Eq. 7-8): ``s(x) = x + 1`` for
     ``x >= 0`` and ``1 / (1 - x)`` below, normalised to sum to one. Both branches are evaluated on
-    clamped inputs, so neither produces an infinite gradient where it is not used."""
+    clamped inputs, so neither produces an infinite gradient where it is not used.
+
+    Computed as ``log(s / sum s)``, the form of the authors' ``log_stablemax`` (their ``utils.py``):
+    near a probability of 1 the ratio keeps a loss as small as ``1 - s / sum s`` (down to 1.1e-16 in
+    float64), where ``log s - log sum s`` cancels to exactly 0 whenever the loss is below about half a
+    unit in the last place of ``log s`` (3.6e-15 at logits of 1e15)."""
     pos = logits.clamp(min=0) + 1
     neg = 1 / (1 - logits.clamp(max=0))
     s = torch.where(logits >= 0, pos, neg)
-    return torch.log(s) - torch.log(s.sum(dim=-1, keepdim=True))
+    return torch.log(s / s.sum(dim=-1, keepdim=True))
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, softmax: str = "softmax",

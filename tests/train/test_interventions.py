@@ -126,6 +126,17 @@ def test_stablemax_values_and_gradients():
     assert torch.equal(cross_entropy(y, lab), torch.nn.functional.cross_entropy(y.double(), lab))
 
 
+def test_stablemax_loss_is_the_ratio_form_and_keeps_losses_a_difference_of_logs_would_zero():
+    """log(s / sum s), as the authors' log_stablemax: at logits (1e15, 0) the loss is 1e-15 in float64,
+    where log s - log sum s rounds to exactly 0; at (1e17, 0) the ratio itself rounds to 1."""
+    small = cross_entropy(torch.tensor([[1e15, 0.0]], dtype=torch.float64), torch.tensor([0]), "stablemax")
+    assert float(small) == pytest.approx(1e-15, rel=1e-3)
+    x = torch.tensor([[1e15, 0.0]], dtype=torch.float64)
+    s = x + 1
+    assert float(torch.log(s[0, 0]) - torch.log(s.sum())) == 0.0  # the cancelling form
+    assert float(cross_entropy(torch.tensor([[1e17, 0.0]]), torch.tensor([0]), "stablemax")) == 0.0
+
+
 def test_float32_softmax_collapses_where_float64_does_not():
     logits = torch.tensor([[20.0, 0.0, 0.0]])  # exp(-20) is below float32 resolution of 1, not float64
     assert float(cross_entropy(logits, torch.tensor([0]), dtype=torch.float32)) == 0.0
