@@ -55,6 +55,14 @@ RUNS: dict[str, str] = {
     "softmax-float64": "Fig. 1(c): softmax cross-entropy in float64, AdamW lr 1e-2, 80,000 epochs",
 }
 
+#: the authors' StableMax run of Fig. 1(a) (run_main_experiments.sh's command, grokking_experiments.py at
+#: COMMIT, on this project's 2-core CPU machine: torchvision, which only its MNIST data needs, replaced by an
+#: empty module, and one torch thread), its logger's metrics.csv committed beside the reproduction's page
+AUTHORS_STABLEMAX_RUN = "docs/reproductions/prieto-softmax-collapse/authors-stablemax-metrics.csv"
+#: that run's largest share of training samples with loss exactly 0 (logger.py's zero_terms, StableMax in
+#: float64) over its 16 logged epochs
+AUTHORS_STABLEMAX_ZERO_TERMS = 0.0
+
 #: Fig. 1(a), StableMax: test accuracy at epochs 0, 5,000, ..., 75,000 (training accuracy 1.0 from 5,000 on)
 FIG1A_TEST: tuple[float, ...] = (0.007, 0.004, 0.008, 0.024, 0.058, 0.137, 0.294, 0.520, 0.728, 0.872, 0.939,
                                  0.965, 0.977, 0.982, 0.985, 0.985)
@@ -284,7 +292,9 @@ def analyse(sweep_dir: str, scale: str) -> Analysis:
                         f"{fig} (Fig. 1a)", f"{s['final_val']:.3f} (step {int(s['budget']):,})", f"within {ACC_TOL:g}",
                         _v(abs(s["final_val"] - FIG1A_TEST[-1]) <= ACC_TOL)))
         rows.append(Row("StableMax: largest share of training samples with loss exactly 0 (no softmax collapse)",
-                        "0 (StableMax keeps every sample's loss positive: Sec. 3.3)", f"{PAPER} Sec. 3.3",
+                        "0 (StableMax keeps every sample's loss positive: Sec. 3.3); their code run here: "
+                        f"{AUTHORS_STABLEMAX_ZERO_TERMS:.3f} at all 16 logged epochs (zero_terms)",
+                        f"{PAPER} Sec. 3.3; {TRAIN} run here ({AUTHORS_STABLEMAX_RUN})",
                         f"{s['max_zero_loss']:.3f}", "below 0.01", _v(s["max_zero_loss"] < 0.01)))
         rows.append(Row("StableMax: weight norm, end of training over initialisation (grows without weight decay)",
                         f"about {FIG4_NORM[75000] / AUTHORS_NORM_INIT:,.0f} ({FIG4_NORM[75000]:,} at epoch 75,000 "
