@@ -288,7 +288,8 @@ reproduction(Reproduction(
                        "on the refit axes at initialisation or while only the training set is fitted, a ring when "
                        "the model generalises; at this scale the ring fades again by step 800, so the final axes "
                        "show none (nor one on the initial embeddings); every reference row is produced"),
-        "paper": Scale("paper", _spec(f7.PAPER_RUN, PAPER_SEED, PAPER_CHECKPOINTS), "unmeasured",
+        "paper": Scale("paper", _spec(f7.PAPER_RUN, PAPER_SEED, PAPER_CHECKPOINTS),
+                       "2 h 30 min (--jobs 1, one core, beside other work)",
                        "the authors' run: p = 59, 20,000 full-batch steps, seed 1, the embeddings every 20 "
                        "steps (1,001 checkpoints); estimated 1.9 h on one core (0.33 s a step, timed over 40 "
                        "steps)"),
