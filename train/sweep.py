@@ -626,11 +626,9 @@ def run_groups(root: str, groups: list[list[str]], threads: int | None = None,
         torch.set_num_threads(threads)
     out: list[str] = []
     try:
-        for g in groups:
-            out += run_ensemble(root, g) if len(g) > 1 else [run_point(root, g[0])]
-        for g in then or []:
-            if all(read_status(Path(root), n) is not None for n in g):
-                continue
+        # the others' groups are checked as they are reached (lazily): by then some are recorded
+        left = (g for g in then or [] if not all(read_status(Path(root), n) is not None for n in g))
+        for g in itertools.chain(groups, left):
             out += run_ensemble(root, g) if len(g) > 1 else [run_point(root, g[0])]
     except KeyboardInterrupt:
         if driver is not None and not _alive(driver):
