@@ -148,37 +148,34 @@ def circuit_runs(sweep_dir: str, min_val_acc: float = 0.9) -> "pd.DataFrame":
 
     from probe.analyses.circuits import logit_scale
     from probe.analyses.dynamics import logit_margins
-    from probe.sweep import load_sweep, state_of
+    from probe.sweep import load_sweep
 
     if isinstance(min_val_acc, bool) or not isinstance(min_val_acc, (int, float)) or not 0 < min_val_acc <= 1:
         raise ProbeError(f"must be a number in (0, 1], got {min_val_acc!r}", param="min_val_acc")
     sweep = load_sweep(sweep_dir)
     rows = []
-    for name in sweep.names:
-        if state_of(sweep.root, name)[0] != "done":
-            continue
-        with sweep.run(name) as run:
-            cfg = run.config
-            if cfg.model.objective != "cross_entropy":
-                raise ProbeError(f"run {name} trains with {cfg.model.objective}; circuit efficiency is defined on "
-                                 "the logits of a cross-entropy classifier")
-            params = run.params("last")
-            norm = float(np.sqrt(sum(float((v.double() ** 2).sum()) for v in params.values())))
-            x, y = run.dataset("train")
-            with torch.no_grad():
-                z = run.model("last").answer(x).double().cpu().numpy()
-            labels = y.cpu().numpy()
-            m = run.metrics
-            val = float(m["val_acc"].iloc[-1])
-            if cfg.labels == "shuffled":
-                circuit = MEMORISING
-            else:
-                circuit = GENERALISING if val >= min_val_acc else NEITHER
-            rows.append({"run": name, "circuit": circuit, "labels": cfg.labels, "size": int(run.split.sizes[0]),
-                         "seed": int(cfg.seed), "norm": norm, "logit_scale": logit_scale(z, labels),
-                         "margin": float(logit_margins(z, labels)[0].mean()),
-                         "train_acc": float(m["train_acc"].iloc[-1]), "val_acc": val,
-                         "step": int(run.steps[-1])})
+    for name, run in sweep.done_runs():
+        cfg = run.config
+        if cfg.model.objective != "cross_entropy":
+            raise ProbeError(f"run {name} trains with {cfg.model.objective}; circuit efficiency is defined on "
+                             "the logits of a cross-entropy classifier")
+        params = run.params("last")
+        norm = float(np.sqrt(sum(float((v.double() ** 2).sum()) for v in params.values())))
+        x, y = run.dataset("train")
+        with torch.no_grad():
+            z = run.model("last").answer(x).double().cpu().numpy()
+        labels = y.cpu().numpy()
+        m = run.metrics
+        val = float(m["val_acc"].iloc[-1])
+        if cfg.labels == "shuffled":
+            circuit = MEMORISING
+        else:
+            circuit = GENERALISING if val >= min_val_acc else NEITHER
+        rows.append({"run": name, "circuit": circuit, "labels": cfg.labels, "size": int(run.split.sizes[0]),
+                     "seed": int(cfg.seed), "norm": norm, "logit_scale": logit_scale(z, labels),
+                     "margin": float(logit_margins(z, labels)[0].mean()),
+                     "train_acc": float(m["train_acc"].iloc[-1]), "val_acc": val,
+                     "step": int(run.steps[-1])})
     cols = ["run", "circuit", "labels", "size", "seed", "norm", "logit_scale", "margin", "train_acc", "val_acc", "step"]
     return pd.DataFrame(rows, columns=cols)
 

@@ -124,18 +124,14 @@ def semigroks(row: "pd.Series | dict[str, Any]") -> dict[str, bool]:
 def _table(sweep_dir: str) -> tuple["pd.DataFrame", dict[str, "pd.DataFrame"]]:
     import pandas as pd
 
-    from probe.sweep import load_sweep, state_of
+    from probe.sweep import load_sweep
 
-    sweep = load_sweep(sweep_dir)
     rows, curves = [], {}
-    for name in sweep.names:
-        if state_of(sweep.root, name)[0] != "done":
-            continue
-        with sweep.run(name) as run:
-            m = run.metrics
-            summary = curve_summary(m["step"].to_numpy(), m["train_acc"].to_numpy(), m["val_acc"].to_numpy())
-            rows.append({"run": name, "size": int(run.split.sizes[0]), "seed": int(run.config.seed), **summary})
-            curves[name] = m[["step", "train_acc", "val_acc"]].copy()
+    for name, run in load_sweep(sweep_dir).done_runs():
+        m = run.metrics
+        summary = curve_summary(m["step"].to_numpy(), m["train_acc"].to_numpy(), m["val_acc"].to_numpy())
+        rows.append({"run": name, "size": int(run.split.sizes[0]), "seed": int(run.config.seed), **summary})
+        curves[name] = m[["step", "train_acc", "val_acc"]].copy()
     cols = ["run", "size", "seed", "fit_step", "gen_step", "delay", "final_val_acc", "drift", "final_train_acc",
             "last_step"]
     table = pd.DataFrame(rows, columns=cols)

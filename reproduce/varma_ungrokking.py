@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -136,59 +136,31 @@ def _table(sweep_dir: str) -> tuple["pd.DataFrame", "pd.DataFrame"]:
     accuracies, the validation curve in ``metrics``)."""
     import pandas as pd
 
-    from probe.sweep import load_sweep, state_of
-
-    def done(sw: Any) -> list[str]:
-        return [n for n in sw.names if state_of(sw.root, n)[0] == "done"]
+    from probe.sweep import load_sweep
 
     parents = []
-    grok = load_sweep(sweep_dir)
-    for name in done(grok):
-        with grok.run(name) as run:
-            m = run.metrics
-            parents.append({"run": name, "seed": int(run.config.seed), "n_train": int(run.split.sizes[0]),
-                            "n_val": int(run.split.sizes[1]), "last_step": int(m["step"].iloc[-1]),
-                            "final_train_acc": float(m["train_acc"].iloc[-1]),
-                            "final_val_acc": float(m["val_acc"].iloc[-1])})
+    for name, run in load_sweep(sweep_dir).done_runs():
+        m = run.metrics
+        parents.append({"run": name, "seed": int(run.config.seed), "n_train": int(run.split.sizes[0]),
+                        "n_val": int(run.split.sizes[1]), "last_step": int(m["step"].iloc[-1]),
+                        "final_train_acc": float(m["train_acc"].iloc[-1]),
+                        "final_val_acc": float(m["val_acc"].iloc[-1])})
     runs = []
     stage = Path(sweep_dir).parent / STAGE
     if stage.is_dir():
-        ungrok = load_sweep(stage)
-        for name in done(ungrok):
-            with ungrok.run(name) as run:
-                m = run.metrics
-                runs.append({"run": name, "seed": int(run.config.seed), "size": int(run.split.sizes[0]),
-                             "last_step": int(m["step"].iloc[-1]),
-                             "start_val_acc": float(m["val_acc"].iloc[0]),
-                             "final_train_acc": float(m["train_acc"].iloc[-1]),
-                             "final_val_acc": float(m["val_acc"].iloc[-1]),
-                             "min_val_acc": float(m["val_acc"].min()),
-                             "metrics": m[["step", "train_acc", "val_acc"]].copy()})
+        for name, run in load_sweep(stage).done_runs():
+            m = run.metrics
+            runs.append({"run": name, "seed": int(run.config.seed), "size": int(run.split.sizes[0]),
+                         "last_step": int(m["step"].iloc[-1]),
+                         "start_val_acc": float(m["val_acc"].iloc[0]),
+                         "final_train_acc": float(m["train_acc"].iloc[-1]),
+                         "final_val_acc": float(m["val_acc"].iloc[-1]),
+                         "min_val_acc": float(m["val_acc"].min()),
+                         "metrics": m[["step", "train_acc", "val_acc"]].copy()})
     pcols = ["run", "seed", "n_train", "n_val", "last_step", "final_train_acc", "final_val_acc"]
     rcols = ["run", "seed", "size", "last_step", "start_val_acc", "final_train_acc", "final_val_acc",
              "min_val_acc", "metrics"]
     return pd.DataFrame(parents, columns=pcols), pd.DataFrame(runs, columns=rcols)
-
-
-BRACKET = 2.0  # a crossing is placed only between trained sizes at most this factor apart
-
-
-def crossing(sizes: np.ndarray, acc: np.ndarray, level: float) -> tuple[float, float, float]:
-    """``(size, below, above)``: the dataset size at which the median final test accuracy first rises
-    through ``level``, interpolated linearly in log size between the two trained sizes around it
-    (``below``, ``above``); all NaN when it never crosses (every size below, or every size above)."""
-    order = np.argsort(sizes)
-    s, a = np.asarray(sizes, float)[order], np.asarray(acc, float)[order]
-    for i in range(1, len(s)):
-        if a[i - 1] < level <= a[i]:
-            t = (level - a[i - 1]) / (a[i] - a[i - 1])
-            return float(np.exp(np.log(s[i - 1]) + t * (np.log(s[i]) - np.log(s[i - 1])))), s[i - 1], s[i]
-    return math.nan, math.nan, math.nan
-
-
-def crossing_size(sizes: np.ndarray, acc: np.ndarray, level: float) -> float:
-    """The interpolated size of :func:`crossing` alone."""
-    return crossing(sizes, acc, level)[0]
 
 
 def analyse(sweep_dir: str, scale: str) -> Analysis:
@@ -229,14 +201,15 @@ def analyse(sweep_dir: str, scale: str) -> Analysis:
                         "test accuracy')", SEC4, f"{acc_small:.3f} to {acc_large:.3f}",
                         f"below {POOR:g} at the smallest, at least {MIDDLING_ACC:g} at the largest",
                         "agrees" if acc_small < POOR and acc_large >= MIDDLING_ACC else "differs"))
-        cross, below, above = crossing(by_size.index.to_numpy(), by_size.to_numpy(), MIDDLING_ACC)
+        cross, below, above = dcrit.ungrokking_transition(by_size.index.to_numpy(), by_size.to_numpy(),
+                                                          MIDDLING_ACC)
         lo, hi = AUTHORS_MIDDLING
-        placed = not math.isnan(cross) and above <= BRACKET * below
+        placed = not math.isnan(cross) and above <= dcrit.BRACKET * below
         ok = placed and lo / FACTOR <= cross <= hi * FACTOR
         if math.isnan(cross):
             text = "never crossed between the sizes trained"
         elif not placed:
-            text = f"between {below:,.0f} and {above:,.0f} (sizes more than {BRACKET:g}x apart: not placed)"
+            text = f"between {below:,.0f} and {above:,.0f} (sizes more than {dcrit.BRACKET:g}x apart: not placed)"
         else:
             text = f"{cross:,.0f}"
         rows.append(Row(f"dataset size at which the median final test accuracy passes {MIDDLING_ACC:g}",
@@ -244,7 +217,7 @@ def analyse(sweep_dir: str, scale: str) -> Analysis:
                         f"800-1000')", A2,
                         text
                         + " (medians: " + ", ".join(f"{int(s):,}: {v:.3f}" for s, v in by_size.items()) + ")",
-                        f"within a factor {FACTOR:g} of {lo:,}-{hi:,}, between sizes at most {BRACKET:g}x apart",
+                        f"within a factor {FACTOR:g} of {lo:,}-{hi:,}, between sizes at most {dcrit.BRACKET:g}x apart",
                         "agrees" if ok else "differs"))
     est = dcrit.stage_estimate(Path(sweep_dir).parent / DCRIT_STAGE)  # D_crit in this setting (a further stage)
     rows.append(dcrit.ungrokking_row(by_size, est))

@@ -88,6 +88,17 @@ def _estimate(low: float, mid: float, high: float) -> CriticalSize:
     return CriticalSize((100.0, 1000.0), (0, 1, 2), (low, mid, high), ("inside",) * 3, mid, low, high)
 
 
+def test_the_transition_rule():
+    """Linear in log size between the two trained sizes around the level, in any order; NaN when the
+    accuracy never rises through it (varma-ungrokking's middling-accuracy crossing uses the same rule)."""
+    sizes, acc = np.array([100, 400, 1600]), np.array([0.0, 0.5, 0.9])
+    assert m.ungrokking_transition(sizes, acc, 0.7)[0] == pytest.approx(800.0)  # halfway in log size, 400 to 1,600
+    assert math.isnan(m.ungrokking_transition(sizes, np.array([0.0, 0.1, 0.2]), 0.7)[0])
+    assert math.isnan(m.ungrokking_transition(sizes, np.array([0.8, 0.9, 1.0]), 0.7)[0])
+    assert m.ungrokking_transition(sizes[::-1], acc[::-1], 0.7)[0] == pytest.approx(800.0)
+    assert m.ungrokking_transition(sizes, acc, 0.7)[1:] == (400.0, 1600.0)
+
+
 def test_ungrokking_beside_d_crit():
     by_size = pd.Series([0.01, 0.05, 0.9, 1.0], index=[100, 200, 400, 800])
     # the median final test accuracy passes 0.5 at 200 * 2^(0.45 / 0.85) (linear in log size from 200 to 400)

@@ -35,15 +35,6 @@ def test_registered_with_two_stages_and_the_papers_sizes():
     assert m._fraction(m.PAPER_N_TRAIN, m.PAPER_N_TRAIN) == 1.0
 
 
-def test_the_crossing_rule():
-    sizes, acc = np.array([100, 400, 1600]), np.array([0.0, 0.5, 0.9])
-    assert m.crossing_size(sizes, acc, 0.7) == pytest.approx(800.0)  # halfway in log size from 400 to 1,600
-    assert math.isnan(m.crossing_size(sizes, np.array([0.0, 0.1, 0.2]), 0.7))
-    assert math.isnan(m.crossing_size(sizes, np.array([0.8, 0.9, 1.0]), 0.7))
-    assert m.crossing_size(sizes[::-1], acc[::-1], 0.7) == pytest.approx(800.0)  # order does not matter
-    assert m.crossing(sizes, acc, 0.7)[1:] == (400.0, 1600.0)
-
-
 def test_quick_scale_golden(quick):
     out, res = quick
     assert json.loads((out / RECORD).read_text()) == {"reproduction": "varma-ungrokking", "scale": "quick"}

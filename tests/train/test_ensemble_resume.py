@@ -202,6 +202,13 @@ def _committed_rows(root: Path) -> dict[str, int]:
     return out
 
 
+def _failure_records(root: Path) -> str:
+    """The sweep's status records of runs that did not finish, to say why in a failing assertion."""
+    records = [f"{p.name}: {p.read_text()[-400:]}" for p in sorted((root / "status").glob("*.json"))
+               if '"done"' not in p.read_text()]
+    return "\n".join(records)
+
+
 def _wait_until(proc: subprocess.Popen, done: Any, what: str, timeout: float, poll: float = 0.05) -> None:
     """Wait until ``done()``; fail naming ``what`` if ``proc`` ends first or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
@@ -259,7 +266,7 @@ def test_a_sweep_killed_during_its_ensemble_ends_as_if_uninterrupted(tmp_path):
 
     # 3. run it to the end
     res = subprocess.run(_sweep(spec, killed), capture_output=True, text=True, preexec_fn=_one_core)
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 0, res.stderr + _failure_records(killed)
     for name in names:
         assert_same_run(killed / "runs" / name, clean / "runs" / name)
 
