@@ -140,7 +140,8 @@ _CATALOGUE = ("probe.reproduce.liu_fig3", "probe.reproduce.liu_fig4a", "probe.re
               "probe.reproduce.liu_fig1", "probe.reproduce.liu_fig22", "probe.reproduce.nanda_fraction",
               "probe.reproduce.nanda_restricted", "probe.reproduce.power_fraction",
               "probe.reproduce.zhong_models", "probe.reproduce.zhong_phase", "probe.reproduce.chughtai_irreps",
-              "probe.reproduce.varma_dcrit", "probe.reproduce.varma_semigrokking")
+              "probe.reproduce.varma_dcrit", "probe.reproduce.varma_semigrokking",
+              "probe.reproduce.arn_spikes")
 
 
 def reproduction(rec: Reproduction) -> Reproduction:
