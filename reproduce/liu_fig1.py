@@ -55,6 +55,8 @@ RING = 0.8  # order quality at or above which the symbols form an ordered ring
 OVERFIT_ACC = 0.98  # the "overfitting" stage: the first step with train acc >= this (frame 960: 0.98 | 0.20)
 GEN_ACC = 0.99  # the "generalisation" stage: the first step with val acc >= this
 ACC_TOL = 0.15  # tolerance on the validation accuracy at the overfitting stage
+EPOCH_TOL = 0.05  # tolerance on the validation accuracy at the authors' frame epochs (titles to two decimals)
+TOP = 8  # the final principal components among whose pairs the best ring is sought
 FINAL_TOL = 0.01  # tolerance on the final accuracies
 FACTOR = f7.FACTOR
 STAGES = ("initialisation", "overfitting", "generalisation", "end")
@@ -68,6 +70,9 @@ AUTHORS_FRAMES: dict[str, tuple[int, float, float, float, float]] = {
     "end": (19980, 1.00, 1.00, 0.97, 0.98),  # frame 83
 }
 AUTHORS_TRAIN_099 = 1380  # the first frame with train acc 0.99 (the one before, 1,300: 0.98)
+#: the frames whose test accuracy is compared at the same step: the overfitting and generalisation frames
+#: (the stages themselves depend on the training accuracy, which the authors measured with dropout on)
+FRAME_EPOCHS = (960, 3540)
 
 QUICK_CHECKPOINTS = "checkpoint.schedule: every, checkpoint.every: 20"
 PAPER_CHECKPOINTS = "checkpoint.schedule: every, checkpoint.every: 20"
@@ -83,10 +88,14 @@ SETTING = f7.TRANSFORMER_SETTING + (
             "symbols' angles (order_quality)",
             "no standardisation or axis scaling: neither moves the angular order of a ring much"),
     Setting("stages", "frames at log-spaced logged epochs (every 20 epochs, 83 of 1,000 files, gen_log_space); "
-            "the paper's panels at initialisation, 1,000 and 20,000 iterations", PLOT_SCRIPT,
+            "the paper's panels from files 0, 30 and the last (pizza_plot.py: file 30 is epoch 600, titled "
+            "\"Overfitting (1000 iterations)\")", PLOT_SCRIPT,
             "checkpoints every 20 steps; stages: step 0, the first checkpoint with train acc >= 0.98, the "
-            "first with val acc >= 0.99, the last",
-            "the stages are found by accuracy on probe's own run, not at the authors' epochs"),
+            "first with val acc >= 0.99, the last; the validation accuracy also compared at the authors' "
+            "overfitting and generalisation frames' epochs (960, 3,540)",
+            "the stages are found by accuracy on probe's own run, where training accuracy is measured without "
+            "dropout (theirs with dropout on, from the update's forward pass), so probe's overfitting stage "
+            "comes far earlier (step 180 against epoch 960)"),
     Setting("reference numbers", "the two released videos (webpage branch, d09003d): titles and the symbols' "
             "positions per frame", PLOT_SCRIPT,
             "titles read by eye; positions by colour; order quality as probe computes it (module doc)",
@@ -103,6 +112,25 @@ def ring_order(coords: np.ndarray, task: object) -> float:
     from probe.analyses.representations import order_quality
 
     return float(order_quality(np.asarray(coords, dtype=np.float64), task))
+
+
+def best_pair_order(embeddings: np.ndarray, final: np.ndarray, task: object,
+                    top: int = TOP) -> tuple[float, tuple[int, int]]:
+    """The largest order quality of the symbols (``embeddings [p, d]``, centred) on a pair of the
+    ``top`` first principal components of ``final``, and that pair (1-based). When two frequencies
+    carry nearly equal variance, the first two components mix their two rings and each ring lies on
+    another pair (docs/reproductions/liu-fig1/README.md)."""
+    from probe.analyses.representations import centred, principal_axes
+
+    vt = principal_axes(final)[1][:top]
+    xy = centred(embeddings) @ vt.T
+    best, pair = -1.0, (0, 0)
+    for i in range(len(vt)):
+        for j in range(i + 1, len(vt)):
+            q = ring_order(xy[:, [i, j]], task)
+            if q > best:
+                best, pair = q, (i + 1, j + 1)
+    return best, pair
 
 
 def _coords(frame: "pd.DataFrame", p: int) -> np.ndarray:
@@ -148,24 +176,30 @@ def run_table(sweep_dir: str) -> tuple["pd.DataFrame", dict[str, dict]]:
         xy_own, xy_fixed = _coords(own, p), _coords(fixed, p)
         stages = stage_steps(metrics, checkpoints)
         by_step = metrics.set_index("step")
+        final = run.checkpoint(int(checkpoints[-1])).embeddings()
         coords = {}
         for stage in STAGES:
             step = stages[stage]
             row = {"run": name, "seed": int(cfg.seed), "p": p, "budget": int(cfg.steps), "stage": stage, "step": step,
                    "train_acc": math.nan, "val_acc": math.nan, "order_own": math.nan, "order_final": math.nan,
+                   "order_best_final": math.nan, "best_pair": "",
                    "random_order": float(lt["lt_random_order"].iloc[0])}
             if math.isfinite(step):
                 i = int(np.searchsorted(checkpoints, int(step)))
                 row["order_own"] = ring_order(xy_own[i], task)
                 row["order_final"] = ring_order(xy_fixed[i], task)
+                best, pair = best_pair_order(run.checkpoint(int(checkpoints[i])).embeddings(), final, task)
+                row["order_best_final"], row["best_pair"] = best, f"{pair[0]}-{pair[1]}"
                 if int(step) in by_step.index:
                     row["train_acc"] = float(by_step.loc[int(step), "train_acc"])
                     row["val_acc"] = float(by_step.loc[int(step), "val_acc"])
                 coords[stage] = (int(step), xy_own[i], xy_fixed[i], row["train_acc"], row["val_acc"])
             rows.append(row)
-        extra[name] = {"p": p, "coords": coords, "train_099": f7.first_step(metrics, "train_acc", 0.99)}
+        val_at = {e: float(by_step.loc[e, "val_acc"]) if e in by_step.index else math.nan for e in FRAME_EPOCHS}
+        extra[name] = {"p": p, "coords": coords, "train_099": f7.first_step(metrics, "train_acc", 0.99),
+                       "val_at": val_at, "last_step": int(metrics["step"].iloc[-1])}
     columns = ["run", "seed", "p", "budget", "stage", "step", "train_acc", "val_acc", "order_own", "order_final",
-               "random_order"]
+               "order_best_final", "best_pair", "random_order"]
     return pd.DataFrame(rows, columns=columns), extra
 
 
@@ -204,6 +238,15 @@ def analyse(sweep_dir: str, scale: str) -> Analysis:
                         src_refit, "n/a (never overfits)" if math.isnan(val) else f"{val:.2f}",
                         f"within {ACC_TOL:g}", "agrees" if not math.isnan(val) and abs(val - paper) <= ACC_TOL
                         else "differs"))
+        for epoch in FRAME_EPOCHS:
+            stage = next(st for st in STAGES if AUTHORS_FRAMES[st][0] == epoch)
+            paper = AUTHORS_FRAMES[stage][2]
+            val = extra[name]["val_at"][epoch]
+            rows.append(Row(f"val acc at step {epoch:,} (the authors' {stage} frame), {tag}",
+                            f"{paper:.2f} (epoch {epoch:,})", src_refit,
+                            f"n/a (the run's metrics end at step {extra[name]['last_step']:,})" if math.isnan(val)
+                            else f"{val:.2f}", f"within {EPOCH_TOL:g}",
+                            "agrees" if not math.isnan(val) and abs(val - paper) <= EPOCH_TOL + 1e-9 else "differs"))
         val = float(g.loc["end", "val_acc"])
         paper = AUTHORS_FRAMES["end"][2]
         rows.append(Row(f"val acc at the end, {tag}", f"{paper:.2f} (epoch 19,980)", src_refit,
@@ -224,6 +267,17 @@ def analyse(sweep_dir: str, scale: str) -> Analysis:
                                 f"{_ring(paper)} (epoch {AUTHORS_FRAMES[stage][0]:,})", f"{quote}; {src}",
                                 f"{_ring(ours)} (step {fmt_steps(float(step))}; random directions: {random:.2f})",
                                 f"the same side of {RING:g} (ring or not)", "agrees" if same else "differs"))
+        for stage in STAGES:  # the ring on whichever pair of the final components holds it
+            paper = AUTHORS_FRAMES[stage][4]
+            ours = float(g.loc[stage, "order_best_final"])
+            same = not math.isnan(ours) and (ours >= RING) == (paper >= RING)
+            pair = g.loc[stage, "best_pair"]
+            rows.append(Row(f"circular order of the symbols on the best pair of the final first {TOP} PCs, {stage} "
+                            f"stage, {tag}", f"{_ring(paper)} on PCs 1-2 (epoch {AUTHORS_FRAMES[stage][0]:,}; at "
+                            "least that on its best pair)", f"{POST}: the representation exists very early; {src_fixed}",
+                            f"{_ring(ours)} on PCs {pair} (step {fmt_steps(float(g.loc[stage, 'step']))})"
+                            if pair else "n/a", f"the same side of {RING:g} (ring or not)",
+                            "agrees" if same else "differs"))
     return Analysis(tuple(rows), table, {"scale": scale, "runs": extra})
 
 

@@ -16,7 +16,7 @@ from probe.reproduce.registry import get_reproduction
 from probe.reproduce.runner import COLUMNS, RECORD
 from probe.tasks import make_task
 
-N_ROWS = 5 + 2 * len(m.STAGES)
+N_ROWS = 5 + len(m.FRAME_EPOCHS) + 3 * len(m.STAGES)
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,22 @@ def test_the_order_measure():
     assert m.ring_order(scrambled, task) < m.RING
 
 
+def test_the_best_pair_of_final_components():
+    """Two rings at nearly equal variance, each on its own pair of components: the best pair holds a
+    ring, also for a noisy copy of the embeddings on the final axes; random embeddings have none."""
+    task = make_task("add", p=29)
+    a = np.arange(29)
+    rng = np.random.default_rng(0)
+    rings = [np.stack([np.cos(2 * np.pi * k * a / 29), np.sin(2 * np.pi * k * a / 29)], axis=1) for k in (3, 7)]
+    final = np.concatenate([1.01 * rings[0], rings[1], 0.1 * rng.standard_normal((29, 4))], axis=1)
+    q, pair = m.best_pair_order(final, final, task)
+    assert q > 0.99 and pair in ((1, 2), (3, 4))  # one ring on each of the first two pairs
+    start = final + 0.3 * rng.standard_normal(final.shape)
+    q0, pair0 = m.best_pair_order(start, final, task)
+    assert q0 >= m.RING and set(pair0) <= {1, 2, 3, 4}
+    assert m.best_pair_order(rng.standard_normal((29, 8)), final, task)[0] < m.RING
+
+
 def test_the_stages():
     metrics = pd.DataFrame({"step": [0, 20, 40, 60, 80], "train_acc": [0.0, 0.5, 0.98, 1.0, 1.0],
                             "val_acc": [0.0, 0.0, 0.3, 0.995, 1.0]})
@@ -77,7 +93,10 @@ def test_quick_scale_golden(quick):
     assert runs.loc["generalisation", "order_own"] >= m.RING
     assert runs.loc["generalisation", "order_own"] > runs.loc["initialisation", "order_own"] + 0.2
     rings = table[table["quantity"].str.startswith("circular order")]
-    assert len(rings) == 2 * len(m.STAGES) and (rings["verdict"] == "agrees").sum() >= 3
+    assert len(rings) == 3 * len(m.STAGES) and (rings["verdict"] == "agrees").sum() >= 3
+    # the quick run ends at step 800: the authors' frame epochs are not reached
+    frames = table[table["quantity"].str.contains("the authors' .* frame", regex=True)]
+    assert len(frames) == len(m.FRAME_EPOCHS) and frames["probe"].str.startswith("n/a").all()
 
 
 def test_rows_are_recomputed_from_the_runs(quick, tmp_path):
