@@ -350,6 +350,9 @@ class DigitsConfig(ModelConfig):
         return 64 * self.width + (self.depth - 1) * self.width * self.width
 
 
+TRAIN_METRICS = ("eval", "update")  # CheckpointConfig.train_metrics
+
+
 @dataclass(frozen=True)
 class CheckpointConfig:
     """When checkpoints are written, which tensors they hold, and how often metrics are recorded.
@@ -358,6 +361,12 @@ class CheckpointConfig:
     Power et al. and Omnigrok), ``adaptive`` (at metric steps, when train/val accuracy or log-loss moved
     by more than ``threshold`` since the last checkpoint, at least ``min_every`` and at most
     ``max_every`` steps apart). Step 0 and the final step are always saved.
+
+    ``train_metrics``: where a metric row's training loss and accuracy come from. ``eval``: the whole
+    training set evaluated at the step without dropout. ``update``: the step's own forward pass, the
+    one its update differentiates (its batch, dropout on), as loggers that record the training batch's
+    loss do (Liu et al.'s transformer logger, Arn's Lightning module); the last step, which has no
+    update, gets the same forward pass. Full-batch runs without dropout get the same numbers from both.
     """
 
     schedule: str = "every"
@@ -369,8 +378,11 @@ class CheckpointConfig:
     tensors: tuple[str, ...] = ("*",)  # glob patterns over parameter names
     metrics_every: int = 1
     dtype: Literal["float32", "float16", "float64"] = "float32"
+    train_metrics: Literal["eval", "update"] = "eval"
 
     def __post_init__(self) -> None:
+        _check(self.train_metrics in TRAIN_METRICS, "checkpoint.train_metrics", self.train_metrics,
+               f"must be one of {', '.join(TRAIN_METRICS)}")
         _check(self.schedule in SCHEDULES, "checkpoint.schedule", self.schedule,
                f"unknown schedule{valid(SCHEDULES.names())}")
         for name in ("every", "count", "min_every", "max_every", "metrics_every"):

@@ -189,7 +189,10 @@ class Trainer:
         n_train = self.x_train.shape[0]
         self.full_batch = cfg.batch_size is None or cfg.batch_size >= n_train
         dropout = getattr(cfg.model, "dropout", 0.0)
-        self.train_metrics_free = self.full_batch and dropout == 0.0
+        # the training metrics come from the update's own forward pass when asked to, or when that pass
+        # sees the whole training set without dropout (the numbers an evaluation would give)
+        self.update_metrics = cfg.checkpoint.train_metrics == "update"
+        self.train_metrics_free = self.update_metrics or (self.full_batch and dropout == 0.0)
         self._interventions()
 
     def _interventions(self) -> None:
@@ -401,7 +404,9 @@ class Trainer:
                 stop.check()
                 rng = self.rng_snapshot()
                 out = loss = None
-                if not record.finished(step):
+                # the last step has no update; with train_metrics=update its metric row still gets the
+                # forward pass an update would differentiate (after the step's RNG snapshot: nothing saved moves)
+                if not record.finished(step) or (self.update_metrics and record.metrics_due(step)):
                     if self.full_batch:
                         xb, yb = self.x_train, self.y_train
                     else:
