@@ -378,7 +378,7 @@ class CheckpointConfig:
     tensors: tuple[str, ...] = ("*",)  # glob patterns over parameter names
     metrics_every: int = 1
     dtype: Literal["float32", "float16", "float64"] = "float32"
-    train_metrics: Literal["eval", "update"] = "eval"
+    train_metrics: Literal["eval", "update"] = field(default="eval", metadata=ADDED)
 
     def __post_init__(self) -> None:
         _check(self.train_metrics in TRAIN_METRICS, "checkpoint.train_metrics", self.train_metrics,

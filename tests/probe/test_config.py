@@ -104,3 +104,28 @@ def test_the_new_keys_are_validated_and_stored_only_when_set():
     # set back to its default, a key is stored as if never set
     assert load_config("nanda-modadd", overrides={"batching": "random"}).to_dict() == load_config("nanda-modadd").to_dict()
     assert not load_config("nanda-modadd", overrides={"batching": "epochs"}).interventions()  # full batch: no batches
+
+
+#: the keys a config at its defaults stores: a sweep's grid digest hashes the stored configs, so a key
+#: added later must be stored only when set (``probe.config.ADDED``) or every existing sweep directory
+#: would be refused as "made from a different sweep spec"
+STORED_AT_DEFAULTS = {
+    "batch_size", "betas", "checkpoint.count", "checkpoint.dtype", "checkpoint.every", "checkpoint.max_every",
+    "checkpoint.metrics_every", "checkpoint.min_every", "checkpoint.schedule", "checkpoint.tensors",
+    "checkpoint.threshold", "constraint.norm", "constraint.relative", "constraint.tensors", "device", "embed_lr",
+    "embed_weight_decay", "eps", "grokfast.alpha", "grokfast.filter", "grokfast.lamb", "grokfast.warmup",
+    "grokfast.window", "group", "init_alpha", "lr", "model.act", "model.d_head", "model.d_mlp", "model.d_model",
+    "model.dropout", "model.kind", "model.layernorm", "model.n_heads", "model.n_layers", "model.objective",
+    "model.op_token", "momentum", "n", "n_train", "optimizer", "ordered", "orthogonal_grad", "p", "seed", "softmax",
+    "softmax_dtype", "split_seed", "steps", "stop.after_generalization", "stop.threshold", "task", "train_fraction",
+    "train_subset", "warmup_steps", "weight_decay"}
+
+
+def test_a_config_at_its_defaults_stores_the_keys_it_always_stored():
+    def keys(d: dict, prefix: str = "") -> set[str]:
+        return {k2 for k, v in d.items()
+                for k2 in (keys(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}"})}
+
+    assert keys(TrainConfig().to_dict()) == STORED_AT_DEFAULTS
+    updated = load_config("nanda-modadd", overrides={"checkpoint.train_metrics": "update"}).to_dict()
+    assert updated["checkpoint"]["train_metrics"] == "update"  # a key added later is stored once set
