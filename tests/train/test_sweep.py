@@ -351,8 +351,8 @@ def test_killing_the_driver_takes_its_workers_down(tmp_path, vectorize, waits):
     import h5py
 
     spec = tmp_path / "spec.yaml"
-    spec.write_text("preset: liu-toy-add\nset: {steps: 10000, model.decoder: [32, 32], checkpoint.schedule: every, "
-                    "checkpoint.every: 500}\ngrid:\n  lr: [1e-3, 2e-3]\n")
+    spec.write_text("preset: liu-toy-add\nset: {steps: 3000, model.decoder: [32, 32], checkpoint.schedule: every, "
+                    "checkpoint.every: 150}\ngrid:\n  lr: [1e-3, 2e-3]\n")
     root = tmp_path / "s"
     cmd = [sys.executable, "-m", "probe.cli", "sweep", str(spec), "--out", str(root), "--jobs", "1", "--no-progress",
            vectorize]
@@ -379,4 +379,4 @@ def test_killing_the_driver_takes_its_workers_down(tmp_path, vectorize, waits):
     assert set(s.status()["state"]) == {"done"}
     for name in s.names:
         with s.run(name) as run:
-            assert run.finished and int(run.steps[-1]) == 10000
+            assert run.finished and int(run.steps[-1]) == 3000
