@@ -134,7 +134,7 @@ def test_rows_are_recomputed_from_the_runs(quick, tmp_path):
     from probe.train.sweep import ExecutorOptions, run_sweep
 
     _, res = quick
-    spec = m._spec(m.QUICK_P, m.QUICK_TASK, [0.8], m._batches(m.QUICK_TASK, m.QUICK_P, [0.8]), 450, m.QUICK_WD, 10,
+    spec = m._spec(m.QUICK_P, m.QUICK_TASK, [0.8], m._batches(m.QUICK_TASK, m.QUICK_P, [0.8]), 250, m.QUICK_WD, 10,
                    ", model.d_model: 64, model.d_mlp: 256")
     run_sweep(parse_spec(spec), tmp_path / "sweep", ExecutorOptions(kind="inline"), progress=False)
     changed = {r.quantity: r for r in m.analyse(str(tmp_path / "sweep"), "quick").rows}
