@@ -42,6 +42,18 @@ def reproduction_of(item: pytest.Item) -> str:
     return stem[len("test_"):].replace("_", "-") if stem.startswith("test_") else ""
 
 
+@pytest.fixture(scope="session")
+def arn_thesis() -> str:
+    """Arn's thesis (the project's source text, shared/seeds) with its whitespace collapsed, for checking
+    quotations word for word; skips the test where the source texts are not beside the checkout."""
+    root = Path(__file__).resolve().parents[2]
+    found = [d / "shared" / "seeds" / "001_8e34bce25d6d6024.txt" for d in (root, root.parent)]
+    thesis = next((f for f in found if f.is_file()), None)
+    if thesis is None:
+        pytest.skip("the project's source texts (shared/seeds) are not beside the checkout")
+    return " ".join(thesis.read_text().split())
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under pytest-xdist each reproduction's tests (its own and the contract battery's) run in one

@@ -5,7 +5,6 @@ qualitative findings) and rows recomputed from the runs."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -38,14 +37,9 @@ def test_registered_in_arns_setting_beside_the_authors_files():
     assert "0.01" in rows["optimizer"].authors and "1%" in rows["evaluation cadence"].authors
 
 
-def test_the_reference_claims_are_arns_text():
+def test_the_reference_claims_are_arns_text(arn_thesis):
     """Every quoted sentence of the rows is in Arn's thesis, verbatim."""
-    root = Path(__file__).resolve().parents[2]
-    found = [d / "shared" / "seeds" / "001_8e34bce25d6d6024.txt" for d in (root, root.parent)]
-    thesis = next((f for f in found if f.is_file()), None)
-    if thesis is None:
-        pytest.skip("the project's source texts (shared/seeds) are not beside the checkout")
-    text = " ".join(thesis.read_text().split())
+    text = arn_thesis
     for quote in ("our training loss gets very close to zero, but spikes again after some time by a factor of over "
                   "10^6", "occur for almost every dataset for almost every training percentage",
                   "They happen even where generalization is not possible",

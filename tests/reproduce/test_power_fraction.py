@@ -29,16 +29,9 @@ def test_registered_with_a_setting_table_naming_the_authors_files():
     assert rec.scales["quick"].time != "unmeasured" and "Arn" in rec.artefact.description
 
 
-def test_the_reference_claims_are_arns_text():
+def test_the_reference_claims_are_arns_text(arn_thesis):
     """Every quoted sentence of the rows and the setting table is in Arn's thesis, verbatim."""
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    found = [d / "shared" / "seeds" / "001_8e34bce25d6d6024.txt" for d in (root, root.parent)]
-    thesis = next((f for f in found if f.is_file()), None)
-    if thesis is None:
-        pytest.skip("the project's source texts (shared/seeds) are not beside the checkout")
-    text = " ".join(thesis.read_text().split())
+    text = arn_thesis
     for quote in ("a clear relation between the amount of data and the learning performance",
                   "if fast generalization occurred, grokking occurred too when feeding less data from the same "
                   "dataset to the model", "for which the model achieved generalization",
