@@ -149,7 +149,8 @@ def sample_vectors(normalized: np.ndarray, inputs: np.ndarray) -> np.ndarray:
 class PairDistances:
     """Squared distances ``|v_s - v_t|^2`` over ``P0``, computed once and thresholded at any delta.
 
-    ``d2`` comes from Gram matrices; ``scale`` (``|v_s|^2 + |v_t|^2``) bounds its rounding error, and
+    ``d2`` comes from Gram matrices; ``scale`` (the sum of the magnitudes of the Gram terms it adds up:
+    ``|v_s|^2 + |v_t|^2`` from the vectors' Gram matrix) bounds its rounding error (:func:`_slack`), and
     ``diff(q)`` recomputes the difference vectors of pairs ``q`` directly for the exact recheck.
     When several quadruples share one distance (sum aggregation is symmetric in the operands, see
     :meth:`Parallelograms.sum_classes`), ``d2`` holds one entry per distinct pair, ``expand`` maps every
@@ -165,8 +166,7 @@ class PairDistances:
 
     def _distinct(self, delta: float, mean_square: bool) -> np.ndarray:
         bound = delta * self.dim if mean_square else delta * delta
-        # rounding error of |a|^2 + |b|^2 - 2 a.b is at most a few ulps of the larger squared norm
-        slack = SLACK * (self.scale + bound)
+        slack = _slack(self.dim) * (self.scale + bound)
         mask = self.d2 < bound if mean_square else self.d2 <= bound
         unsure = np.flatnonzero(np.abs(self.d2 - bound) <= slack)
         if unsure.size:
@@ -252,35 +252,38 @@ def sum_classes(inputs: np.ndarray, p0: Parallelograms) -> SumClasses:
     return p0._memo[key]
 
 
-def _sum_tables(e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The symbol Gram matrix ``G = E~ E~^T`` and ``|E~_a + E~_b|^2 = (G_aa + G_bb) + 2 G_ab``, flat ``[p^2]``."""
+def _sum_tables(e: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The symbol Gram matrix ``G = E~ E~^T``, ``|E~_a + E~_b|^2 = (G_aa + G_bb) + 2 G_ab`` and
+    ``4 (G_aa + G_bb)``, flat ``[p^2]``. The last is the magnitude bound of a sum distance's terms: with
+    ``|G_xy| <= (G_xx + G_yy) / 2``, the ten Gram terms of ``|v_s - v_t|^2`` add up in magnitude to at most
+    ``4 (G_aa + G_bb + G_cc + G_dd)``, which can be far above ``|v_s|^2 + |v_t|^2`` (``E~_a + E~_b`` near 0)."""
     g = e @ e.T
     diag = np.diagonal(g)
-    return g.ravel(), ((diag[:, None] + diag[None, :]) + 2.0 * g).ravel()
+    pair = diag[:, None] + diag[None, :]
+    return g.ravel(), (pair + 2.0 * g).ravel(), (4.0 * pair).ravel()
 
 
-def _distances_loop(gf: np.ndarray, nf: np.ndarray, s1: np.ndarray, s2: np.ndarray, ac: np.ndarray, ad: np.ndarray,
-                    bc: np.ndarray, bd: np.ndarray, d2: np.ndarray, scale: np.ndarray) -> None:
-    """``d2[q] = |v_s|^2 + |v_t|^2 - 2 (G_ac + G_ad + G_bc + G_bd)`` and ``scale[q] = |v_s|^2 + |v_t|^2``
-    for every entry ``q`` (one pass; compiled by numba, see :func:`_compiled`)."""
+def _distances_loop(gf: np.ndarray, nf: np.ndarray, hf: np.ndarray, s1: np.ndarray, s2: np.ndarray, ac: np.ndarray,
+                    ad: np.ndarray, bc: np.ndarray, bd: np.ndarray, d2: np.ndarray, scale: np.ndarray) -> None:
+    """``d2[q] = |v_s|^2 + |v_t|^2 - 2 (G_ac + G_ad + G_bc + G_bd)`` and ``scale[q]``, the magnitude bound
+    of its terms (:func:`_sum_tables`), for every entry ``q`` (one pass; compiled by numba, see
+    :func:`_compiled`)."""
     for q in range(s1.shape[0]):
-        base = nf[s1[q]] + nf[s2[q]]
-        scale[q] = base
-        d2[q] = base - 2.0 * (((gf[ac[q]] + gf[ad[q]]) + gf[bc[q]]) + gf[bd[q]])
+        scale[q] = hf[s1[q]] + hf[s2[q]]
+        d2[q] = (nf[s1[q]] + nf[s2[q]]) - 2.0 * (((gf[ac[q]] + gf[ad[q]]) + gf[bc[q]]) + gf[bd[q]])
 
 
-def _count_loop(gf: np.ndarray, nf: np.ndarray, s1: np.ndarray, s2: np.ndarray, ac: np.ndarray, ad: np.ndarray,
-                bc: np.ndarray, bd: np.ndarray, weight: np.ndarray, bound: float, strict: bool, rel: float,
-                unsure: np.ndarray) -> tuple[int, int]:
+def _count_loop(gf: np.ndarray, nf: np.ndarray, hf: np.ndarray, s1: np.ndarray, s2: np.ndarray, ac: np.ndarray,
+                ad: np.ndarray, bc: np.ndarray, bd: np.ndarray, weight: np.ndarray, bound: float, strict: bool,
+                rel: float, unsure: np.ndarray) -> tuple[int, int]:
     """:func:`_distances_loop` and the threshold in one pass without storing the distances: the weights
     of the entries with ``d2 <= bound`` (``<`` when ``strict``), and the entries within rounding
     (``rel (scale + bound)``) of the bound written to ``unsure`` (their count returned) for the exact recheck."""
     count = 0
     n_unsure = 0
     for q in range(s1.shape[0]):
-        base = nf[s1[q]] + nf[s2[q]]
-        d2 = base - 2.0 * (((gf[ac[q]] + gf[ad[q]]) + gf[bc[q]]) + gf[bd[q]])
-        if abs(d2 - bound) <= rel * (base + bound):
+        d2 = (nf[s1[q]] + nf[s2[q]]) - 2.0 * (((gf[ac[q]] + gf[ad[q]]) + gf[bc[q]]) + gf[bd[q]])
+        if abs(d2 - bound) <= rel * (hf[s1[q]] + hf[s2[q]] + bound):
             unsure[n_unsure] = q
             n_unsure += 1
         elif d2 < bound or (d2 == bound and not strict):
@@ -304,8 +307,12 @@ def _compiled(fn: Callable[..., object]) -> Callable[..., object] | None:
     return _COMPILED[fn]
 
 
-#: the rounding margin of a squared distance from Gram entries, relative to ``|v_s|^2 + |v_t|^2 + bound``
-SLACK = 64 * np.finfo(np.float64).eps
+def _slack(dim: int) -> float:
+    """The rounding margin of a squared distance computed from Gram entries, relative to the magnitude
+    of its terms plus the bound: each Gram entry is a dot product over ``dim`` coordinates (error at
+    most about ``dim`` ulps of the magnitudes), and a handful of additions follow. Generous on purpose:
+    everything inside the margin is rechecked exactly, so a wider margin only costs rechecks."""
+    return float((64 + 4 * dim) * np.finfo(np.float64).eps)
 
 
 def pair_distances_sum(normalized: np.ndarray, inputs: np.ndarray, p0: Parallelograms,
@@ -327,15 +334,15 @@ def pair_distances_sum(normalized: np.ndarray, inputs: np.ndarray, p0: Parallelo
     if device is not None:
         d2, base = _sum_distances_torch(e[:p], sc, device)
     elif loop is not None:
-        gf, nf = _sum_tables(e[:p])
+        gf, nf, hf = _sum_tables(e[:p])
         d2 = np.empty(sc.rep.shape[0])
         base = np.empty(sc.rep.shape[0])
-        loop(gf, nf, *sc.flat, d2, base)
+        loop(gf, nf, hf, *sc.flat, d2, base)
     else:
         g = (e[:p] @ e[:p].T).ravel()
         ac, ad, bc, bd, aa, bb, ab, cc, dd, cd = (g[i] for i in sc.gather)
-        base = (aa + bb + 2.0 * ab) + (cc + dd + 2.0 * cd)
-        d2 = base - 2.0 * (ac + ad + bc + bd)
+        d2 = ((aa + bb + 2.0 * ab) + (cc + dd + 2.0 * cd)) - 2.0 * (ac + ad + bc + bd)
+        base = 4.0 * ((aa + bb) + (cc + dd))
     sa, sb, ta, tb = sc.symbols
     return PairDistances(d2=d2, scale=base, dim=e.shape[1],
                          diff=lambda q: (e[sa[q]] + e[sb[q]]) - (e[ta[q]] + e[tb[q]]),
@@ -356,10 +363,11 @@ def count_sum(normalized: np.ndarray, inputs: np.ndarray, p0: Parallelograms, de
         raise ProbeError(f"the task uses {int(x.max()) + 1} symbols, the embeddings have {e.shape[0]}")
     sc = sum_classes(inputs, p0)
     p = int(x.max()) + 1
-    gf, nf = _sum_tables(e[:p])
+    gf, nf, hf = _sum_tables(e[:p])
     bound = delta * e.shape[1] if mean_square else delta * delta
     unsure = np.empty(sc.rep.shape[0], dtype=np.int64)
-    count, n_unsure = loop(gf, nf, *sc.flat, sc.weight, float(bound), bool(mean_square), float(SLACK), unsure)
+    count, n_unsure = loop(gf, nf, hf, *sc.flat, sc.weight, float(bound), bool(mean_square),
+                           _slack(e.shape[1]), unsure)
     if n_unsure:
         q = unsure[:n_unsure]
         sa, sb, ta, tb = sc.symbols
@@ -390,14 +398,22 @@ def _sum_distances_torch(e: np.ndarray, sc: SumClasses, device: str) -> tuple[np
     et = torch.as_tensor(e, device=device)
     g = (et @ et.T).reshape(-1)
     ac, ad, bc, bd, aa, bb, ab, cc, dd, cd = (g[i] for i in sc.__dict__["_torch"])
-    base = (aa + bb + 2.0 * ab) + (cc + dd + 2.0 * cd)
-    return (base - 2.0 * (ac + ad + bc + bd)).cpu().numpy(), base.cpu().numpy()
+    d2 = ((aa + bb + 2.0 * ab) + (cc + dd + 2.0 * cd)) - 2.0 * (ac + ad + bc + bd)
+    return d2.cpu().numpy(), (4.0 * ((aa + bb) + (cc + dd))).cpu().numpy()
+
+
+def _within(diff: np.ndarray, delta: float, mean_square: bool) -> bool:
+    """The threshold test of one difference vector (the definition; :func:`formed_reference` and the
+    exact rechecks both call it, so a distance exactly at ``delta`` gets one answer: numpy's 1-D and
+    row-wise reductions may round differently on a given CPU)."""
+    if mean_square:
+        return bool(np.mean(diff * diff) < delta)
+    return bool(np.sqrt(np.sum(diff * diff)) <= delta)
 
 
 def _exact(diff: np.ndarray, delta: float, mean_square: bool) -> np.ndarray:
-    if mean_square:
-        return np.mean(diff * diff, axis=1) < delta
-    return np.sqrt(np.sum(diff * diff, axis=1)) <= delta
+    """:func:`_within` per row of ``diff`` (the few entries within rounding of the threshold)."""
+    return np.fromiter((_within(d, delta, mean_square) for d in diff), dtype=bool, count=len(diff))
 
 
 def formed_reference(vectors: np.ndarray, p0: Parallelograms, delta: float, *,
@@ -406,11 +422,7 @@ def formed_reference(vectors: np.ndarray, p0: Parallelograms, delta: float, *,
     v = np.asarray(vectors, dtype=np.float64)
     out = np.zeros(len(p0), dtype=bool)
     for q in range(len(p0)):
-        diff = v[p0.first[q]] - v[p0.second[q]]
-        if mean_square:
-            out[q] = np.mean(diff * diff) < delta
-        else:
-            out[q] = np.sqrt(np.sum(diff * diff)) <= delta
+        out[q] = _within(v[p0.first[q]] - v[p0.second[q]], delta, mean_square)
     return out
 
 

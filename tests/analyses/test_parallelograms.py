@@ -247,6 +247,24 @@ def test_compiled_count_equals_reference(task_args, kind):
             assert pg.pair_distances_sum(norm, task.inputs, p0).count(delta, mean_square) == ref
 
 
+def test_the_sum_distances_rounding_bound_covers_every_gram_term():
+    """The recheck margin of a sum distance is relative to the magnitude of the Gram terms it adds up,
+    not to ``|v_s|^2 + |v_t|^2``: on a line through the origin ``E_0 + E_11`` is near 0 while each term
+    is of order 1, and a margin relative to the small norms missed a pair at the threshold on some CPUs."""
+    task = make_task("nonmod-add", p=12)
+    rng = np.random.default_rng(11)
+    emb = np.arange(12)[:, None] * rng.normal(size=(1, 5)) + rng.normal(scale=0.003, size=(12, 5))
+    p0 = pg.Parallelograms.from_labels(task.labels)
+    norm = pg.normalize(emb)
+    sc = pg.sum_classes(task.inputs, p0)
+    g = norm @ norm.T
+    terms = np.stack([np.abs(g.ravel()[i]) * w for i, w in zip(sc.gather, (2, 2, 2, 2, 1, 1, 2, 1, 1, 2))])
+    magnitude = terms.sum(axis=0)
+    small = pg.pair_distances_sum(norm, task.inputs, p0)
+    assert np.all(small.scale >= magnitude * (1 - 1e-12))
+    assert np.min((small.d2 + 1e-300) / magnitude) < 1e-5  # the case: terms far larger than the distance
+
+
 def test_compiled_and_numpy_paths_agree(monkeypatch):
     task = make_task("add", p=23)
     rng = np.random.default_rng(3)
