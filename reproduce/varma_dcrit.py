@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from probe.reproduce.registry import Analysis, Artefact, Reproduction, Row, Scale, Setting, reproduction
+from probe.reproduce.varma import (APP_A, FIG7, MODEL, OPTIMIZER_TEXT, PAPER, REPO, SEC1, SEC5, TASK, TITLE,
+                                   VERSION)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,15 +42,8 @@ if TYPE_CHECKING:
 
     from probe.analyses.circuits import CriticalSize
 
-PAPER = "arXiv 2309.02390"
-REPO = "arxiv.org/abs/2309.02390"
-VERSION = "v1"  # no code release; the paper's text is the artefact
-SEC1 = f"{PAPER} Sec. 1 (Introduction)"
 SEC4 = f"{PAPER} Sec. 4"
-SEC5 = f"{PAPER} Sec. 5"
-APP_A = f"{PAPER} App. A"
 FIG3 = f"{PAPER} Sec. 5, Fig. 3 (logits of networks trained on random labels against parameter norm)"
-FIG7 = f"{PAPER} App. A.2, Fig. 7 caption"
 #: Fig. 7's dataset sizes (7 geometric sizes in [390, 1494]), chosen around the ungrokking transition,
 #: which Sec. 5 places at D_crit ("ungrokking shows a phase transition around D_crit")
 AUTHORS_RANGE = (390, 1494)
@@ -106,10 +101,8 @@ PAPER_BASE = ("preset: nanda-modadd\nset: {weight_decay: 0.0, steps: 10000, "
 PAPER_SPEC = dcrit_spec(PAPER_BASE, PAPER_MEM, PAPER_GEN, PAPER_SEEDS)
 
 SETTING = (
-    Setting("task", "modular addition with P = 113, all 12,769 pairs", APP_A, "task add, p = 113"),
-    Setting("model", "1-layer transformer, d_model 128, d_head 32, 4 heads, d_mlp 512, learned positions, untied "
-            "embedding and unembedding", APP_A, "the nanda-modadd transformer (ReLU, no LayerNorm)",
-            "the activation and LayerNorm are not stated in the text read here; Nanda et al.'s"),
+    TASK,
+    MODEL,
     Setting("memorising networks", "networks trained on random labels, which only a memorising circuit can fit "
             "(the logits of Fig. 3)", FIG3, "labels=shuffled: the task's labels permuted once (label_seed 0, the "
             "class counts kept), trained at each size",
@@ -123,7 +116,7 @@ SETTING = (
             f"a network trained with its parameter norm held at {PAPER_NORM:g} (constraint.norm)",
             "the equation the paper measures with could not be read here; holding the norm fixed measures the "
             "logits at one norm directly, where a weight-decay run would settle at a different norm per size"),
-    Setting("optimizer", "AdamW, beta1 0.9, beta2 0.98, learning rate 1e-3, weight decay 1.0, full batch", APP_A,
+    Setting("optimizer", OPTIMIZER_TEXT, APP_A,
             "adamw, lr 0.001, betas (0.9, 0.98), weight decay 0 with the norm held fixed, full batch, 10,000 steps",
             "the norm constraint replaces weight decay so that every network is compared at one norm"),
     Setting("sizes and seeds", "not given for the efficiency measurements in the text read here", SEC5,
@@ -376,8 +369,7 @@ def ungrokking_against_dcrit(ax: "Axes", sizes: Sequence[float], final_acc: Sequ
 
 reproduction(Reproduction(
     name="varma-dcrit",
-    paper="Varma, Shah, Kenton, Kramár, Kumar 2023, Explaining grokking through circuit efficiency "
-          f"({PAPER})",
+    paper=TITLE,
     figure="the efficiency of the memorising and the generalising circuit against the dataset size and the "
            "critical dataset size D_crit where they cross (Sec. 1, Sec. 4 predictions; Sec. 5 measurements)",
     artefact=Artefact(REPO, VERSION, "Sec. 1, Sec. 4, Sec. 5, App. A, App. A.2 (Fig. 7 caption)",

@@ -27,18 +27,13 @@ import numpy as np
 from probe.reproduce import varma_dcrit as dcrit
 from probe.reproduce.registry import (Analysis, Artefact, Reproduction, Row, Scale, Setting, Stage,
                                       reproduction)
+from probe.reproduce.varma import A2, FIG7, MODEL, OPTIMIZER, PAPER, REPO, TASK, TITLE, VERSION
 
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-PAPER = "arXiv 2309.02390"
-REPO = "arxiv.org/abs/2309.02390"
-VERSION = "v1"  # the paper has no code release; its text is the artefact
-FIG7 = f"{PAPER} App. A.2, Fig. 7 caption"
-A2 = f"{PAPER} App. A.2"
 SEC4 = f"{PAPER} Sec. 4 (Ungrokking) and Sec. 5"
-APP_A = f"{PAPER} App. A"
 STAGE = "ungrok"
 DCRIT_STAGE = "dcrit"  # memorising and generalising networks in the same setting, for D_crit
 #: the quick D_crit stage: Kitouni's MLP with its norm held at about the quick parents' (35), memorising
@@ -102,15 +97,9 @@ PAPER_GROK, PAPER_UNGROK = _specs(
     "checkpoint.tensors: [embed.W_E]")
 
 SETTING = (
-    Setting("task", "modular addition with P = 113: all 12,769 pairs (App. A; Sec. 5)", APP_A,
-            "task add, p = 113 (ordered pairs, 12,769 samples)"),
-    Setting("model", "1-layer decoder-only transformer, learned positional embeddings, untied embedding and "
-            "unembedding, d_model 128, d_head 32, 4 heads, d_mlp 512", APP_A,
-            "the nanda-modadd transformer: 1 layer, d_model 128, 4 heads of 32, d_mlp 512, ReLU, no LayerNorm, "
-            "learned positions, untied unembedding", "the activation and LayerNorm are not stated in the text "
-            "read here; probe uses Nanda et al.'s (ReLU, none), whose setting the paper follows"),
-    Setting("optimizer", "AdamW, beta1 0.9, beta2 0.98, learning rate 1e-3, weight decay 1.0, full batch",
-            APP_A, "adamw, lr 0.001, betas (0.9, 0.98), weight_decay 1, full batch (nanda-modadd)"),
+    TASK,
+    MODEL,
+    OPTIMIZER,
     Setting("parents", "networks trained on the full dataset to 100% accuracy (Fig. 7: 'test accuracy starts "
             "at 1 for all runs')", FIG7,
             "3 parents (seeds 0, 1, 2) on 90% of the pairs (11,492), early stop 500 steps after validation "
@@ -272,8 +261,7 @@ def draw(analysis: Analysis) -> "Figure":
 
 reproduction(Reproduction(
     name="varma-ungrokking",
-    paper="Varma, Shah, Kenton, Kramár, Kumar 2023, Explaining grokking through circuit efficiency "
-          f"({PAPER})",
+    paper=TITLE,
     figure="ungrokking: Sec. 4 and 5, App. A.2 Fig. 7 (final test accuracy of grokked networks trained "
            "further on reduced datasets, against the dataset size)",
     artefact=Artefact(REPO, VERSION, "Sec. 4, Sec. 5, App. A, App. A.2 (Fig. 7 caption)",
