@@ -333,16 +333,16 @@ def pair_distances_sum(normalized: np.ndarray, inputs: np.ndarray, p0: Parallelo
     loop = _compiled(_distances_loop) if device is None else None
     if device is not None:
         d2, base = _sum_distances_torch(e[:p], sc, device)
-    elif loop is not None:
-        gf, nf, hf = _sum_tables(e[:p])
-        d2 = np.empty(sc.rep.shape[0])
-        base = np.empty(sc.rep.shape[0])
-        loop(gf, nf, hf, *sc.flat, d2, base)
     else:
-        g = (e[:p] @ e[:p].T).ravel()
-        ac, ad, bc, bd, aa, bb, ab, cc, dd, cd = (g[i] for i in sc.gather)
-        d2 = ((aa + bb + 2.0 * ab) + (cc + dd + 2.0 * cd)) - 2.0 * (ac + ad + bc + bd)
-        base = 4.0 * ((aa + bb) + (cc + dd))
+        gf, nf, hf = _sum_tables(e[:p])
+        if loop is not None:
+            d2 = np.empty(sc.rep.shape[0])
+            base = np.empty(sc.rep.shape[0])
+            loop(gf, nf, hf, *sc.flat, d2, base)
+        else:  # the same sums, gathered with numpy
+            s1, s2, ac, ad, bc, bd = sc.flat
+            d2 = (nf[s1] + nf[s2]) - 2.0 * (((gf[ac] + gf[ad]) + gf[bc]) + gf[bd])
+            base = hf[s1] + hf[s2]
     sa, sb, ta, tb = sc.symbols
     return PairDistances(d2=d2, scale=base, dim=e.shape[1],
                          diff=lambda q: (e[sa[q]] + e[sb[q]]) - (e[ta[q]] + e[tb[q]]),
