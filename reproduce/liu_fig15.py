@@ -88,12 +88,12 @@ reproduction(Reproduction(
                        "eight cells, regression and classification x decoder lr {1e-4, 1e-2} x representation "
                        "weight decay {0, 1}, 2,500 steps: the weight decay changes no phase (lr 1e-4 "
                        "comprehends, lr 1e-2 memorises, with and without it)"),
-        "paper": Scale("paper", lp.appg_spec(KEY, PAPER_WDS, lp.APPG_LRS, lp.APPG_BUDGET, 20, 60), "unmeasured",
+        "paper": Scale("paper", lp.appg_spec(KEY, PAPER_WDS, lp.APPG_LRS, lp.APPG_BUDGET, 20, 60),
+                       "1 h 43 min (--jobs 2, beside a test run and other work)",
                        "both objectives x decoder lr logspace [1e-4, 1e-2, 11] x representation weight decay 0 "
                        "to 10 (242 cells), 100,000 steps per cell (early stop 200 steps after both accuracies "
-                       "pass 0.9), metrics every 20 steps; estimate: at most 2.4 h on one core (each objective's "
-                       "121 cells train as one batched model: 87 ms a step for the two, measured as for "
-                       "liu-fig14's grid of the same shape)"),
+                       "pass 0.9), metrics every 20 steps; the cells that stop early train first, the rest as "
+                       "four batched models of about 60 cells that use the whole budget"),
     },
     analyse=analyse,
     draw=draw,
