@@ -112,9 +112,10 @@ reproduction(Reproduction(
                        "unmeasured",
                        "both objectives x decoder lr logspace [1e-4, 1e-2, 11] x batch size 5, 10, ..., 45 (198 "
                        "cells), 100,000 steps per cell (early stop 200 steps after both accuracies pass 0.9), "
-                       "metrics every 20 steps; estimate: at most 3.4 h on one core (one batched model per "
-                       "objective and batch size, 18 in all: 123 ms a step for the 18, measured over their first "
-                       "400 steps; most small-batch cells run the whole budget)"),
+                       "metrics every 20 steps; every cell trains alone (minibatch runs draw their own batches and "
+                       "do not vectorise): 109 to 113 s for a cell that uses the whole budget on one core (1.1 ms a "
+                       "step, measured on the first cells of the run), so at most about 6 core-hours (3 h with "
+                       "--jobs 2), less for the cells that stop early"),
     },
     analyse=analyse,
     draw=draw,
