@@ -18,7 +18,7 @@ Definitions (docs/design.md, "Metric definitions"; details in docs/metrics.md):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 
@@ -257,10 +257,17 @@ def _sum_tables(e: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     ``4 (G_aa + G_bb)``, flat ``[p^2]``. The last is the magnitude bound of a sum distance's terms: with
     ``|G_xy| <= (G_xx + G_yy) / 2``, the ten Gram terms of ``|v_s - v_t|^2`` add up in magnitude to at most
     ``4 (G_aa + G_bb + G_cc + G_dd)``, which can be far above ``|v_s|^2 + |v_t|^2`` (``E~_a + E~_b`` near 0)."""
-    g = e @ e.T
-    diag = np.diagonal(g)
+    g = e @ e.T  # e: a numpy array or a torch tensor (the device path), the same expressions for both
+    diag = g.diagonal()
     pair = diag[:, None] + diag[None, :]
     return g.ravel(), (pair + 2.0 * g).ravel(), (4.0 * pair).ravel()
+
+
+def _gathered_sums(gf: Any, nf: Any, hf: Any, flat: Sequence[Any]) -> tuple[Any, Any]:
+    """:func:`_distances_loop`'s sums as whole-array gathers (numpy arrays or torch tensors): ``d2`` and
+    ``scale`` for every entry."""
+    s1, s2, ac, ad, bc, bd = flat
+    return (nf[s1] + nf[s2]) - 2.0 * (((gf[ac] + gf[ad]) + gf[bc]) + gf[bd]), hf[s1] + hf[s2]
 
 
 def _distances_loop(gf: np.ndarray, nf: np.ndarray, hf: np.ndarray, s1: np.ndarray, s2: np.ndarray, ac: np.ndarray,
@@ -339,10 +346,8 @@ def pair_distances_sum(normalized: np.ndarray, inputs: np.ndarray, p0: Parallelo
             d2 = np.empty(sc.rep.shape[0])
             base = np.empty(sc.rep.shape[0])
             loop(gf, nf, hf, *sc.flat, d2, base)
-        else:  # the same sums, gathered with numpy
-            s1, s2, ac, ad, bc, bd = sc.flat
-            d2 = (nf[s1] + nf[s2]) - 2.0 * (((gf[ac] + gf[ad]) + gf[bc]) + gf[bd])
-            base = hf[s1] + hf[s2]
+        else:
+            d2, base = _gathered_sums(gf, nf, hf, sc.flat)
     sa, sb, ta, tb = sc.symbols
     return PairDistances(d2=d2, scale=base, dim=e.shape[1],
                          diff=lambda q: (e[sa[q]] + e[sb[q]]) - (e[ta[q]] + e[tb[q]]),
@@ -393,13 +398,10 @@ def _sum_distances_torch(e: np.ndarray, sc: SumClasses, device: str) -> tuple[np
 
     key = ("torch", str(device))
     if sc.__dict__.get("_torch_key") != key:  # index tensors moved to the device once
-        object.__setattr__(sc, "_torch", [torch.as_tensor(i, device=device) for i in sc.gather])
+        object.__setattr__(sc, "_torch", [torch.as_tensor(i, device=device) for i in sc.flat])
         object.__setattr__(sc, "_torch_key", key)
-    et = torch.as_tensor(e, device=device)
-    g = (et @ et.T).reshape(-1)
-    ac, ad, bc, bd, aa, bb, ab, cc, dd, cd = (g[i] for i in sc.__dict__["_torch"])
-    d2 = ((aa + bb + 2.0 * ab) + (cc + dd + 2.0 * cd)) - 2.0 * (ac + ad + bc + bd)
-    return d2.cpu().numpy(), (4.0 * ((aa + bb) + (cc + dd))).cpu().numpy()
+    d2, base = _gathered_sums(*_sum_tables(torch.as_tensor(e, device=device)), sc.__dict__["_torch"])
+    return d2.cpu().numpy(), base.cpu().numpy()
 
 
 def _within(diff: np.ndarray, delta: float, mean_square: bool) -> bool:
