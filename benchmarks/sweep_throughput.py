@@ -4,9 +4,10 @@
 weight decay (8 values, 0..10), 2,000 steps, checkpoints as the preset writes them. The ensemble
 trains all 64 at once; the ordinary trainer trains ``--sample`` of them one by one, and the time per
 run is scaled to 64 (every run does the same work). Prints both, the ratio (requirement >= 10x,
-target >= 30x) and the peak memory of each part (measured in child processes).
+target >= 30x) and the peak memory of each part (measured in child processes). ``--batch-size N``
+trains every member on minibatches of N of its training pairs (each member draws its own).
 
-    python benchmarks/sweep_throughput.py [--steps 2000] [--members 64] [--sample 8]
+    python benchmarks/sweep_throughput.py [--steps 2000] [--members 64] [--sample 8] [--batch-size N]
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from probe.train.ensemble import train_ensemble
 from probe.train.loop import train
 
 mode, steps, members, sample = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+batch = {"batch_size": int(sys.argv[5])} if sys.argv[5] != "full" else {}
 side = int(round(members ** 0.5))
 lrs = np.logspace(-4, -2, side)
 wds = np.linspace(0, 10, members // side)
-configs = [load_config("liu-toy-add", overrides={"steps": steps, "lr": float(lr), "weight_decay": float(wd)})
+configs = [load_config("liu-toy-add", overrides={"steps": steps, "lr": float(lr), "weight_decay": float(wd), **batch})
            for lr in lrs for wd in wds][:members]
 with tempfile.TemporaryDirectory() as tmp:
     t0 = time.perf_counter()
@@ -46,8 +48,8 @@ print(json.dumps({"seconds": seconds, "runs": n,
 """
 
 
-def child(mode: str, steps: int, members: int, sample: int) -> dict:
-    res = subprocess.run([sys.executable, "-c", CHILD, mode, str(steps), str(members), str(sample)],
+def child(mode: str, steps: int, members: int, sample: int, batch: str) -> dict:
+    res = subprocess.run([sys.executable, "-c", CHILD, mode, str(steps), str(members), str(sample), batch],
                          capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -57,12 +59,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--members", type=int, default=64)
     ap.add_argument("--sample", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=None, help="minibatches of this size (default: full batch)")
     args = ap.parse_args()
-    ens = child("ensemble", args.steps, args.members, args.sample)
-    one = child("single", args.steps, args.members, args.sample)
+    batch = str(args.batch_size) if args.batch_size else "full"
+    ens = child("ensemble", args.steps, args.members, args.sample, batch)
+    one = child("single", args.steps, args.members, args.sample, batch)
     per_run = one["seconds"] / one["runs"]
     serial = per_run * ens["runs"]
-    print(f"[sweep] {ens['runs']} liu-toy-add members, {args.steps} steps each")
+    how = f"minibatches of {args.batch_size}" if args.batch_size else "full batch"
+    print(f"[sweep] {ens['runs']} liu-toy-add members, {args.steps} steps each, {how}")
     print(f"      vectorised ensemble: {ens['seconds']:.1f} s ({ens['seconds'] / ens['runs']:.2f} s per run), "
           f"peak RSS {ens['rss_mb']:.0f} MB")
     print(f"      one by one: {per_run:.2f} s per run (timed on {one['runs']}), {serial:.0f} s for all "

@@ -810,9 +810,10 @@ class TrainingOption:
     name: str
     active: Callable[[TrainConfig], bool]
     describe: Callable[[TrainConfig], str]
-    #: True: applied where a run is set up (its split, targets and initial weights) and nowhere after;
-    #: a vectorised ensemble sets each member up as its own run, so it applies the option as well
-    at_set_up: bool = False
+    #: True: applied by the run's own trainer, where it is set up (its split, targets and initial
+    #: weights) or where it draws a step's minibatch; a vectorised ensemble sets each member up as its
+    #: own run and draws each member's batches from it, so it applies the option as well
+    per_member: bool = False
 
 
 #: the training options, in the order ``TrainConfig.interventions`` lists them
@@ -820,9 +821,9 @@ TRAINING_OPTIONS: Registry[TrainingOption] = Registry("training option")
 
 
 def training_option(name: str, active: Callable[[TrainConfig], bool],
-                    describe: Callable[[TrainConfig], str], at_set_up: bool = False) -> TrainingOption:
+                    describe: Callable[[TrainConfig], str], per_member: bool = False) -> TrainingOption:
     """Register a training option (a duplicate name is a ``ValueError``)."""
-    return TRAINING_OPTIONS.add(name, TrainingOption(name, active, describe, at_set_up))
+    return TRAINING_OPTIONS.add(name, TrainingOption(name, active, describe, per_member))
 
 
 def _grokfast(cfg: TrainConfig) -> str:
@@ -853,10 +854,10 @@ training_option("init_alpha", lambda cfg: cfg.init_alpha != 1.0,
                 lambda cfg: f"weight matrices initialised x{cfg.init_alpha:g}")
 training_option("rng", lambda cfg: cfg.rng != "probe",
                 lambda cfg: f"split, targets and initial weights drawn as {cfg.rng}'s code draws them (seed {cfg.seed})",
-                at_set_up=True)  # its minibatch stream is per run, and minibatches never vectorise
+                per_member=True)
 training_option("batching", lambda cfg: cfg.batching == "epochs" and cfg.batch_size is not None,
                 lambda cfg: f"epochs of batches over a shuffled training split ({cfg.batch_size} rows each, "
-                "the last one the remainder)")
+                "the last one the remainder)", per_member=True)
 
 
 def _to_jsonable(obj: Any) -> Any:

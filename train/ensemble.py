@@ -4,7 +4,10 @@ batched model, and each member still writes its own ordinary run file.
 Members are built exactly as :class:`probe.train.loop.Trainer` builds a run (its seed, its split, its
 model and buffers, its writer and checkpoint schedule); their parameters are stacked along a leading
 member axis and one ``torch.func.vmap`` of ``functional_call`` computes every member's loss on its
-own training set (a padded index list with weights, so training fractions and split seeds may differ).
+own training rows (a padded index list with weights, so training fractions, split seeds and batch sizes
+may differ). A member that trains on minibatches draws each step's batch from its own trainer
+(:meth:`probe.train.loop.Trainer.batch_rows`: its batch generator, epoch shuffle or the authors' random
+stream), so its batches are the ones it draws trained alone.
 The optimizer is AdamW (or Adam) written over the stacked tensors with per-member learning rates and
 weight decays, step for step the arithmetic of ``torch.optim.AdamW``. The result matches the members
 trained one by one within float tolerance, checkpoint by checkpoint (a test checks it). Each
@@ -35,7 +38,7 @@ from probe.train.interventions import build_stacked, refused_by_ensembles
 
 #: config keys whose values may differ between members of one ensemble
 VECTOR_KEYS: tuple[str, ...] = ("lr", "weight_decay", "embed_lr", "embed_weight_decay", "model.init_scale", "seed",
-                                "split_seed", "train_fraction", "n_train")
+                                "split_seed", "train_fraction", "n_train", "batch_size")
 MAX_MEMBERS = 256
 
 
@@ -57,8 +60,6 @@ def _blank(cfg: TrainConfig) -> dict[str, Any]:
 
 def _cannot_join(cfg: TrainConfig) -> str | None:
     """Why one config cannot train in an ensemble (None: it can)."""
-    if cfg.batch_size is not None:
-        return "minibatch training (batch_size) draws random batches per run; only full-batch runs vectorise"
     if cfg.optimizer not in ("adamw", "adam"):
         return f"optimizer {cfg.optimizer} does not vectorise (adamw and adam do)"
     if getattr(cfg.model, "dropout", 0.0):
@@ -186,7 +187,7 @@ class Ensemble:
         for i, (cfg, d) in enumerate(zip(self.configs, self.dirs)):
             trainer = Trainer(cfg, d, progress=False, task=tasks[i] if tasks is not None else None)
             self.members.append(trainer)  # its seed, split, model and buffers
-            self.rng.append(trainer.rng_snapshot())  # full batch, no dropout: nothing draws after this
+            self.rng.append(trainer.rng_snapshot())  # no dropout: only a minibatch member's batch generator draws
         first = self.members[0]
         self.device = first.device
         self.task = first.task
@@ -216,6 +217,12 @@ class Ensemble:
         self.train_n = torch.as_tensor(tn, device=self.device)
         self.val_sets = [torch.as_tensor(t.split.val, device=self.device) for t in self.members]
         self.train_sets = [torch.as_tensor(t.split.train, device=self.device) for t in self.members]
+        # members on minibatches: each step's rows come from their own trainer (batch_rows), and their
+        # batch generator's state before the step's draw goes into their resume state
+        self.drawing = {i for i, t in enumerate(self.members) if not t.full_batch}
+        self.batch_rng = {i: self.rng[i]["batch"] for i in self.drawing}
+        self.train_rows = [np.asarray(t.split.train, dtype=np.int64) for t in self.members]
+        self.batches: dict[int, np.ndarray] = {}  # member -> its rows (sample indices) of the current step
         self.lr = [{n: c.resolved_embed_lr if n == self.embed_name else c.lr for n in self.names}
                    for c in self.configs]
         self.wd = [{n: c.resolved_embed_weight_decay if n == self.embed_name else c.weight_decay
@@ -231,15 +238,40 @@ class Ensemble:
         return [(n, self.params[f"m.{n}"]) for n in self.names]
 
     # the batched model ------------------------------------------------------------------------------
-    def _train_losses(self) -> Any:
-        """Each stacked member's mean training loss on its own training rows, ``[len(alive)]``."""
+    def _draw(self, step: int) -> tuple[Any, Any, Any]:
+        """The rows each stacked member trains on at ``step`` (padded index list, weights, counts): its
+        training set, or, on minibatches, the batch its trainer draws for the step (as it would trained
+        alone; the generator's state before the draw is kept for the step's resume state)."""
+        import torch
+
+        if not any(i in self.drawing for i in self.alive):
+            return self.train_idx, self.train_w, self.train_n
+        rows = []
+        for i in self.alive:
+            if i in self.drawing:
+                trainer = self.members[i]
+                self.batch_rng[i] = trainer.batch_gen.get_state().numpy().copy()
+                self.batches[i] = self.train_rows[i][trainer.batch_rows(step).numpy()]
+                rows.append(self.batches[i])
+            else:
+                rows.append(self.train_rows[i])
+        counts = np.array([len(r) for r in rows])
+        width = max(1, int(counts.max()))
+        idx = np.zeros((len(rows), width), dtype=np.int64)
+        mask = np.arange(width) < counts[:, None]
+        idx[mask] = np.concatenate(rows)
+        return (torch.from_numpy(idx).to(self.device), torch.from_numpy(mask.astype(np.float64)).to(self.device),
+                torch.from_numpy(np.maximum(counts, 1).astype(np.float64)).to(self.device))
+
+    def _train_losses(self, rows: tuple[Any, Any, Any]) -> Any:
+        """Each stacked member's mean training loss on its rows (:meth:`_draw`), ``[len(alive)]``."""
         from torch.func import functional_call, vmap
 
         def one(p: dict, b: dict, idx: Any, w: Any, n: Any, knobs: dict) -> Any:
             return functional_call(self.loss_module, {**p, **b}, (self.x, self.labels, idx, w, n, knobs))
 
         try:
-            return vmap(one)(self.params, self.buffers, self.train_idx, self.train_w, self.train_n, self.knobs)
+            return vmap(one)(self.params, self.buffers, *rows, self.knobs)
         finally:
             self._reset_knobs()
 
@@ -337,13 +369,17 @@ class Ensemble:
                 else:
                     src = (self.exp_avg if key == "exp_avg" else self.exp_avg_sq)[f"m.{name}"][j]
                     optim[f"{name}/{key}"] = np.asarray(src.detach().cpu().numpy(), dtype=np.float64)
-        return ResumeState(step=step, params=params, optim=optim, has_optim=has, rng=self.rng[i], schedule=schedule)
+        rng = {**self.rng[i], "batch": self.batch_rng[i]} if i in self.drawing else self.rng[i]
+        return ResumeState(step=step, params=params, optim=optim, has_optim=has, rng=rng, schedule=schedule)
 
     def _load(self, j: int, i: int, state: ResumeState) -> None:
         """Put member ``i``'s resume state into its place ``j`` in the stack: its weights and Adam
-        moments (the step count is the ensemble's, ``state.step``, as for every member)."""
+        moments (the step count is the ensemble's, ``state.step``, as for every member), and a minibatch
+        member's batch generator, which draws the step's batch next."""
         import torch
 
+        if i in self.drawing and "batch" in state.rng:
+            self.members[i].batch_gen.set_state(torch.from_numpy(np.asarray(state.rng["batch"]).copy()))
         with torch.no_grad():
             for n in self.names:
                 key = f"m.{n}"
@@ -370,7 +406,13 @@ class Ensemble:
                 o = out[j]
                 correct = (trainer.model.predict(o) == self.labels).double()
                 tr, va = self.train_sets[i], self.val_sets[i]
-                values[i] = ((float(loss[j]) if len(tr) else nan, float(correct[tr].mean()) if len(tr) else nan),
+                if i not in self.drawing:  # the step's loss is on the whole training set
+                    train = (float(loss[j]) if len(tr) else nan, float(correct[tr].mean()) if len(tr) else nan)
+                elif trainer.update_metrics:  # the update's own batch (train_metrics=update)
+                    train = (float(loss[j]), float(correct[torch.from_numpy(self.batches[i]).to(self.device)].mean()))
+                else:  # the whole training set, as the one-run trainer evaluates it
+                    train = (float(trainer.model.loss(o[tr], self.labels[tr])), float(correct[tr].mean()))
+                values[i] = (train,
                              (float(trainer.model.loss(o[va], self.labels[va])) if len(va) else nan,
                               float(correct[va].mean()) if len(va) else nan),
                              self.configs[i].lr * trainer.lr_factor(step))
@@ -444,8 +486,9 @@ class Ensemble:
                         self._load(j, i, state)
                         del waiting[i]
                 going = any(step < end(i) for i in self.alive)
+                rows = self._draw(step)
                 with torch.enable_grad() if going else torch.no_grad():
-                    loss = self._train_losses()
+                    loss = self._train_losses(rows)
                 active = [(j, i) for j, i in enumerate(self.alive) if not closed[i] and i not in waiting]
                 due = [(j, i) for j, i in active if records[i].metrics_due(step)]  # type: ignore[union-attr]
                 values = self._metrics(step, due, loss) if due else {}

@@ -130,9 +130,9 @@ def intervention(name: str, stage: Stage, config: type | None = None) -> Callabl
 
 def refused_by_ensembles(cfg: TrainConfig) -> list[str]:
     """The descriptions of the training options ``cfg`` turns on that a vectorised ensemble cannot
-    apply: every active option but the interventions that vectorise and the options applied when a run
-    is set up (``at_set_up``: the ensemble sets up each member as a run)."""
-    return [opt.describe(cfg) for name, opt in TRAINING_OPTIONS.items() if opt.active(cfg) and not opt.at_set_up
+    apply: every active option but the interventions that vectorise and the options each member's own
+    trainer applies (``per_member``: the ensemble sets up each member as a run and draws its batches)."""
+    return [opt.describe(cfg) for name, opt in TRAINING_OPTIONS.items() if opt.active(cfg) and not opt.per_member
             and not (name in INTERVENTIONS and INTERVENTIONS.get(name).vectorises)]
 
 

@@ -1,5 +1,6 @@
-"""Vectorised ensembles: members match the same configs trained one by one, checkpoint by checkpoint;
-member files are ordinary runs (they resume and analyse); what does not vectorise is refused."""
+"""Vectorised ensembles: members match the same configs trained one by one, checkpoint by checkpoint,
+full batch or on their own minibatches; member files are ordinary runs (they resume and analyse); what
+does not vectorise is refused."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ TOY_MEMBERS = [
     {"lr": "1e-3", "embed_lr": "1e-2", "weight_decay": "0.1", "split_seed": "2"},
     {"lr": "2e-3", "train_fraction": "0.5", "model.init_scale": "0.5", "seed": "3"},
 ]
+MINIBATCH_MEMBERS = [{"batch_size": "5", "lr": "1e-3"}, {"batch_size": "20", "lr": "3e-3", "seed": "1"},
+                     {"lr": "1e-3", "split_seed": "2"}, {"batch_size": "8", "lr": "2e-3", "seed": "3"}]
 TRANSFORMER = {"p": "11", "steps": "40", "model.d_model": "16", "model.d_mlp": "32", "model.n_heads": "2",
                "checkpoint.schedule": "every", "checkpoint.every": "10", "checkpoint.metrics_every": "5"}
 TRANSFORMER_MEMBERS = [{"lr": "1e-3"}, {"lr": "3e-3", "weight_decay": "0.1", "seed": "1"},
@@ -66,7 +69,17 @@ def _compare(a: Path, b: Path, rtol: float, atol: float) -> None:
     ("liu-toy-add", {**TOY, "rng": "grokking-squared-phase", "n_train": "45"},
      [{"seed": "58", "split_seed": "58"}, {"seed": "58", "split_seed": "58", "lr": "1e-2", "weight_decay": "3"},
       {"seed": "9", "split_seed": "9"}], (1e-4, 1e-6)),
+    # minibatches: each member draws its own batches (batch sizes differ; one member trains full batch)
+    ("liu-toy-add", {**TOY, "steps": "200"}, MINIBATCH_MEMBERS, (1e-4, 1e-6)),
+    # epochs over a shuffled split, and the training metrics of the update's own batch
+    ("liu-toy-add", {**TOY, "steps": "200", "batching": "epochs", "checkpoint.train_metrics": "update"},
+     MINIBATCH_MEMBERS, (1e-4, 1e-6)),
+    # the minibatches of toy/train_add.py's random stream (50 training pairs: batch 45 draws)
+    ("liu-toy-add", {**TOY, "steps": "200", "rng": "grokking-squared", "n_train": "50"},
+     [{"batch_size": "45", "seed": "0", "split_seed": "0"},
+      {"batch_size": "10", "seed": "1", "split_seed": "1", "lr": "3e-3"}], (1e-4, 1e-6)),
     ("nanda-modadd", TRANSFORMER, TRANSFORMER_MEMBERS, (1e-3, 1e-5)),
+    ("nanda-modadd", {**TRANSFORMER, "batch_size": "32"}, TRANSFORMER_MEMBERS, (1e-3, 1e-5)),
     ("zhong-pizza", {**TRANSFORMER, "model.attention_rate": "0.5"}, TRANSFORMER_MEMBERS, (1e-3, 1e-5)),
     # the attention rate differs between members: each member's rate reaches the batched call (a knob)
     ("zhong-pizza", TRANSFORMER, [{"model.attention_rate": "0"}, {"model.attention_rate": "0.3", "seed": "1"},
@@ -99,7 +112,8 @@ def test_member_files_are_ordinary_runs(tmp_path):
 def test_what_does_not_vectorise_is_refused(tmp_path):
     base = _configs("liu-toy-add", TOY, [{}, {"steps": "60"}])
     assert "'steps'" in why_not(base)
-    assert "minibatch" in why_not(_configs("liu-toy-add", {**TOY, "batch_size": "8"}, [{}, {}]))
+    assert "optimizer sgd" in why_not(_configs("liu-toy-add", {**TOY, "optimizer": "sgd"}, [{}, {}]))
+    assert "'batching'" in why_not(_configs("liu-toy-add", {**TOY, "batch_size": "8"}, [{}, {"batching": "epochs"}]))
     with pytest.raises(ProbeError, match="cannot train as one ensemble"):
         train_ensemble(base, [tmp_path / "x", tmp_path / "y"], progress=False)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

@@ -34,8 +34,14 @@ MEMBERS = [{"lr": "1e-2", "embed_lr": "1e-1"}, {"lr": "3e-2", "embed_lr": "3e-1"
             "seed": "3"}]
 
 
-def _configs() -> list:
-    return [load_config("liu-toy-add", overrides={**BASE, **m}) for m in MEMBERS]
+# members 0 and 3 (those that use the whole budget) on minibatches of their own sizes: a resumed member draws the
+# batches it would have drawn uninterrupted (its batch generator is in its resume state)
+BATCHES = {"full": [None] * 4, "minibatch": ["8", None, None, "5"]}
+
+
+def _configs(batches: str = "full") -> list:
+    return [load_config("liu-toy-add", overrides={**BASE, **m, **({"batch_size": b} if b else {})})
+            for m, b in zip(MEMBERS, BATCHES[batches])]
 
 
 def assert_same_run(a: Path, b: Path) -> None:
@@ -71,12 +77,12 @@ def _committed(run_dir: Path) -> tuple[int, bool]:
         rf.close()
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+@pytest.fixture(scope="module", params=sorted(BATCHES))
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> tuple[str, list[Path]]:
     root = tmp_path_factory.mktemp("uninterrupted")
     dirs = [root / f"m{i}" for i in range(len(MEMBERS))]
-    train_ensemble(_configs(), dirs, progress=False)
-    return dirs
+    train_ensemble(_configs(request.param), dirs, progress=False)
+    return request.param, dirs
 
 
 class _Rounds(CommitClock):
@@ -99,7 +105,8 @@ def test_a_resumed_ensemble_ends_as_the_uninterrupted_one(tmp_path, uninterrupte
     """Killed during a commit round: two members finished (one of them after the step the others
     resume from, so it holds its place in the stack), one committed in the last round, one not.
     The resumed ensemble writes the same runs as the uninterrupted one, bit for bit."""
-    configs = _configs()
+    batches, uninterrupted = uninterrupted
+    configs = _configs(batches)
     dirs = [tmp_path / f"m{i}" for i in range(len(configs))]
     commits: list[int] = []
     real_commit = RunWriter.commit
@@ -138,7 +145,8 @@ def test_a_resumed_ensemble_ends_as_the_uninterrupted_one(tmp_path, uninterrupte
 def test_resuming_refuses_a_run_of_another_config(tmp_path, uninterrupted):
     import shutil
 
-    configs = _configs()
+    batches, uninterrupted = uninterrupted
+    configs = _configs(batches)
     dirs = [tmp_path / f"m{i}" for i in range(2)]
     shutil.copytree(uninterrupted[0], dirs[0])
     shutil.copytree(uninterrupted[2], dirs[1])  # member 2's run where member 1's belongs
