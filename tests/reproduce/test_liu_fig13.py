@@ -27,7 +27,7 @@ def test_registered_with_a_setting_table_naming_the_authors_files():
     assert {s.authors_file for s in rec.setting} == {lp.REGRESSION_NB, lp.CLASSIFICATION_NB, lp.RULE_FILE,
                                                      m.BATCH_NB}
     paper = rec.scales["paper"]
-    assert paper.time == "unmeasured" and "steps: 100000" in paper.spec
+    assert paper.time != "unmeasured" and "steps: 100000" in paper.spec
     points = expand(parse_spec(paper.spec))
     assert len(points) == 2 * 11 * 9
     assert sorted({p.config.batch_size for p in points}) == list(range(5, 46, 5))
