@@ -8,8 +8,8 @@ own training rows (a padded index list with weights, so training fractions, spli
 may differ). A member that trains on minibatches draws each step's batch from its own trainer
 (:meth:`probe.train.loop.Trainer.batch_rows`: its batch generator, epoch shuffle or the authors' random
 stream), so its batches are the ones it draws trained alone.
-The optimizer is AdamW (or Adam) written over the stacked tensors with per-member learning rates and
-weight decays, step for step the arithmetic of ``torch.optim.AdamW``. The result matches the members
+The optimizer is torch's fused AdamW (or Adam) kernel, called on each member's slices of the stacked
+tensors with its own learning rates and weight decays. The result matches the members
 trained one by one within float tolerance, checkpoint by checkpoint (a test checks it). Each
 member's bookkeeping (metric rows, early stop, checkpoints and their commits) is the one-run
 trainer's :class:`probe.train.steps.StepRecorder`.
