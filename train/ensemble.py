@@ -346,7 +346,10 @@ class Ensemble:
             self.exp_avg_sq = {k: v[pick].clone() for k, v in self.exp_avg_sq.items()}
             self.buffers = {k: v[pick].clone() for k, v in self.buffers.items()}
             self.knobs = {k: v[pick] for k, v in self.knobs.items()}
-        self.train_idx, self.train_w, self.train_n = self.train_idx[pick], self.train_w[pick], self.train_n[pick]
+        # the padded rows shrink to the largest training set left in the stack (rows are left-aligned)
+        width = max(1, int(self.train_w[pick].sum(dim=1).max()))
+        self.train_idx, self.train_w = self.train_idx[pick, :width], self.train_w[pick, :width]
+        self.train_n = self.train_n[pick]
         self.alive = [self.alive[j] for j in positions]
         self._index()
 

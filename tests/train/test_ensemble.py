@@ -12,7 +12,7 @@ import pytest
 import probe
 from probe.errors import ProbeError
 from probe.train.config import load_config
-from probe.train.ensemble import train_ensemble, why_not
+from probe.train.ensemble import Ensemble, train_ensemble, why_not
 from probe.train.loop import resume, train
 
 TOY = {"steps": "120", "checkpoint.schedule": "every", "checkpoint.every": "20", "checkpoint.metrics_every": "10"}
@@ -119,16 +119,27 @@ def test_what_does_not_vectorise_is_refused(tmp_path):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
-def test_members_that_stop_early_leave_the_others_unchanged(tmp_path):
+def test_members_that_stop_early_leave_the_others_unchanged(tmp_path, monkeypatch):
     """One member stops early (its phase is decided) and leaves the stack; the members that go on
     still match their own runs, checkpoint by checkpoint."""
     base = {**TOY, "steps": "400", "stop.after_generalization": "20", "checkpoint.every": "40"}
-    members = [{"lr": "1e-2", "embed_lr": "3e-2"}, {"lr": "1e-4", "embed_lr": "1e-4", "seed": "1"},
-               {"lr": "3e-4", "weight_decay": "1", "seed": "2"}]
+    members = [{"lr": "1e-2", "embed_lr": "3e-2", "train_fraction": "0.9"}, {"lr": "1e-4", "embed_lr": "1e-4", "seed": "1"},
+               {"lr": "3e-4", "weight_decay": "1", "seed": "2", "train_fraction": "0.6"}]
     configs = _configs("liu-toy-add", base, members)
     dirs = [tmp_path / f"ens{i}" for i in range(len(configs))]
     order: list[int] = []
+    widths: list[int] = []
+    keep = Ensemble._keep
+
+    def kept(self: Ensemble, positions: list[int]) -> None:
+        keep(self, positions)
+        widths.append(int(self.train_idx.shape[1]))
+
+    monkeypatch.setattr(Ensemble, "_keep", kept)
     train_ensemble(configs, dirs, progress=False, on_finish=order.append)
+    # the member with the largest training set (49 of 55 pairs) stops first: the padded rows shrink to
+    # the largest set left (the preset's 45)
+    assert widths[0] == 45, widths
     last = []
     for i, cfg in enumerate(configs):
         train(cfg, tmp_path / f"one{i}", progress=False)
