@@ -111,8 +111,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--time", type=int, help="Slurm time limit per run, minutes")
     p.add_argument("--mem", help="Slurm memory per run, e.g. 4G")
     p.add_argument("--no-vectorize", action="store_true", help="train every run on its own (by default runs "
-                   "that differ only in learning rates, weight decays, init scale, seeds or training fraction "
-                   "train together as one batched model)")
+                   "that differ only in learning rates, weight decays, init scale, seeds, training fraction or "
+                   "batch size train together as one batched model)")
     p.add_argument("--vectorize", action="store_true", help="require one batched model for the whole grid")
     p.add_argument("--no-progress", action="store_true")
 
