@@ -128,14 +128,19 @@ def _wrappers(model: Any) -> tuple[Any, Any]:
     return Loss(model), Outputs(model)
 
 
-def _pad(groups: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _pad(groups: list[np.ndarray], device: str) -> tuple[Any, Any, Any]:
+    """Each member's rows as one padded, left-aligned index tensor, its 0/1 weights and the row counts
+    (at least 1), on ``device``."""
+    import torch
+
     width = max(1, max(len(g) for g in groups))
     idx = np.zeros((len(groups), width), dtype=np.int64)
     w = np.zeros((len(groups), width), dtype=np.float64)
     for i, g in enumerate(groups):
         idx[i, : len(g)] = g
         w[i, : len(g)] = 1.0
-    return idx, w, np.array([max(len(g), 1) for g in groups], dtype=np.float64)
+    n = np.array([max(len(g), 1) for g in groups], dtype=np.float64)
+    return tuple(torch.from_numpy(a).to(device) for a in (idx, w, n))  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -211,17 +216,13 @@ class Ensemble:
         inputs = torch.as_tensor(self.task.inputs).to(self.device)
         self.x = model.model_inputs(inputs)
         self.labels = torch.as_tensor(self.task.labels).to(self.device)
-        tidx, tw, tn = _pad([t.split.train for t in self.members])
-        self.train_idx = torch.as_tensor(tidx, device=self.device)
-        self.train_w = torch.as_tensor(tw, device=self.device)
-        self.train_n = torch.as_tensor(tn, device=self.device)
+        self.train_idx, self.train_w, self.train_n = _pad([t.split.train for t in self.members], self.device)
         self.val_sets = [torch.as_tensor(t.split.val, device=self.device) for t in self.members]
         self.train_sets = [torch.as_tensor(t.split.train, device=self.device) for t in self.members]
         # members on minibatches: each step's rows come from their own trainer (batch_rows), and their
         # batch generator's state before the step's draw goes into their resume state
         self.drawing = {i for i, t in enumerate(self.members) if not t.full_batch}
         self.batch_rng = {i: self.rng[i]["batch"] for i in self.drawing}
-        self.train_rows = [np.asarray(t.split.train, dtype=np.int64) for t in self.members]
         self.batches: dict[int, np.ndarray] = {}  # member -> its rows (sample indices) of the current step
         self.lr = [{n: c.resolved_embed_lr if n == self.embed_name else c.lr for n in self.names}
                    for c in self.configs]
@@ -248,20 +249,15 @@ class Ensemble:
             return self.train_idx, self.train_w, self.train_n
         rows = []
         for i in self.alive:
+            split = self.members[i].split.train
             if i in self.drawing:
                 trainer = self.members[i]
                 self.batch_rng[i] = trainer.batch_gen.get_state().numpy().copy()
-                self.batches[i] = self.train_rows[i][trainer.batch_rows(step).numpy()]
+                self.batches[i] = split[trainer.batch_rows(step).numpy()]
                 rows.append(self.batches[i])
             else:
-                rows.append(self.train_rows[i])
-        counts = np.array([len(r) for r in rows])
-        width = max(1, int(counts.max()))
-        idx = np.zeros((len(rows), width), dtype=np.int64)
-        mask = np.arange(width) < counts[:, None]
-        idx[mask] = np.concatenate(rows)
-        return (torch.from_numpy(idx).to(self.device), torch.from_numpy(mask.astype(np.float64)).to(self.device),
-                torch.from_numpy(np.maximum(counts, 1).astype(np.float64)).to(self.device))
+                rows.append(split)
+        return _pad(rows, self.device)
 
     def _train_losses(self, rows: tuple[Any, Any, Any]) -> Any:
         """Each stacked member's mean training loss on its rows (:meth:`_draw`), ``[len(alive)]``."""
@@ -347,7 +343,7 @@ class Ensemble:
             self.buffers = {k: v[pick].clone() for k, v in self.buffers.items()}
             self.knobs = {k: v[pick] for k, v in self.knobs.items()}
         # the padded rows shrink to the largest training set left in the stack (rows are left-aligned)
-        width = max(1, int(self.train_w[pick].sum(dim=1).max()))
+        width = int(self.train_n[pick].max())  # counts are at least 1
         self.train_idx, self.train_w = self.train_idx[pick, :width], self.train_w[pick, :width]
         self.train_n = self.train_n[pick]
         self.alive = [self.alive[j] for j in positions]
